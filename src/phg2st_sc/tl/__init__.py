@@ -1,0 +1,20 @@
+"""Tools: prompt selection, baselines, metrics and evaluation protocols (the PHG2ST model joins here)."""
+
+from ._baselines import METHODS, baseline
+from ._metrics import Scores, gene_metrics, score
+from ._prompts import select_prompts
+from ._protocol import PROTOCOLS, Protocol, evaluate, get_protocol, prepare_targets
+
+__all__ = [
+    "select_prompts",
+    "baseline",
+    "score",
+    "gene_metrics",
+    "Scores",
+    "evaluate",
+    "prepare_targets",
+    "Protocol",
+    "PROTOCOLS",
+    "get_protocol",
+    "METHODS",
+]

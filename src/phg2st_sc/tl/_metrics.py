@@ -1,0 +1,184 @@
+"""Per-gene PCC, CCC and MAE (REFERENCE section 4) and the held-out scoring of a prediction layer."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from phg2st_sc._constants import Keys
+from phg2st_sc._errors import SmoothedTargetWarning
+from phg2st_sc._utils import get_table
+from phg2st_sc._validate import check_choice, check_nonempty, get_matrix, get_prompt_mask
+
+if TYPE_CHECKING:
+    from spatialdata import SpatialData
+
+SPOTS = ("heldout", "all")
+
+
+def gene_metrics(truth: np.ndarray, pred: np.ndarray) -> pd.DataFrame:
+    """PCC, CCC and MAE of each gene (column) across spots (rows).
+
+    Definitions, with population moments over the spots of one section:
+
+    - PCC: ``cov(p, t) / (sd(p) sd(t))``; 0 when the prediction is constant (it carries no ranking).
+    - CCC (Lin): ``2 cov(p, t) / (var(p) + var(t) + (mean(p) - mean(t))^2)``.
+    - MAE: ``mean(|p - t|)``.
+
+    A gene whose truth is constant over the spots has no defined correlation; all three metrics are NaN for it
+    and ``skipped`` is True, so that the summary averages over the same genes for every metric.
+
+    Parameters
+    ----------
+    truth
+        Measured values, spots x genes.
+    pred
+        Predictions of the same shape.
+
+    Returns
+    -------
+    One row per gene (column of ``truth``): ``pcc``, ``ccc``, ``mae``, ``skipped``.
+    """
+    truth = np.asarray(truth, dtype=np.float64)
+    pred = np.asarray(pred, dtype=np.float64)
+    if truth.shape != pred.shape or truth.ndim != 2:
+        raise ValueError(f"`truth` and `pred` must be 2-D arrays of equal shape, got {truth.shape} and {pred.shape}.")
+    if truth.shape[0] < 2:
+        raise ValueError("At least 2 spots are needed to compute correlations.")
+    mt, mp = truth.mean(axis=0), pred.mean(axis=0)
+    dt, dp = truth - mt, pred - mp
+    vt, vp = (dt**2).mean(axis=0), (dp**2).mean(axis=0)
+    cov = (dt * dp).mean(axis=0)
+    # Relative tolerance: a column of identical floats can have a tiny non-zero variance from rounding.
+    scale_t = np.maximum(np.abs(mt), 1.0) ** 2
+    scale_p = np.maximum(np.abs(mp), 1.0) ** 2
+    skipped = vt <= 1e-24 * scale_t
+    const_pred = vp <= 1e-24 * scale_p
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pcc = np.where(const_pred, 0.0, cov / np.sqrt(vt * vp))
+        ccc = 2 * cov / (vt + vp + (mt - mp) ** 2)
+    mae = np.abs(pred - truth).mean(axis=0)
+    pcc = np.clip(pcc, -1.0, 1.0)
+    for arr in (pcc, ccc, mae):
+        arr[skipped] = np.nan
+    return pd.DataFrame({"pcc": pcc, "ccc": ccc, "mae": mae, "skipped": skipped})
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Result of :func:`score`.
+
+    Attributes
+    ----------
+    per_gene
+        One row per gene: ``pcc``, ``ccc``, ``mae`` and ``skipped`` (truth constant over the scored spots).
+    summary
+        Means over the genes that were not skipped, the counts of genes and spots, what was scored, and
+        ``targets_smoothed`` with a ``note`` when the truth was 3x3-smoothed.
+    """
+
+    per_gene: pd.DataFrame
+    summary: pd.Series
+
+    def __repr__(self) -> str:
+        s = self.summary
+        text = (
+            f"Scores({s['layer']} vs {s['truth_layer']}, {s['spots']} spots (n={s['n_spots']}), "
+            f"{s['n_genes']} genes scored, {s['n_genes_skipped']} skipped: "
+            f"PCC {s['pcc']:.3f}, CCC {s['ccc']:.3f}, MAE {s['mae']:.3f}"
+        )
+        return text + (", targets SMOOTHED)" if s["targets_smoothed"] else ")")
+
+
+def is_smoothed(adata: AnnData, layer: str | None) -> bool:
+    """Whether ``layer`` (``None``: ``.X``) was written by :func:`phg2st_sc.pp.smooth`."""
+    params = adata.uns.get(Keys.SMOOTH_UNS, {}).get("params", {})
+    return params.get("layer_added") == ("X" if layer is None else layer)
+
+
+SMOOTH_NOTE = (
+    "targets are 3x3-smoothed: a held-out spot's target includes its prompt neighbours' measured values, "
+    "which flatters spatial interpolation; report unsmoothed targets beside these"
+)
+
+
+def score(
+    adata: AnnData | SpatialData,
+    *,
+    layer: str,
+    truth_layer: str | None = None,
+    prompt_key: str = Keys.PROMPT,
+    spots: Literal["heldout", "all"] = "heldout",
+    table_key: str | None = None,
+) -> Scores:
+    """Score a prediction layer against the measured expression, gene by gene.
+
+    Metrics follow the evaluation protocol of the PHG2ST benchmark (per gene across the spots of a section, then
+    averaged over genes): see :func:`gene_metrics` for the definitions. Genes constant in the truth are skipped and
+    counted. By default only held-out spots are scored: prompt spots carry their own measured values and would
+    inflate every method alike.
+
+    Parameters
+    ----------
+    adata
+        AnnData, or SpatialData with ``table_key``. Not modified.
+    layer
+        Layer with the predictions.
+    truth_layer
+        Layer with the measured values; ``None`` uses ``.X``. If it was produced by :func:`phg2st_sc.pp.smooth`,
+        the summary says so and a :class:`~phg2st_sc.SmoothedTargetWarning` is issued.
+    prompt_key
+        Boolean ``obs`` column marking the prompt spots.
+    spots
+        ``"heldout"`` (spots not in ``prompt_key``) or ``"all"`` (as the official PHG2ST code scores).
+    table_key
+        Table of a SpatialData input.
+
+    Returns
+    -------
+    :class:`Scores` with ``per_gene`` (indexed by gene) and ``summary``.
+
+    Examples
+    --------
+    >>> s = phg2st.tl.score(adata, layer="baseline_idw")  # doctest: +SKIP
+    >>> s.summary[["pcc", "ccc", "mae"]]  # doctest: +SKIP
+    """
+    adata = get_table(adata, table_key)
+    check_nonempty(adata)
+    check_choice(spots, "spots", SPOTS)
+    if layer not in adata.layers:
+        raise KeyError(f"No layer {layer!r} with predictions in `adata.layers` (it has {list(adata.layers)}).")
+    pred = get_matrix(adata, layer)
+    truth = get_matrix(adata, truth_layer)
+    prompts = get_prompt_mask(adata, prompt_key)
+    rows = ~prompts if spots == "heldout" else np.ones(adata.n_obs, dtype=bool)
+    if rows.sum() < 2:
+        raise ValueError(f"Only {int(rows.sum())} spot(s) to score with `spots={spots!r}`; at least 2 are needed.")
+    per_gene = gene_metrics(truth[rows], pred[rows])
+    per_gene.index = adata.var_names.copy()
+    smoothed = is_smoothed(adata, truth_layer)
+    scored = ~per_gene["skipped"].to_numpy()
+    summary = pd.Series(
+        {
+            "pcc": float(per_gene["pcc"][scored].mean()) if scored.any() else np.nan,
+            "ccc": float(per_gene["ccc"][scored].mean()) if scored.any() else np.nan,
+            "mae": float(per_gene["mae"][scored].mean()) if scored.any() else np.nan,
+            "n_genes": int(scored.sum()),
+            "n_genes_skipped": int((~scored).sum()),
+            "n_spots": int(rows.sum()),
+            "spots": spots,
+            "layer": layer,
+            "truth_layer": "X" if truth_layer is None else truth_layer,
+            "targets_smoothed": smoothed,
+            "note": SMOOTH_NOTE if smoothed else "",
+        },
+        dtype=object,
+    )
+    if smoothed:
+        warnings.warn(f"Scoring against smoothed targets: {SMOOTH_NOTE}.", SmoothedTargetWarning, stacklevel=2)
+    return Scores(per_gene=per_gene, summary=summary)

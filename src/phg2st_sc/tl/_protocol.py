@@ -1,0 +1,260 @@
+"""Named evaluation protocols and the single-section evaluation harness."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+
+from phg2st_sc._constants import Keys
+from phg2st_sc._errors import SmoothedTargetWarning
+from phg2st_sc._utils import get_table
+from phg2st_sc._validate import check_choice, check_fraction, check_nonempty
+
+from ._baselines import METHODS, baseline
+from ._metrics import SMOOTH_NOTE, score
+from ._prompts import select_prompts
+
+if TYPE_CHECKING:
+    from spatialdata import SpatialData
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How targets are made and which spots are scored.
+
+    Attributes
+    ----------
+    name
+        Registry name (see :data:`PROTOCOLS`).
+    target_sum
+        ``sc.pp.normalize_total`` target; ``None`` skips library-size normalisation.
+    log1p
+        Apply ``sc.pp.log1p`` (natural log) after normalising.
+    smooth
+        Apply the 3x3 array smoothing of the official code (:func:`phg2st_sc.pp.smooth`) to the expression that
+        methods see and that they are scored against.
+    prompt_fraction
+        Fraction of spots given as prompts.
+    spots
+        ``"heldout"`` or ``"all"`` spots scored.
+    description
+        What the protocol is and where it comes from.
+    """
+
+    name: str
+    target_sum: float | None = 1e4
+    log1p: bool = True
+    smooth: bool = False
+    prompt_fraction: float = 0.1
+    spots: Literal["heldout", "all"] = "heldout"
+    description: str = ""
+
+
+#: The named protocols. ``"heldout"`` is the honest default; the others reproduce published settings.
+PROTOCOLS: dict[str, Protocol] = {
+    p.name: p
+    for p in (
+        Protocol(
+            "heldout",
+            description="normalize_total(1e4) + log1p, unsmoothed targets, 10% random prompts, held-out spots scored",
+        ),
+        Protocol(
+            "heldout_smoothed",
+            smooth=True,
+            description="as 'heldout' but with the official code's 3x3 smoothing of inputs and targets",
+        ),
+        Protocol(
+            "official",
+            smooth=True,
+            spots="all",
+            description="as the official PHG2ST code scores: 3x3-smoothed targets, all spots (prompts included)",
+        ),
+        Protocol(
+            "paper",
+            target_sum=1e6,
+            description="normalisation as the paper states it (counts per million, natural log), unsmoothed, held-out spots",
+        ),
+    )
+}
+
+
+def get_protocol(protocol: str | Protocol) -> Protocol:
+    """Return a :class:`Protocol` from its name (or itself).
+
+    Parameters
+    ----------
+    protocol
+        A name from :data:`PROTOCOLS`, or a :class:`Protocol`.
+
+    Returns
+    -------
+    The protocol.
+    """
+    if isinstance(protocol, Protocol):
+        return protocol
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"Unknown protocol {protocol!r}; choose one of {list(PROTOCOLS)} or pass a `Protocol`.")
+    return PROTOCOLS[protocol]
+
+
+def _check_counts(adata: AnnData) -> None:
+    x = adata.X
+    values = x.data if sparse.issparse(x) else np.asarray(x)
+    if not np.isfinite(values).all():
+        raise ValueError("`adata.X` contains NaN or infinite values; raw counts are expected.")
+    if (values < 0).any():
+        raise ValueError("`adata.X` has negative values; raw counts are expected (the protocol normalises them).")
+    if not np.allclose(values, np.round(values)):
+        raise ValueError(
+            "`adata.X` is not integer: raw counts are expected, since the protocol normalises them itself. "
+            "Put the counts in `.X` (e.g. `adata.X = adata.layers['counts']`)."
+        )
+
+
+def prepare_targets(adata: AnnData, protocol: str | Protocol, *, panel: str | Sequence[str] | None = None) -> AnnData:
+    """Return a new AnnData whose ``.X`` holds the protocol's targets, made from raw counts.
+
+    Parameters
+    ----------
+    adata
+        One section with raw counts in ``.X``. Not modified.
+    protocol
+        Protocol name or object.
+    panel
+        Gene panel (see :func:`phg2st_sc.pp.select_genes`); ``None`` keeps all genes.
+
+    Returns
+    -------
+    A new AnnData with ``.obs``, ``.obsm`` and ``uns['spatial']`` of the input and, in ``.X``, the panel's genes
+    normalised as the protocol says (library sizes over all genes, then the panel), smoothed if it says so
+    (``uns['phg2st_smooth']`` is then set).
+    """
+    import scanpy as sc
+
+    from phg2st_sc.pp import select_genes, smooth
+
+    protocol = get_protocol(protocol)
+    check_nonempty(adata)
+    _check_counts(adata)
+    # Library sizes come from every measured gene, before the panel is taken (scanpy practice; it also makes a
+    # gene's target independent of which other genes are in the panel).
+    work = AnnData(
+        X=sparse.csr_matrix(adata.X, dtype=np.float32) if sparse.issparse(adata.X) else np.asarray(adata.X, np.float32),
+        obs=adata.obs.copy(),
+        var=adata.var.copy(),
+        obsm={k: v.copy() for k, v in adata.obsm.items()},
+        uns={Keys.SPATIAL: adata.uns[Keys.SPATIAL]} if Keys.SPATIAL in adata.uns else {},
+    )
+    if protocol.target_sum is not None:
+        sc.pp.normalize_total(work, target_sum=protocol.target_sum)
+    if protocol.log1p:
+        sc.pp.log1p(work)
+    if panel is not None:
+        work = select_genes(work, panel, copy=True)
+    if protocol.smooth:
+        smooth(work, layer_added=Keys.SMOOTHED)
+        work.X = work.layers.pop(Keys.SMOOTHED)
+        work.uns[Keys.SMOOTH_UNS]["params"]["layer_added"] = "X"
+    return work
+
+
+def evaluate(
+    adata: AnnData | SpatialData,
+    *,
+    methods: Sequence[str] = ("mean", "idw", "gp"),
+    protocol: str | Protocol = "heldout",
+    panel: str | Sequence[str] | None = None,
+    seeds: Sequence[int] = (0, 1, 2),
+    use_rep: str | None = None,
+    method_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+    table_key: str | None = None,
+) -> pd.DataFrame:
+    """Evaluate baselines on one section under a named protocol.
+
+    For each seed, prompts are drawn (:func:`select_prompts`), every method fills the held-out spots
+    (:func:`baseline`) and the result is scored (:func:`score`). Targets are made from the raw counts in ``.X``
+    as the protocol says; the input object is never modified.
+
+    Parameters
+    ----------
+    adata
+        One section with raw counts in ``.X`` (AnnData, or SpatialData with ``table_key``).
+    methods
+        Baseline methods (see :func:`baseline`). Image methods need ``use_rep``.
+    protocol
+        A name from :data:`PROTOCOLS` or a :class:`Protocol`.
+    panel
+        Gene panel (see :func:`phg2st_sc.pp.select_genes`); ``None`` keeps all genes.
+    seeds
+        Prompt draws; results are reported per seed.
+    use_rep
+        ``obsm`` key with image features for the image methods.
+    method_kwargs
+        Extra arguments per method, e.g. ``{"idw": {"k": 8}}``.
+    table_key
+        Table of a SpatialData input.
+
+    Returns
+    -------
+    A tidy table, one row per method and seed: ``section``, ``method``, ``seed``, ``protocol``, ``pcc``,
+    ``ccc``, ``mae``, ``n_genes``, ``n_genes_skipped``, ``n_spots``, ``targets_smoothed``, ``note``.
+
+    Examples
+    --------
+    >>> table = phg2st.tl.evaluate(adata, methods=["mean", "idw"], panel="her2st_785")  # doctest: +SKIP
+    >>> table.groupby("method")[["pcc", "ccc", "mae"]].mean()  # doctest: +SKIP
+    """
+    adata = get_table(adata, table_key)
+    proto = get_protocol(protocol)
+    check_fraction(proto.prompt_fraction, "protocol.prompt_fraction")
+    check_choice(proto.spots, "protocol.spots", ("heldout", "all"))
+    methods = list(methods)
+    if not methods:
+        raise ValueError("`methods` is empty.")
+    for m in methods:
+        check_choice(m, "methods", METHODS)
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("`seeds` is empty.")
+    method_kwargs = dict(method_kwargs or {})
+    unknown = set(method_kwargs) - set(methods)
+    if unknown:
+        raise ValueError(f"`method_kwargs` names methods that are not run: {sorted(unknown)}.")
+
+    work = prepare_targets(adata, proto, panel=panel)
+    section = str(work.obs[Keys.SECTION].iloc[0]) if Keys.SECTION in work.obs else ""
+    rows = []
+    for seed in seeds:
+        select_prompts(work, fraction=proto.prompt_fraction, seed=seed)
+        for method in methods:
+            kwargs = dict(method_kwargs.get(method, {}))
+            if method in ("feature_knn", "ridge", "stack"):
+                kwargs.setdefault("use_rep", use_rep)
+            layer = f"pred_{method}"
+            baseline(work, method=method, layer_added=layer, seed=seed, **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", SmoothedTargetWarning)  # reported once below and in the table
+                s = score(work, layer=layer, spots=proto.spots).summary
+            rows.append(
+                {
+                    "section": section,
+                    "method": method,
+                    "seed": seed,
+                    "protocol": proto.name,
+                    **{k: s[k] for k in ("pcc", "ccc", "mae", "n_genes", "n_genes_skipped", "n_spots")},
+                    "targets_smoothed": bool(s["targets_smoothed"]),
+                    "note": s["note"],
+                }
+            )
+    if proto.smooth:
+        warnings.warn(f"Protocol {proto.name!r}: {SMOOTH_NOTE}.", SmoothedTargetWarning, stacklevel=2)
+    table = pd.DataFrame(rows)
+    table.attrs["protocol"] = asdict(proto)
+    return table

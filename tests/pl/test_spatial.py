@@ -1,0 +1,70 @@
+"""pl.spatial smoke tests (Agg) and checks of what is drawn."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from matplotlib.collections import EllipseCollection
+
+import phg2st_sc as phg2st
+
+pytestmark = pytest.mark.data
+
+
+@pytest.fixture
+def predicted(c2):
+    work = phg2st.tl.prepare_targets(c2, "heldout", panel=["ERBB2", "KRT8", "COL3A1"])
+    phg2st.tl.select_prompts(work, seed=0)
+    phg2st.tl.baseline(work, method="idw")
+    return work
+
+
+def test_layout_colours_and_prompts(predicted, tmp_path):
+    out = tmp_path / "fig.png"
+    axes = phg2st.pl.spatial(predicted, ["ERBB2", "KRT8"], layers=(None, "baseline_idw"), save=out, show=False)
+    assert axes.shape == (2, 3)  # measured, predicted, error
+    assert out.stat().st_size > 10_000
+    ax = axes[0, 0]
+    assert ax.get_title() == "ERBB2: measured" and axes[0, 2].get_title().startswith("ERBB2: baseline_idw −")
+    assert len(ax.images) == 1  # the H&E
+    spots, ring = [c for c in ax.collections if isinstance(c, EllipseCollection)]
+    measured = predicted[:, "ERBB2"].X.toarray().ravel()
+    np.testing.assert_allclose(spots.get_array(), measured, rtol=1e-6)
+    assert len(ring.get_offsets()) == predicted.obs["phg2st_prompt"].sum()
+    # circles have the true spot diameter in hires pixels
+    sf = predicted.uns["spatial"]["C2"]["scalefactors"]
+    assert spots._widths[0] * 2 == pytest.approx(sf["spot_diameter_fullres"] * sf["tissue_hires_scalef"], rel=1e-6)
+    err = [c for c in axes[0, 2].collections if isinstance(c, EllipseCollection)][0]
+    np.testing.assert_allclose(
+        err.get_array(), predicted[:, "ERBB2"].layers["baseline_idw"].ravel() - measured, atol=1e-5
+    )
+    # colours change with the gene
+    other = [c for c in axes[1, 0].collections if isinstance(c, EllipseCollection)][0]
+    assert not np.allclose(other.get_array(), spots.get_array())
+    plt.close("all")
+
+
+def test_return_fig_and_no_image(predicted):
+    fig = phg2st.pl.spatial(predicted, "KRT8", image=False, return_fig=True, show=False)
+    assert len(fig.axes[0].images) == 0
+    plt.close(fig)
+
+
+def test_spatialdata_input(predicted):
+    sdata = phg2st.io.to_spatialdata(predicted, image=False)
+    axes = phg2st.pl.spatial(sdata, "ERBB2", layers=(None, "baseline_idw"), show=False)
+    assert axes.shape == (1, 3)
+    plt.close("all")
+
+
+def test_errors(predicted):
+    with pytest.raises(KeyError, match="NOPE"):
+        phg2st.pl.spatial(predicted, "NOPE", show=False)
+    with pytest.raises(KeyError, match="No layer 'phg2st'"):
+        phg2st.pl.spatial(predicted, "ERBB2", layers=(None, "phg2st"), show=False)
+    with pytest.raises(TypeError):
+        phg2st.pl.spatial(np.zeros((3, 3)), "ERBB2", show=False)

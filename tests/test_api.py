@@ -1,0 +1,129 @@
+"""Package-level contracts: import cost, namespaces, signature rules, documented slots."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import subprocess
+import sys
+
+import pytest
+
+import phg2st_sc as phg2st
+
+PUBLIC_FUNCTIONS = {
+    "pp": ["select_genes", "smooth", "panel_genes", "top_expressed_genes"],
+    "tl": ["select_prompts", "baseline", "score", "evaluate", "prepare_targets", "gene_metrics", "get_protocol"],
+    "pl": ["spatial"],
+    "datasets": ["her2st", "stutility_mob", "cscc"],
+    "io": ["read_image", "to_spatialdata", "from_spatialdata"],
+}
+ADATA_FIRST = [
+    *(f"pp.{n}" for n in ("select_genes", "smooth")),
+    *(f"tl.{n}" for n in ("select_prompts", "baseline", "score", "evaluate", "prepare_targets")),
+    "pl.spatial",
+    "io.read_image",
+    "io.to_spatialdata",
+]
+# pp/tl functions that write into the AnnData and so follow the copy contract.
+WRITERS = ["pp.select_genes", "pp.smooth", "tl.select_prompts", "tl.baseline"]
+
+
+def test_import_is_light():
+    code = (
+        "import sys, phg2st_sc as p; "
+        "heavy = [m for m in ('torch', 'lightning', 'napari', 'torch_geometric', 'timm', 'spatialdata', 'squidpy') "
+        "if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, f"import phg2st_sc pulled in {res.stdout} {res.stderr}"
+
+
+def test_namespaces():
+    for ns in ("datasets", "pp", "tl", "pl", "io"):
+        assert hasattr(phg2st, ns)
+    assert phg2st.__version__
+    for ns, names in PUBLIC_FUNCTIONS.items():
+        module = getattr(phg2st, ns)
+        for name in names:
+            assert callable(getattr(module, name)), f"{ns}.{name}"
+            assert name in module.__all__, f"{ns}.{name} missing from __all__"
+
+
+def _all_functions():
+    for ns, names in PUBLIC_FUNCTIONS.items():
+        for name in names:
+            yield f"{ns}.{name}", getattr(getattr(phg2st, ns), name)
+
+
+@pytest.mark.parametrize(("qualname", "func"), list(_all_functions()))
+def test_signature_rules(qualname, func):
+    sig = inspect.signature(func)
+    params = list(sig.parameters.values())
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    assert len(positional) <= 3, f"{qualname}: at most three positional parameters"
+    if qualname in ADATA_FIRST:
+        assert params[0].name == "adata", f"{qualname}: `adata` comes first"
+    for p in params:
+        assert p.annotation is not inspect.Parameter.empty or p.kind is p.VAR_KEYWORD, (
+            f"{qualname}: {p.name} has no type hint"
+        )
+    doc = inspect.getdoc(func)
+    assert doc and "Parameters" in doc and "Returns" in doc, f"{qualname}: numpydoc Parameters and Returns"
+    for p in params:
+        assert re.search(rf"^(?:\w+, )*{p.name}(?:, \w+)*$", doc, flags=re.M), (
+            f"{qualname}: parameter {p.name} undocumented"
+        )
+
+
+@pytest.mark.parametrize("qualname", WRITERS)
+def test_copy_contract_signature(qualname):
+    ns, name = qualname.split(".")
+    sig = inspect.signature(getattr(getattr(phg2st, ns), name))
+    assert "copy" in sig.parameters and sig.parameters["copy"].default is False
+    assert sig.parameters["copy"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert "table_key" in sig.parameters
+
+
+SLOT_RE = re.compile(r"``\.(obs|var|obsm|obsp|layers|uns)\['([^']+)'\](?:\['params'\])?``")
+
+
+def documented_slots(func, **fill) -> set[tuple[str, str]]:
+    doc = inspect.getdoc(func).split("Returns", 1)[1].split("Examples", 1)[0]
+    return {(slot, key.format(**fill)) for slot, key in SLOT_RE.findall(doc)}
+
+
+def written_slots(before, after) -> set[tuple[str, str]]:
+    out = set()
+    for slot in ("obs", "var", "obsm", "obsp", "layers", "uns"):
+        b, a = getattr(before, slot), getattr(after, slot)
+        keys_b = set(b.columns if hasattr(b, "columns") else b.keys())
+        keys_a = set(a.columns if hasattr(a, "columns") else a.keys())
+        out |= {(slot, k) for k in keys_a - keys_b}
+    return out
+
+
+@pytest.mark.data
+def test_documented_slots_equal_written_slots(c2):
+    """Every writer's Returns section lists exactly the slots it writes (with default keys)."""
+    import numpy as np
+    import scanpy as sc
+
+    adata = c2.copy()
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    adata = adata[:, :300].copy()
+    cases = [
+        (phg2st.tl.select_prompts, {}, {"key_added": "phg2st_prompt"}),
+        (phg2st.tl.baseline, {"method": "idw"}, {"layer_added": "baseline_idw"}),
+        (phg2st.pp.smooth, {}, {"layer_added": "smoothed"}),
+        (phg2st.pp.select_genes, {"panel": list(adata.var_names[:10])}, {}),
+    ]
+    for func, kwargs, fill in cases:
+        before = adata.copy()
+        out = func(adata, copy=True, **kwargs)
+        assert func(adata.copy(), copy=False, **kwargs) is None
+        assert written_slots(before, out) == documented_slots(func, **fill), func.__name__
+        if func is phg2st.tl.select_prompts:
+            adata = out
+    assert np.isfinite(adata.X.data).all()
