@@ -10,7 +10,7 @@ from ._errors import (
     Phg2stError,
     SmoothedTargetWarning,
 )
-from ._settings import settings
+from ._settings import Settings, settings
 
 try:
     __version__ = version("phg2st-sc")
@@ -24,6 +24,7 @@ __all__ = [
     "pp",
     "tl",
     "settings",
+    "Settings",
     "Phg2stError",
     "DataNotFoundError",
     "MissingImageError",
