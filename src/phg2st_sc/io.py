@@ -143,10 +143,10 @@ def from_spatialdata(
 ) -> AnnData:
     """Return a SpatialData table as an AnnData in the scanpy/squidpy convention.
 
-    ``obsm['spatial']`` is taken from the centres of the shapes the table annotates (unless present), and
-    ``uns['spatial'][library_id]`` gets a ``hires`` image (longer side about 2000 px) from the image element
-    and the spot diameter from the circle radii, so that `sc.pl.spatial` and :func:`phg2st_sc.pl.spatial`
-    work on the result.
+    ``obsm['spatial']`` is taken from the centres of the shapes the table annotates (unless present), the spot
+    diameter from the circle radii, and, unless the table already carries one, ``uns['spatial'][library_id]``
+    gets a ``hires`` image from the pyramid level of the image element nearest to 2000 px, so that
+    `sc.pl.spatial` and :func:`phg2st_sc.pl.spatial` work on the result.
 
     Parameters
     ----------

@@ -14,6 +14,7 @@ from scipy import sparse
 
 from phg2st_sc._constants import Keys
 from phg2st_sc._errors import SmoothedTargetWarning
+from phg2st_sc._settings import settings
 from phg2st_sc._utils import get_table
 from phg2st_sc._validate import check_choice, check_fraction, check_nonempty
 
@@ -118,17 +119,25 @@ def _check_counts(adata: AnnData) -> None:
         )
 
 
-def prepare_targets(adata: AnnData, protocol: str | Protocol, *, panel: str | Sequence[str] | None = None) -> AnnData:
+def prepare_targets(
+    adata: AnnData | SpatialData,
+    protocol: str | Protocol,
+    *,
+    panel: str | Sequence[str] | None = None,
+    table_key: str | None = None,
+) -> AnnData:
     """Return a new AnnData whose ``.X`` holds the protocol's targets, made from raw counts.
 
     Parameters
     ----------
     adata
-        One section with raw counts in ``.X``. Not modified.
+        One section with raw counts in ``.X`` (AnnData, or SpatialData with ``table_key``). Not modified.
     protocol
         Protocol name or object.
     panel
         Gene panel (see :func:`phg2st_sc.pp.select_genes`); ``None`` keeps all genes.
+    table_key
+        Table of a SpatialData input.
 
     Returns
     -------
@@ -140,6 +149,7 @@ def prepare_targets(adata: AnnData, protocol: str | Protocol, *, panel: str | Se
 
     from phg2st_sc.pp import select_genes, smooth
 
+    adata = get_table(adata, table_key)
     protocol = get_protocol(protocol)
     check_nonempty(adata)
     _check_counts(adata)
@@ -228,12 +238,18 @@ def evaluate(
     if unknown:
         raise ValueError(f"`method_kwargs` names methods that are not run: {sorted(unknown)}.")
 
+    from tqdm.auto import tqdm
+
     work = prepare_targets(adata, proto, panel=panel)
     section = str(work.obs[Keys.SECTION].iloc[0]) if Keys.SECTION in work.obs else ""
     rows = []
+    progress = tqdm(
+        total=len(seeds) * len(methods), desc=f"evaluate {section}", disable=not settings.progress, leave=False
+    )
     for seed in seeds:
         select_prompts(work, fraction=proto.prompt_fraction, seed=seed)
         for method in methods:
+            progress.set_postfix(seed=seed, method=method)
             kwargs = dict(method_kwargs.get(method, {}))
             if method in ("feature_knn", "ridge", "stack"):
                 kwargs.setdefault("use_rep", use_rep)
@@ -253,6 +269,8 @@ def evaluate(
                     "note": s["note"],
                 }
             )
+            progress.update()
+    progress.close()
     if proto.smooth:
         warnings.warn(f"Protocol {proto.name!r}: {SMOOTH_NOTE}.", SmoothedTargetWarning, stacklevel=2)
     table = pd.DataFrame(rows)
