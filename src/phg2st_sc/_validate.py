@@ -113,8 +113,8 @@ def get_representation(adata: AnnData, use_rep: str) -> np.ndarray:
     """Return ``adata.obsm[use_rep]`` as a finite 2-D float array."""
     if use_rep not in adata.obsm:
         raise KeyError(
-            f"`adata.obsm[{use_rep!r}]` is missing: image features are needed. Compute tile embeddings first "
-            f"(`phg2st.pp.embed_tiles`) or name an existing representation with `use_rep=` (has {list(adata.obsm)})."
+            f"`adata.obsm[{use_rep!r}]` is missing: image features are needed. Compute tile embeddings into `adata.obsm` "
+            f"first, or name an existing representation with `use_rep=` (has {list(adata.obsm)})."
         )
     rep = as_dense(adata.obsm[use_rep])
     if rep.ndim != 2 or rep.shape[0] != adata.n_obs:

@@ -12,6 +12,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from phg2st_sc._constants import Keys
+from phg2st_sc._docs import inject_docs
 from phg2st_sc._utils import finish, get_table
 from phg2st_sc._validate import check_nonempty, check_positive_int
 
@@ -93,6 +94,7 @@ def top_expressed_genes(
     return [shared[i] for i in order if ok[i]][:n_top]
 
 
+@inject_docs
 def select_genes(
     adata: AnnData | SpatialData,
     panel: str | Sequence[str],
@@ -107,8 +109,7 @@ def select_genes(
 
     Parameters
     ----------
-    adata
-        AnnData, or SpatialData with ``table_key``.
+    {adata}
     panel
         ``"her2st_785"`` or ``"cscc_171"`` (the paper's panels), ``"top_expressed"`` (the official code's rule,
         see :func:`top_expressed_genes`, computed on this object), or a list of gene names.
@@ -117,8 +118,7 @@ def select_genes(
     fill_missing
         Add panel genes absent from the data as all-zero columns (needs ``copy=True``, since it changes
         the gene axis). By default absent genes are an error.
-    table_key
-        Table of a SpatialData input.
+    {table_key}
     copy
         Return a subset copy instead of subsetting in place.
 

@@ -10,6 +10,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from phg2st_sc._constants import Keys
+from phg2st_sc._docs import inject_docs
 from phg2st_sc._utils import finish, get_table
 from phg2st_sc._validate import check_nonempty, check_positive_int, get_array_coordinates, get_matrix
 
@@ -44,6 +45,7 @@ def array_neighbourhood(adata: AnnData, radius: int = 1) -> sparse.csr_matrix:
     return sparse.diags(1.0 / deg) @ w
 
 
+@inject_docs
 def smooth(
     adata: AnnData | SpatialData,
     *,
@@ -71,16 +73,14 @@ def smooth(
         Layer to write the smoothed values to.
     radius
         Neighbourhood half-width in array steps (1 gives the 3x3 window).
-    table_key
-        Table of a SpatialData input.
-    copy
-        Return a copy instead of writing in place.
+    {table_key}
+    {copy}
 
     Returns
     -------
-    ``None``, or the modified copy with ``copy=True``. Writes
+    {returns_copy}
 
-    ``.layers['{layer_added}']``
+    ``.layers['{{layer_added}}']``
         Smoothed expression (dense float32).
     ``.uns['phg2st_smooth']['params']``
         ``layer``, ``layer_added`` and ``radius``, so that scores can say their targets were smoothed.

@@ -15,6 +15,7 @@ from anndata import AnnData
 from scipy.spatial import cKDTree
 
 from phg2st_sc._constants import Keys
+from phg2st_sc._docs import inject_docs
 from phg2st_sc._utils import finish, get_table
 from phg2st_sc._validate import (
     check_choice,
@@ -209,6 +210,7 @@ def predict_stack(
     return mu + a * (idw - mu) + b * (ridge - mu), (float(a), float(b))
 
 
+@inject_docs
 def baseline(
     adata: AnnData | SpatialData,
     *,
@@ -260,18 +262,16 @@ def baseline(
         ``obsm`` key with spot coordinates.
     seed
         Seed of the GP optimiser restarts and of the stack's folds.
-    table_key
-        Table of a SpatialData input.
-    copy
-        Return a copy instead of writing in place.
+    {table_key}
+    {copy}
 
     Returns
     -------
-    ``None``, or the modified copy with ``copy=True``. Writes
+    {returns_copy}
 
-    ``.layers['{layer_added}']``
+    ``.layers['{{layer_added}}']``
         Predicted expression (float32), equal to the measured values at prompt spots.
-    ``.uns['{layer_added}']['params']``
+    ``.uns['{{layer_added}}']['params']``
         The method and its settings, with what was fitted: the GP kernel (``amplitude``, ``length_scale`` in
         coordinate units, ``noise``), the ridge penalty ``alpha``, the stack weights.
 

@@ -11,6 +11,7 @@ import pandas as pd
 from anndata import AnnData
 
 from phg2st_sc._constants import Keys
+from phg2st_sc._docs import inject_docs
 from phg2st_sc._errors import SmoothedTargetWarning
 from phg2st_sc._utils import get_table
 from phg2st_sc._validate import check_choice, check_nonempty, get_matrix, get_prompt_mask
@@ -107,6 +108,7 @@ SMOOTH_NOTE = (
 )
 
 
+@inject_docs
 def score(
     adata: AnnData | SpatialData,
     *,
@@ -125,8 +127,7 @@ def score(
 
     Parameters
     ----------
-    adata
-        AnnData, or SpatialData with ``table_key``. Not modified.
+    {adata} Not modified.
     layer
         Layer with the predictions.
     truth_layer
@@ -136,8 +137,7 @@ def score(
         Boolean ``obs`` column marking the prompt spots.
     spots
         ``"heldout"`` (spots not in ``prompt_key``) or ``"all"`` (as the official PHG2ST code scores).
-    table_key
-        Table of a SpatialData input.
+    {table_key}
 
     Returns
     -------

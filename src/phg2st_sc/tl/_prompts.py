@@ -9,6 +9,7 @@ import numpy as np
 from anndata import AnnData
 
 from phg2st_sc._constants import Keys
+from phg2st_sc._docs import inject_docs
 from phg2st_sc._utils import finish, get_table
 from phg2st_sc._validate import check_choice, check_fraction, check_nonempty, check_positive_int, get_coordinates
 
@@ -42,6 +43,7 @@ def _block_prompts(coords: np.ndarray, n: int, n_blocks: int, rng: np.random.Gen
     return mask
 
 
+@inject_docs
 def select_prompts(
     adata: AnnData | SpatialData,
     *,
@@ -63,8 +65,7 @@ def select_prompts(
 
     Parameters
     ----------
-    adata
-        AnnData, or SpatialData with ``table_key``.
+    {adata}
     fraction
         Fraction of spots to mark; the count is ``round(fraction * n_spots)``, at least 1 and leaving at least one
         spot held out.
@@ -83,18 +84,16 @@ def select_prompts(
         ``obsm`` key with spot coordinates (for ``"blocks"``).
     key_added
         ``obs`` column to write.
-    table_key
-        Table of a SpatialData input.
-    copy
-        Return a copy instead of writing in place.
+    {table_key}
+    {copy}
 
     Returns
     -------
-    ``None``, or the modified copy with ``copy=True``. Writes
+    {returns_copy}
 
-    ``.obs['{key_added}']``
+    ``.obs['{{key_added}}']``
         Boolean, ``True`` for prompt spots.
-    ``.uns['{key_added}']['params']``
+    ``.uns['{{key_added}}']['params']``
         Strategy, seed, number and fraction of prompts.
 
     Examples

@@ -13,6 +13,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from phg2st_sc._constants import Keys
+from phg2st_sc._docs import inject_docs
 from phg2st_sc._errors import SmoothedTargetWarning
 from phg2st_sc._settings import settings
 from phg2st_sc._utils import get_table
@@ -119,6 +120,7 @@ def _check_counts(adata: AnnData) -> None:
         )
 
 
+@inject_docs
 def prepare_targets(
     adata: AnnData | SpatialData,
     protocol: str | Protocol,
@@ -136,8 +138,7 @@ def prepare_targets(
         Protocol name or object.
     panel
         Gene panel (see :func:`phg2st_sc.pp.select_genes`); ``None`` keeps all genes.
-    table_key
-        Table of a SpatialData input.
+    {table_key}
 
     Returns
     -------
@@ -175,6 +176,7 @@ def prepare_targets(
     return work
 
 
+@inject_docs
 def evaluate(
     adata: AnnData | SpatialData,
     *,
@@ -207,9 +209,8 @@ def evaluate(
     use_rep
         ``obsm`` key with image features for the image methods.
     method_kwargs
-        Extra arguments per method, e.g. ``{"idw": {"k": 8}}``.
-    table_key
-        Table of a SpatialData input.
+        Extra arguments per method, e.g. ``{{"idw": {{"k": 8}}}}``.
+    {table_key}
 
     Returns
     -------
