@@ -76,6 +76,21 @@ def c2_targets(c2):
     return work
 
 
+@pytest.fixture(scope="session")
+def _c2_embedded_session(data_dir):
+    """C2 embedded once per session with the offline encoder, fp32 (deterministic)."""
+    import phg2st_sc as phg2st
+
+    adata = _load("her2st", "C2")
+    phg2st.pp.embed_tiles(adata, encoder="efficientnet_lite0", precision="fp32", batch_size=32)
+    return adata
+
+
+@pytest.fixture
+def c2_embedded(_c2_embedded_session):
+    return _c2_embedded_session.copy()
+
+
 @pytest.fixture
 def load_mob(data_dir):
     return lambda section: _load("mob", section)

@@ -12,21 +12,29 @@ import pytest
 import phg2st_sc as phg2st
 
 PUBLIC_FUNCTIONS = {
-    "pp": ["select_genes", "smooth", "panel_genes", "top_expressed_genes"],
+    "pp": [
+        "embed_tiles",
+        "neighbour_embeddings",
+        "build_hypergraph",
+        "select_genes",
+        "smooth",
+        "panel_genes",
+        "top_expressed_genes",
+    ],
     "tl": ["select_prompts", "baseline", "score", "evaluate", "prepare_targets", "gene_metrics", "get_protocol"],
     "pl": ["spatial"],
     "datasets": ["her2st", "stutility_mob", "cscc"],
     "io": ["read_image", "to_spatialdata", "from_spatialdata"],
 }
 ADATA_FIRST = [
-    *(f"pp.{n}" for n in ("select_genes", "smooth")),
+    *(f"pp.{n}" for n in ("embed_tiles", "neighbour_embeddings", "build_hypergraph", "select_genes", "smooth")),
     *(f"tl.{n}" for n in ("select_prompts", "baseline", "score", "evaluate", "prepare_targets")),
     "pl.spatial",
     "io.read_image",
     "io.to_spatialdata",
 ]
 # pp/tl functions that write into the AnnData and so follow the copy contract.
-WRITERS = ["pp.select_genes", "pp.smooth", "tl.select_prompts", "tl.baseline"]
+WRITERS = ["pp.embed_tiles", "pp.build_hypergraph", "pp.select_genes", "pp.smooth", "tl.select_prompts", "tl.baseline"]
 
 
 def test_import_is_light():
@@ -119,11 +127,22 @@ def test_documented_slots_equal_written_slots(c2):
         (phg2st.pp.smooth, {}, {"layer_added": "smoothed"}),
         (phg2st.pp.select_genes, {"panel": list(adata.var_names[:10])}, {}),
     ]
+    import torch
+
+    class Tiny(torch.nn.Module):
+        def forward(self, x):
+            return x.mean((2, 3))
+
+    adata.uns["spatial"] = c2.uns["spatial"]
+    cases += [
+        (phg2st.pp.embed_tiles, {"encoder": Tiny(), "grid_size": 3}, {"key_added": "X_tiny"}),
+        (phg2st.pp.build_hypergraph, {"use_rep": "X_tiny"}, {"key_added": "phg2st"}),
+    ]
     for func, kwargs, fill in cases:
         before = adata.copy()
         out = func(adata, copy=True, **kwargs)
         assert func(adata.copy(), copy=False, **kwargs) is None
         assert written_slots(before, out) == documented_slots(func, **fill), func.__name__
-        if func is phg2st.tl.select_prompts:
+        if func in (phg2st.tl.select_prompts, phg2st.pp.embed_tiles):
             adata = out
     assert np.isfinite(adata.X.data).all()

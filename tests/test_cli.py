@@ -21,7 +21,11 @@ def test_demo_runs_on_real_data(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Protocol 'heldout'" in out and "Protocol 'heldout_smoothed'" in out and "NOTE" in out
     table = pd.read_csv(tmp_path / "her2st_C2_baselines.csv")
-    assert set(table["method"]) == {"mean", "idw", "gp"} and set(table["seed"]) == {0, 1}
+    assert set(table["method"]) == {"mean", "idw", "gp", "feature_knn", "ridge", "stack"} and set(table["seed"]) == {
+        0,
+        1,
+    }
+    assert "shared neighbour tiles" in out and "hyperedges of 5 spots" in out
     assert (tmp_path / "her2st_C2_genes.png").stat().st_size > 10_000
 
 

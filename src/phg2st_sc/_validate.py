@@ -109,14 +109,14 @@ def get_prompt_mask(adata: AnnData, prompt_key: str) -> np.ndarray:
     return mask
 
 
-def get_representation(adata: AnnData, use_rep: str) -> np.ndarray:
-    """Return ``adata.obsm[use_rep]`` as a finite 2-D float array."""
+def get_representation(adata: AnnData, use_rep: str, *, dtype: type = np.float64) -> np.ndarray:
+    """Return ``adata.obsm[use_rep]`` as a finite 2-D float array of ``dtype``."""
     if use_rep not in adata.obsm:
         raise KeyError(
             f"`adata.obsm[{use_rep!r}]` is missing: image features are needed. Compute tile embeddings into `adata.obsm` "
             f"first, or name an existing representation with `use_rep=` (has {list(adata.obsm)})."
         )
-    rep = as_dense(adata.obsm[use_rep])
+    rep = as_dense(adata.obsm[use_rep], dtype=dtype)
     if rep.ndim != 2 or rep.shape[0] != adata.n_obs:
         raise ValueError(f"`adata.obsm[{use_rep!r}]` must have shape (n_spots, n_features), got {rep.shape}.")
     if not np.isfinite(rep).all():

@@ -24,7 +24,7 @@ def _summarise(table):
 
 
 def demo(section: str = "C2", out: str | Path = "demo_output", seeds: Sequence[int] = (0, 1, 2)) -> int:
-    """Run the demo on a real her2st section: prompts, baselines, scores, a figure."""
+    """Run the demo on a real her2st section: tile embeddings, hypergraph, prompts, baselines, scores, a figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -41,12 +41,25 @@ def demo(section: str = "C2", out: str | Path = "demo_output", seeds: Sequence[i
         f"  {adata.n_obs} spots x {adata.n_vars} genes, image {adata.uns['spatial'][section]['metadata'].get('image_shape')}"
     )
 
-    methods = ["mean", "idw", "gp"]
+    # Image features with the encoder that ships offline (UNI needs gated weights); cached for reruns.
+    rep = "X_efficientnet_lite0"
+    phg2st.pp.embed_tiles(adata, encoder="efficientnet_lite0", cache_dir=out / "embedding_cache")
+    p = adata.uns[rep]["params"]
+    print(f"  embedded {p['tiles_embedded']} tiles ({p['spot_tiles']} spot tiles + {p['neighbour_tiles']} shared "
+          f"neighbour tiles; naive per-spot crops: {p['naive_crops']}) on {p['device']} in {p['precision']}")  # fmt: skip
+    phg2st.pp.build_hypergraph(adata, use_rep=rep)
+    hp = adata.uns["phg2st_hypergraph"]["params"]
+    print(f"  spot hypergraph: {adata.n_obs} hyperedges of {hp['k'] + 1} spots in obsp['phg2st_incidence']")
+
+    methods = ["mean", "idw", "gp", "feature_knn", "ridge", "stack"]
     tables = []
+    phg2st.settings.progress = False  # the evaluation takes seconds; keep the printed tables clean
     for protocol in ("heldout", "heldout_smoothed"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", phg2st.SmoothedTargetWarning)
-            table = phg2st.tl.evaluate(adata, methods=methods, protocol=protocol, panel="her2st_785", seeds=seeds)
+            table = phg2st.tl.evaluate(
+                adata, methods=methods, protocol=protocol, panel="her2st_785", seeds=seeds, use_rep=rep
+            )
         tables.append(table)
         proto = phg2st.tl.PROTOCOLS[protocol]
         print(f"\nProtocol {protocol!r}: {proto.description}")
@@ -60,10 +73,10 @@ def demo(section: str = "C2", out: str | Path = "demo_output", seeds: Sequence[i
 
     work = phg2st.tl.prepare_targets(adata, "heldout", panel=list(DEMO_GENES))
     phg2st.tl.select_prompts(work, fraction=0.1, seed=seeds[0])
-    for method in ("idw", "gp"):
-        phg2st.tl.baseline(work, method=method)
+    for method in ("idw", "stack"):
+        phg2st.tl.baseline(work, method=method, use_rep=rep if method == "stack" else None)
     fig_path = out / f"her2st_{section}_genes.png"
-    phg2st.pl.spatial(work, list(DEMO_GENES), layers=(None, "baseline_idw", "baseline_gp"), save=fig_path)
+    phg2st.pl.spatial(work, list(DEMO_GENES), layers=(None, "baseline_idw", "baseline_stack"), save=fig_path)
     print(f"\nWrote {out / f'her2st_{section}_baselines.csv'} and {fig_path} in {time.perf_counter() - t0:.1f} s.")
     return 0
 
@@ -72,7 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``phg2st`` command."""
     parser = argparse.ArgumentParser(prog="phg2st", description="PHG2ST spatial expression prediction tools.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_demo = sub.add_parser("demo", help="baselines and scores on a real her2st section (needs $PHG2ST_DATA_DIR)")
+    p_demo = sub.add_parser(
+        "demo", help="embeddings, hypergraph, baselines and scores on a real her2st section (needs $PHG2ST_DATA_DIR)"
+    )
     p_demo.add_argument("--section", default="C2", help="her2st section (default: C2)")
     p_demo.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
     p_demo.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="prompt seeds (default: 0 1 2)")

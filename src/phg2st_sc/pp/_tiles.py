@@ -1,0 +1,141 @@
+"""Tile geometry and pixel access: spot tiles, the neighbour lattice, reading regions with padding.
+
+Pure numpy; the encoder side lives in :mod:`phg2st_sc._model`.
+
+Geometry. A spot tile is the square of ``region`` image pixels centred on the spot. Neighbour tiles come from
+one lattice per slide: square cells of ``region`` pixels with the image origin as a corner. A spot's
+``grid x grid`` neighbour window is the block of cells centred on the cell that contains the spot, so the
+windows of nearby spots share cells and every cell is embedded once. Compared with cutting each spot's window
+exactly, the window is shifted by at most half a tile along each axis. A cell whose centre lies outside the image
+is masked (index -1) and never embedded; a cell or spot tile partly outside is padded with white.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+PAD_VALUE = 255  # slide background is white
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Which image regions to embed for a section.
+
+    Attributes
+    ----------
+    spot_boxes
+        (n, 2) top-left corners (x, y) of the spot tiles; each tile is ``region`` pixels square.
+    cells
+        (T, 2) lattice cells (column, row) that some spot's window uses and that lie on the image.
+    index
+        (n, grid * grid) row-major index into ``cells`` of each spot's window; -1 where masked.
+    region
+        Side of a tile in image pixels.
+    grid
+        Side of the neighbour window in tiles.
+    """
+
+    spot_boxes: np.ndarray
+    cells: np.ndarray
+    index: np.ndarray
+    region: int
+    grid: int
+
+    @property
+    def cell_boxes(self) -> np.ndarray:
+        """(T, 2) top-left corners of the lattice cells."""
+        return self.cells * self.region
+
+    @property
+    def n_naive(self) -> int:
+        """Encoder passes when every spot crops its own tile and window: n * (1 + grid^2)."""
+        return len(self.spot_boxes) * (1 + self.grid * self.grid)
+
+    @property
+    def n_passes(self) -> int:
+        """Encoder passes with the lattice: n spot tiles + T distinct cells."""
+        return len(self.spot_boxes) + len(self.cells)
+
+
+def plan_tiles(coords: np.ndarray, image_shape: tuple[int, int], region: int, grid: int = 5) -> TilePlan:
+    """Lay out spot tiles and the shared neighbour lattice.
+
+    Parameters
+    ----------
+    coords
+        (n, 2) spot centres (x, y) in image pixels.
+    image_shape
+        (height, width) of the image.
+    region
+        Tile side in image pixels.
+    grid
+        Neighbour window side in tiles (odd, so that the spot's cell is in the middle).
+    """
+    if region < 1:
+        raise ValueError(f"The tile side must be at least 1 pixel, got {region}.")
+    if grid < 1 or grid % 2 == 0:
+        raise ValueError(f"`grid_size` must be a positive odd number, got {grid}.")
+    coords = np.asarray(coords, dtype=np.float64)
+    height, width = image_shape
+    spot_boxes = np.floor(coords - region / 2.0 + 0.5).astype(np.int64)
+    centre_cell = np.floor(coords / region).astype(np.int64)  # (n, 2): column, row
+    half = grid // 2
+    offsets = np.stack(np.meshgrid(np.arange(-half, half + 1), np.arange(-half, half + 1), indexing="xy"), -1)
+    offsets = offsets.reshape(-1, 2)  # row-major: (dx, dy) with dy the slow axis
+    window = centre_cell[:, None, :] + offsets[None, :, :]  # (n, g*g, 2)
+    centres = (window + 0.5) * region
+    on_image = (centres[..., 0] >= 0) & (centres[..., 0] < width) & (centres[..., 1] >= 0) & (centres[..., 1] < height)
+    flat = window[on_image]
+    cells, inverse = np.unique(flat, axis=0, return_inverse=True)
+    index = np.full(on_image.shape, -1, dtype=np.int64)
+    index[on_image] = inverse.ravel()
+    return TilePlan(spot_boxes=spot_boxes, cells=cells.astype(np.int64), index=index, region=int(region), grid=grid)
+
+
+class RegionReader:
+    """Read square regions of an RGB image, padding the parts outside it with white.
+
+    Parameters
+    ----------
+    image
+        An array-like of shape (height, width, 3) (numpy, or lazy: dask, xarray, zarr), or a callable returning
+        one when the pixels are first needed.
+    shape
+        (height, width), required when ``image`` is a callable.
+    channels_first
+        The array is (3, height, width) (SpatialData's ``cyx``).
+    """
+
+    def __init__(self, image: Any, shape: tuple[int, int] | None = None, *, channels_first: bool = False):
+        self._image = image
+        self._loaded = None if callable(image) else image
+        self.channels_first = channels_first
+        if shape is None:
+            if callable(image):
+                raise ValueError("`shape` is required when the image is loaded lazily.")
+            shape = tuple(image.shape[1:3]) if channels_first else tuple(image.shape[:2])
+        self.shape = (int(shape[0]), int(shape[1]))
+
+    @property
+    def pixels(self):
+        if self._loaded is None:
+            self._loaded = self._image()
+        return self._loaded
+
+    def read(self, x0: int, y0: int, size: int) -> np.ndarray:
+        """The ``size`` x ``size`` x 3 ``uint8`` region with top-left corner (x0, y0)."""
+        height, width = self.shape
+        out = np.full((size, size, 3), PAD_VALUE, dtype=np.uint8)
+        xa, ya = max(x0, 0), max(y0, 0)
+        xb, yb = min(x0 + size, width), min(y0 + size, height)
+        if xa >= xb or ya >= yb:
+            return out
+        if self.channels_first:
+            part = np.moveaxis(np.asarray(self.pixels[:3, ya:yb, xa:xb]), 0, -1)
+        else:
+            part = np.asarray(self.pixels[ya:yb, xa:xb, :3])
+        out[ya - y0 : yb - y0, xa - x0 : xb - x0] = part
+        return out

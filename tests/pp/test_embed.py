@@ -1,0 +1,261 @@
+"""embed_tiles on real C2 tiles, the encoder registry, the cache, and bad input."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from anndata import AnnData
+from PIL import Image
+from torch import nn
+
+import phg2st_sc as phg2st
+from phg2st_sc._model._encoders import IMAGENET_MEAN, IMAGENET_STD, get_encoder
+
+
+class ColourStats(nn.Module):
+    """A tiny deterministic encoder: per-channel mean and std and a coarse 2x2 pooling (15-d)."""
+
+    def __init__(self, die_after: int | None = None):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1))
+        self.calls = 0
+        self.die_after = die_after
+
+    def forward(self, x):
+        if self.calls == self.die_after:
+            raise KeyboardInterrupt("killed")
+        self.calls += 1
+        pooled = nn.functional.adaptive_avg_pool2d(x, 2).flatten(1)
+        return torch.cat([x.mean((2, 3)), x.std((2, 3)), pooled[:, :9]], 1) * self.scale
+
+
+def normalise(tile: np.ndarray) -> torch.Tensor:
+    x = torch.from_numpy(tile).permute(2, 0, 1)[None].float() / 255
+    return (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+
+def synthetic_section(tmp_path, coords, size=(600, 800)):
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
+    path = tmp_path / "he.png"
+    Image.fromarray(img).save(path)
+    a = AnnData(np.ones((len(coords), 2), dtype=np.float32))
+    a.obsm["spatial"] = np.asarray(coords, dtype=float)
+    a.uns["spatial"] = {"s": {"images": {}, "scalefactors": {"tissue_hires_scalef": 1.0, "spot_diameter_fullres": 50.0},
+                              "metadata": {"source_image_path": str(path), "microns_per_pixel": 1.0}}}  # fmt: skip
+    return a, img
+
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.mark.data
+def test_c2_shapes_and_reuse(c2_embedded):
+    a = c2_embedded
+    p = a.uns["X_efficientnet_lite0"]["params"]
+    assert a.obsm["X_efficientnet_lite0"].shape == (187, 1280) and a.obsm["X_efficientnet_lite0"].dtype == np.float32
+    assert a.obsm["X_efficientnet_lite0_neighbours"].shape == (187, 25)
+    tiles = a.uns["X_efficientnet_lite0"]["tile_embeddings"]
+    assert tiles.shape == (p["neighbour_tiles"], 1280) and np.isfinite(tiles).all()
+    assert p["tiles_embedded"] == 187 + p["neighbour_tiles"] and p["naive_crops"] == 187 * 26
+    assert p["naive_crops"] / p["tiles_embedded"] >= 5  # the issue's goal: at least 5x fewer encoder passes
+    emb, mask = phg2st.pp.neighbour_embeddings(a, "X_efficientnet_lite0")
+    assert emb.shape == (187, 25, 1280) and mask.all()  # C2's spots are far from the image border
+    # different tiles give different embeddings
+    assert np.linalg.norm(emb[0, 0] - emb[0, 24]) > 1e-3
+
+
+@pytest.mark.data
+def test_lattice_tile_equals_direct_crop(c2_embedded):
+    """A neighbour embedding from the lattice equals embedding the same tile cut directly from the image."""
+    a = c2_embedded
+    full = phg2st.io.read_image(a)
+    enc = get_encoder("efficientnet_lite0")
+    cells = a.uns["X_efficientnet_lite0"]["tile_cells"]
+    spot, slot = 5, 7
+    cell = cells[a.obsm["X_efficientnet_lite0_neighbours"][spot, slot]]
+    x0, y0 = cell * 224
+    tile = full[y0 : y0 + 224, x0 : x0 + 224]
+    with torch.inference_mode():
+        direct = enc.model(normalise(tile).contiguous(memory_format=torch.channels_last)).numpy()[0]
+    emb, _ = phg2st.pp.neighbour_embeddings(a, "X_efficientnet_lite0")
+    np.testing.assert_allclose(emb[spot, slot], direct, rtol=1e-4, atol=1e-4)
+    # and the spot tile is the 224 px square centred on the spot
+    cx, cy = np.floor(a.obsm["spatial"][spot] - 112 + 0.5).astype(int)
+    with torch.inference_mode():
+        centred = enc.model(normalise(full[cy : cy + 224, cx : cx + 224])).numpy()[0]
+    np.testing.assert_allclose(a.obsm["X_efficientnet_lite0"][spot], centred, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.data
+def test_offline_weights_classify_imagenet_images():
+    """The shipped weights map onto timm's model: a cat photo is a cat, a coffee cup is espresso (skimage data)."""
+    import timm
+    from skimage import data
+
+    from phg2st_sc._model._encoders import packaged_lite0_state_dict
+
+    model = timm.create_model("tf_efficientnet_lite0", num_classes=1000).eval()
+    model.load_state_dict(packaged_lite0_state_dict(model))
+    for image, classes in ((data.chelsea(), {281, 282, 285}), (data.coffee(), {504, 967, 968})):
+        x = normalise(np.asarray(Image.fromarray(image).resize((224, 224))))
+        with torch.inference_mode():
+            assert int(model(x).argmax()) in classes
+
+
+def test_small_encoder_masks_padding_and_determinism(tmp_path):
+    a, img = synthetic_section(tmp_path, [[20, 30], [400, 300], [790, 590]])
+    enc = ColourStats()
+    phg2st.pp.embed_tiles(a, encoder=enc, tile_size=64, grid_size=3, key_added="X_c")
+    assert a.obsm["X_c"].shape == (3, 15)
+    idx = a.obsm["X_c_neighbours"]
+    assert (idx[0].reshape(3, 3)[0] == -1).all() and (idx[1] >= 0).all() and (idx[2].reshape(3, 3)[2] == -1).all()
+    # the first spot's tile is padded with white above/left of the image
+    x = normalise(np.pad(img[0:62, 0:52], ((2, 0), (12, 0), (0, 0)), constant_values=255))
+    np.testing.assert_allclose(a.obsm["X_c"][0], enc(x).detach().numpy()[0], rtol=1e-5, atol=1e-5)
+    emb, mask = phg2st.pp.neighbour_embeddings(a, "X_c")
+    assert (emb[~mask] == 0).all() and mask.sum() == (idx >= 0).sum()
+    again = phg2st.pp.embed_tiles(a, encoder=enc, tile_size=64, grid_size=3, key_added="X_c", copy=True)
+    np.testing.assert_array_equal(again.obsm["X_c"], a.obsm["X_c"])
+    np.testing.assert_array_equal(again.uns["X_c"]["tile_embeddings"], a.uns["X_c"]["tile_embeddings"])
+
+
+def test_cache_resumes_an_interrupted_run(tmp_path):
+    coords = np.random.default_rng(1).uniform(50, 550, (40, 2))
+    a, _ = synthetic_section(tmp_path, coords)
+    enc = ColourStats()
+    reference = phg2st.pp.embed_tiles(
+        a, encoder=enc, tile_size=32, grid_size=3, batch_size=8, copy=True, key_added="X_c"
+    )
+    total = reference.uns["X_c"]["params"]["tiles_embedded"]
+
+    dying = ColourStats(die_after=4)  # one dry run to find the output size, then three batches
+    with pytest.raises(KeyboardInterrupt):
+        phg2st.pp.embed_tiles(
+            a, encoder=dying, tile_size=32, grid_size=3, batch_size=8, cache_dir=tmp_path / "c", key_added="X_c"
+        )
+    assert "X_c" not in a.obsm  # nothing written by the failed run
+    resumed = phg2st.pp.embed_tiles(a, encoder=ColourStats(), tile_size=32, grid_size=3, batch_size=8,
+                                    cache_dir=tmp_path / "c", key_added="X_c", copy=True)  # fmt: skip
+    p = resumed.uns["X_c"]["params"]
+    assert p["batches_from_cache"] == 3 and p["encoder_passes_this_run"] == total - 24
+    np.testing.assert_allclose(resumed.obsm["X_c"], reference.obsm["X_c"], rtol=1e-6)
+    np.testing.assert_allclose(
+        resumed.uns["X_c"]["tile_embeddings"], reference.uns["X_c"]["tile_embeddings"], rtol=1e-6
+    )
+    # a corrupted batch file is recomputed, not trusted
+    batch = sorted((tmp_path / "c").glob("*/batch_0000000.npy"))[0]
+    batch.write_bytes(b"garbage")
+    again = phg2st.pp.embed_tiles(a, encoder=ColourStats(), tile_size=32, grid_size=3, batch_size=8,
+                                  cache_dir=tmp_path / "c", key_added="X_c", copy=True)  # fmt: skip
+    assert again.uns["X_c"]["params"]["encoder_passes_this_run"] == 8
+
+
+def test_mpp_resamples(tmp_path):
+    a, img = synthetic_section(tmp_path, [[300, 300]])
+    a.uns["spatial"]["s"]["metadata"]["microns_per_pixel"] = 0.25
+    enc = ColourStats()
+    phg2st.pp.embed_tiles(a, encoder=enc, tile_size=32, mpp=0.5, grid_size=0, key_added="X_c")
+    assert a.uns["X_c"]["params"]["region_px"] == 64  # 32 px at 0.5 µm/px cover 64 px at 0.25 µm/px
+    tile = np.asarray(Image.fromarray(img[268:332, 268:332]).resize((32, 32), Image.Resampling.BILINEAR))
+    np.testing.assert_allclose(a.obsm["X_c"][0], enc(normalise(tile)).detach().numpy()[0], rtol=1e-5, atol=1e-5)
+    assert "X_c_neighbours" not in a.obsm
+
+
+@pytest.mark.data
+def test_spatialdata_input_matches_anndata(c2):
+    sdata = phg2st.io.to_spatialdata(c2)
+    enc = ColourStats()
+    phg2st.pp.embed_tiles(sdata, encoder=enc, grid_size=3, key_added="X_c")
+    phg2st.pp.embed_tiles(c2, encoder=enc, grid_size=3, key_added="X_c")
+    table = sdata.tables["table"]
+    np.testing.assert_allclose(table.obsm["X_c"], c2.obsm["X_c"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(table.obsm["X_c_neighbours"], c2.obsm["X_c_neighbours"])
+
+
+def test_uni_loading_path(tmp_path, monkeypatch):
+    """A randomly initialised checkpoint of UNI's architecture loads strictly and reproduces its outputs."""
+    import timm
+
+    torch.manual_seed(0)
+    ref = timm.create_model("vit_large_patch16_224", img_size=224, patch_size=16, init_values=1e-5, num_classes=0,
+                            dynamic_img_size=True).eval()  # fmt: skip
+    path = tmp_path / "pytorch_model.bin"
+    torch.save(ref.state_dict(), path)
+    x = torch.randn(1, 3, 224, 224)
+    with torch.inference_mode():
+        expected = ref(x)
+    del ref
+    enc = get_encoder("uni", path)
+    assert enc.name == "uni" and enc.dim == 1024
+    with torch.inference_mode():
+        torch.testing.assert_close(enc.model(x), expected)
+    monkeypatch.setenv("PHG2ST_UNI_WEIGHTS", str(path))
+    assert get_encoder("uni").fingerprint == enc.fingerprint
+
+
+def test_encoder_errors(tmp_path, monkeypatch):
+    import timm
+
+    monkeypatch.delenv("PHG2ST_UNI_WEIGHTS", raising=False)
+    with pytest.raises(ValueError, match="efficientnet_lite0") as err:
+        get_encoder("uni")
+    assert "MahmoodLab/UNI" in str(err.value)
+    with pytest.raises(ValueError, match="Unknown encoder"):
+        get_encoder("vit_giant")
+    with pytest.raises(ValueError, match="local weights"):
+        get_encoder("resnet50")
+    # a checkpoint of another architecture
+    wrong = tmp_path / "wrong.pth"
+    torch.save(timm.create_model("resnet18", num_classes=0).state_dict(), wrong)
+    with pytest.raises(ValueError, match="do not fit"):
+        get_encoder("resnet50", wrong)
+    # a file that carries a pickled object instead of tensors is refused, never executed
+    evil = tmp_path / "evil.pth"
+    torch.save({"weights": torch.zeros(1), "payload": warnings.WarningMessage}, evil)
+    with pytest.raises(ValueError, match="refused"):
+        get_encoder("resnet50", evil)
+    with pytest.raises(ValueError, match="\\(B, dim\\)"):
+        get_encoder(lambda x: x)
+    with pytest.raises(TypeError):
+        get_encoder(42)
+
+
+def test_resnet50_local_weights(tmp_path):
+    import timm
+
+    path = tmp_path / "resnet50.pth"
+    torch.save(timm.create_model("resnet50", num_classes=1000).state_dict(), path)  # torchvision-style keys + fc
+    enc = get_encoder("resnet50", path)
+    assert enc.dim == 2048 and enc.channels_last
+
+
+@pytest.mark.data
+def test_bad_input_leaves_adata_unchanged(load_her2st, tmp_path):
+    a3 = load_her2st("A3")
+    snapshot = a3.copy()
+    with pytest.raises(phg2st.MissingImageError, match="A3"):
+        phg2st.pp.embed_tiles(a3, encoder=ColourStats())
+    assert set(a3.obsm) == set(snapshot.obsm) and set(a3.uns) == set(snapshot.uns)
+    a, _ = synthetic_section(tmp_path, [[100, 100], [5000, 100]])
+    with pytest.raises(ValueError, match="outside the 800 x 600 image"):
+        phg2st.pp.embed_tiles(a, encoder=ColourStats())
+    a.obsm["spatial"] = np.array([[100.0, 100.0], [200.0, 100.0]])
+    for kwargs, exc in [
+        (dict(encoder="nope"), ValueError),
+        (dict(encoder=ColourStats(), grid_size=4), ValueError),
+        (dict(encoder=ColourStats(), tile_size=4), ValueError),
+        (dict(encoder=ColourStats(), mpp=-1.0), ValueError),
+        (dict(encoder=ColourStats(), batch_size=0), ValueError),
+        (dict(encoder=ColourStats(), image_key="img"), ValueError),
+        (dict(encoder=lambda x: x.mean((2, 3)), cache_dir=tmp_path / "c"), ValueError),
+    ]:
+        with pytest.raises(exc):
+            phg2st.pp.embed_tiles(a, **kwargs)
+    assert not [k for k in a.obsm if k != "spatial"] and set(a.uns) == {"spatial"}
+    del a.uns["spatial"]["s"]["metadata"]["microns_per_pixel"]
+    with pytest.raises(ValueError, match="microns per pixel"):
+        phg2st.pp.embed_tiles(a, encoder=ColourStats(), mpp=0.5)

@@ -1,0 +1,123 @@
+"""The spot hypergraph against brute force, its properties on real C2, the tile sub-hypergraphs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from anndata import AnnData
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.spatial.distance import cdist
+
+import phg2st_sc as phg2st
+from phg2st_sc.pp._hypergraph import neighbour_hyperedges, spot_hyperedges
+
+
+def brute_force(f, p, k, sf, sp):
+    comb = cdist(f, f) / sf + cdist(p, p) / sp
+    np.fill_diagonal(comb, np.inf)
+    return np.argsort(comb, axis=1, kind="stable")[:, :k], np.sort(comb, axis=1)[:, :k]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_exact_against_dense_search(seed):
+    rng = np.random.default_rng(seed)
+    n = 400
+    p = rng.uniform(0, 20, (n, 2))
+    # features that vary in space plus a few far-away look-alikes, which force extra search rounds
+    f = np.column_stack([np.sin(p[:, 0] / 3), np.cos(p[:, 1] / 4), rng.normal(scale=0.3, size=(n, 6))])
+    f[:10] = f[300:310] + 1e-3
+    members, dist, info = spot_hyperedges(f, p, 4, seed=seed)
+    ref, ref_d = brute_force(f.astype(np.float32), p, 4, info["feature_scale"], info["position_scale"])
+    np.testing.assert_allclose(dist, ref_d, rtol=1e-4, atol=1e-5)
+    assert (np.sort(members, 1) == np.sort(ref, 1)).mean() > 0.999  # ties aside
+    assert info["search_rounds"] >= 1
+
+
+def test_scales_are_the_mean_kth_neighbour_distances():
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0, 10, (300, 2))
+    f = rng.normal(size=(300, 5))
+    _, _, info = spot_hyperedges(f, p, 4)
+    dp = np.sort(cdist(p, p), axis=1)[:, 4].mean()
+    df = np.sort(cdist(f, f), axis=1)[:, 4].mean()
+    assert info["position_scale"] == pytest.approx(dp)
+    assert info["feature_scale"] == pytest.approx(df, rel=1e-4)  # n <= 512: every spot is in the sample
+    # units do not matter: pixels or microns give the same hyperedges
+    m1, _, _ = spot_hyperedges(f, p, 4)
+    m2, _, _ = spot_hyperedges(f * 7.0, p * 0.69, 4)
+    np.testing.assert_array_equal(m1, m2)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_permuting_spots_permutes_the_hypergraph(seed):
+    rng = np.random.default_rng(seed)
+    n = 60
+    a = AnnData(np.zeros((n, 1)))
+    a.obsm["spatial"] = rng.uniform(0, 100, (n, 2))
+    a.obsm["X_f"] = rng.normal(size=(n, 4))
+    order = rng.permutation(n)
+    b = a[order].copy()
+    phg2st.pp.build_hypergraph(a, use_rep="X_f", k=3)
+    phg2st.pp.build_hypergraph(b, use_rep="X_f", k=3)
+    ha = a.obsp["phg2st_incidence"].toarray()
+    hb = b.obsp["phg2st_incidence"].toarray()
+    np.testing.assert_allclose(hb, ha[np.ix_(order, order)], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.data
+def test_real_c2_hypergraph(c2_embedded):
+    a = c2_embedded
+    phg2st.pp.build_hypergraph(a, use_rep="X_efficientnet_lite0")
+    h = a.obsp["phg2st_incidence"].tocsc()
+    assert h.shape == (187, 187)
+    assert (np.diff(h.indptr) == 5).all()  # each column: the spot and its k = 4 neighbours
+    np.testing.assert_array_equal(h.diagonal(), 1.0)
+    assert np.isfinite(h.data).all() and (h.data > 0).all() and (h.data <= 1).all()
+    d = a.obsp["phg2st_distances"].tocsc()
+    assert (np.diff(d.indptr) == 4).all() and (d.diagonal() == 0).all() and (d.data > 0).all()
+    # hyperedges are spatially local (a few array pitches) because position is half the metric
+    coo = d.tocoo()
+    pitch = a.uns["spatial"]["C2"]["metadata"]["spot_pitch_px"]
+    assert np.median(np.linalg.norm(a.obsm["spatial"][coo.row] - a.obsm["spatial"][coo.col], axis=1)) < 2 * pitch
+    nh = a.obsm["phg2st_neighbour_hyperedges"]
+    assert nh.shape == (187, 25, 4) and nh.dtype == np.int8 and (nh >= 0).all()
+    assert (nh != np.arange(25)[None, :, None]).all()  # no tile is its own neighbour
+    # spot 0's sub-hypergraph equals a brute-force search over its 25 tiles
+    emb, _ = phg2st.pp.neighbour_embeddings(a, "X_efficientnet_lite0")
+    dd = cdist(emb[0], emb[0])
+    np.fill_diagonal(dd, np.inf)
+    np.testing.assert_array_equal(nh[0], np.argsort(dd, axis=1, kind="stable")[:, :4])
+    assert a.uns["phg2st_hypergraph"]["params"]["k"] == 4
+
+
+def test_masked_tiles_are_respected():
+    tiles = np.random.default_rng(0).normal(size=(10, 3)).astype(np.float32)
+    index = np.array([[0, 1, 2, -1], [3, -1, -1, -1], [4, 5, 6, 7]])
+    out = neighbour_hyperedges(tiles, index, 2)
+    assert (out[0, 3] == -1).all() and set(out[0, :3].ravel()) <= {0, 1, 2}
+    assert (out[1] == -1).all()  # a lone tile has no neighbours
+    assert (out[2] >= 0).all()
+
+
+def test_bad_input():
+    rng = np.random.default_rng(0)
+    a = AnnData(np.zeros((6, 1)))
+    a.obsm["spatial"] = rng.uniform(size=(6, 2))
+    snapshot = a.copy()
+    with pytest.raises(KeyError, match="X_uni"):
+        phg2st.pp.build_hypergraph(a)
+    a.obsm["X_f"] = rng.normal(size=(6, 3))
+    with pytest.raises(ValueError, match="needs more than 6"):
+        phg2st.pp.build_hypergraph(a, use_rep="X_f", k=6)
+    a.obsm["X_f"][0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        phg2st.pp.build_hypergraph(a, use_rep="X_f")
+    with pytest.raises(ValueError, match="k"):
+        phg2st.pp.build_hypergraph(a, use_rep="X_f", k=0)
+    a.obsm["X_f"][0, 0] = 0.0
+    a.obsm["X_f_neighbours"] = np.zeros((6, 9), dtype=np.int32)
+    with pytest.raises(KeyError, match="tile_embeddings"):
+        phg2st.pp.build_hypergraph(a, use_rep="X_f", k=2)
+    assert not a.obsp and set(a.uns) == set(snapshot.uns)
