@@ -259,3 +259,45 @@ def test_bad_input_leaves_adata_unchanged(load_her2st, tmp_path):
     del a.uns["spatial"]["s"]["metadata"]["microns_per_pixel"]
     with pytest.raises(ValueError, match="microns per pixel"):
         phg2st.pp.embed_tiles(a, encoder=ColourStats(), mpp=0.5)
+
+
+@pytest.mark.data
+def test_real_tiles_at_the_image_border(c2):
+    """Spots moved to the corner of the real C2 image: off-image cells masked, partial tiles padded white."""
+    a = c2[:3].copy()
+    a.obsm["spatial"] = np.array([[30.0, 40.0], [4000.0, 5000.0], [9270.0, 9900.0]])
+    enc = ColourStats()
+    phg2st.pp.embed_tiles(a, encoder=enc, grid_size=5, key_added="X_c")
+    idx = a.obsm["X_c_neighbours"].reshape(3, 5, 5)
+    assert (idx[0, :2] == -1).all() and (idx[0, :, :2] == -1).all() and (idx[0, 2:, 2:] >= 0).all()
+    assert (idx[1] >= 0).all()
+    assert (idx[2, 3:] == -1).all() and (idx[2, :, 3:] == -1).all()
+    full = phg2st.io.read_image(a)
+    x0, y0 = np.floor(a.obsm["spatial"][0] - 112 + 0.5).astype(int)  # (-82, -72): partly off the image
+    tile = np.full((224, 224, 3), 255, dtype=np.uint8)
+    tile[-y0:, -x0:] = full[: 224 + y0, : 224 + x0]
+    np.testing.assert_allclose(a.obsm["X_c"][0], enc(normalise(tile)).detach().numpy()[0], rtol=1e-5, atol=1e-5)
+
+
+def test_reader_survives_pickling(tmp_path):
+    """Readers are picklable without their pixels (for data-loader workers started by spawning)."""
+    import pickle
+
+    from phg2st_sc.pp._tiles import ImageFile, RegionReader
+
+    a, img = synthetic_section(tmp_path, [[100, 100]])
+    reader = RegionReader(ImageFile(tmp_path / "he.png"), img.shape[:2])
+    _ = reader.pixels
+    clone = pickle.loads(pickle.dumps(reader))
+    assert clone._loaded is None
+    np.testing.assert_array_equal(clone.read(10, 20, 16), img[20:36, 10:26])
+
+
+def test_worker_processes_give_the_same_result(tmp_path):
+    coords = np.random.default_rng(2).uniform(50, 550, (12, 2))
+    a, _ = synthetic_section(tmp_path, coords)
+    enc = ColourStats()
+    one = phg2st.pp.embed_tiles(a, encoder=enc, tile_size=32, grid_size=3, num_workers=0, copy=True, key_added="X_c")
+    two = phg2st.pp.embed_tiles(a, encoder=enc, tile_size=32, grid_size=3, num_workers=2, copy=True, key_added="X_c")
+    np.testing.assert_array_equal(one.obsm["X_c"], two.obsm["X_c"])
+    np.testing.assert_array_equal(one.uns["X_c"]["tile_embeddings"], two.uns["X_c"]["tile_embeddings"])

@@ -12,11 +12,11 @@ from anndata import AnnData
 
 from phg2st_sc._constants import Keys
 from phg2st_sc._docs import inject_docs
-from phg2st_sc._image import full_resolution_path, image_size, library_info, read_full
+from phg2st_sc._image import full_resolution_path, image_size, library_info
 from phg2st_sc._settings import settings
 from phg2st_sc._utils import _is_spatialdata, finish, get_table
 from phg2st_sc._validate import check_nonempty, check_positive_int, get_coordinates
-from phg2st_sc.pp._tiles import RegionReader, TilePlan, plan_tiles
+from phg2st_sc.pp._tiles import ArrayLoader, ImageFile, RegionReader, TilePlan, plan_tiles
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -33,7 +33,7 @@ def _anndata_source(adata: AnnData, library_id: str | None, spatial_key: str) ->
     width, height = image_size(path)
     st = path.stat()
     return {
-        "reader": RegionReader(lambda: read_full(path), (height, width)),
+        "reader": RegionReader(ImageFile(path), (height, width)),
         "coords": get_coordinates(adata, spatial_key),
         "px_per_unit": 1.0,
         "mpp": info.get(Keys.METADATA, {}).get(Keys.MPP),
@@ -68,9 +68,8 @@ def _spatialdata_source(sdata: SpatialData, table: AnnData, image_key: str | Non
     for info in table.uns.get(Keys.SPATIAL, {}).values():
         mpp = info.get(Keys.METADATA, {}).get(Keys.MPP, mpp)
     thumb = hashlib.sha256(np.ascontiguousarray(np.asarray(smallest.values)).tobytes()).hexdigest()[:16]
-    data = full.data
     # Slides that fit comfortably in memory are read once (dask slicing costs ~10 ms per tile); larger ones lazily.
-    loader = (lambda: np.asarray(data)) if data.nbytes <= IN_MEMORY_BYTES else (lambda: data)
+    loader = ArrayLoader(full.data, IN_MEMORY_BYTES)
     return {
         "reader": RegionReader(loader, (full.sizes["y"], full.sizes["x"]), channels_first=True),
         "coords": coords,

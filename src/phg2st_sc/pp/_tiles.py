@@ -95,6 +95,28 @@ def plan_tiles(coords: np.ndarray, image_shape: tuple[int, int], region: int, gr
     return TilePlan(spot_boxes=spot_boxes, cells=cells.astype(np.int64), index=index, region=int(region), grid=grid)
 
 
+class ImageFile:
+    """Loads an image file's pixels when called; picklable, so that spawned data-loader workers can use it."""
+
+    def __init__(self, path: str):
+        self.path = str(path)
+
+    def __call__(self) -> np.ndarray:
+        from phg2st_sc._image import read_full
+
+        return read_full(self.path)
+
+
+class ArrayLoader:
+    """Returns a (possibly lazy) array, materialised in memory when it is at most ``max_bytes``; picklable."""
+
+    def __init__(self, array: Any, max_bytes: int):
+        self.array, self.max_bytes = array, max_bytes
+
+    def __call__(self) -> Any:
+        return np.asarray(self.array) if self.array.nbytes <= self.max_bytes else self.array
+
+
 class RegionReader:
     """Read square regions of an RGB image, padding the parts outside it with white.
 
@@ -118,6 +140,12 @@ class RegionReader:
                 raise ValueError("`shape` is required when the image is loaded lazily.")
             shape = tuple(image.shape[1:3]) if channels_first else tuple(image.shape[:2])
         self.shape = (int(shape[0]), int(shape[1]))
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        if callable(self._image):  # workers started by spawning reload the pixels instead of receiving a copy
+            state["_loaded"] = None
+        return state
 
     @property
     def pixels(self):
