@@ -21,20 +21,38 @@ PUBLIC_FUNCTIONS = {
         "panel_genes",
         "top_expressed_genes",
     ],
-    "tl": ["select_prompts", "baseline", "score", "evaluate", "prepare_targets", "gene_metrics", "get_protocol"],
+    "tl": [
+        "fit",
+        "impute",
+        "select_prompts",
+        "baseline",
+        "score",
+        "evaluate",
+        "prepare_targets",
+        "gene_metrics",
+        "get_protocol",
+    ],
     "pl": ["spatial"],
     "datasets": ["her2st", "stutility_mob", "cscc"],
     "io": ["read_image", "to_spatialdata", "from_spatialdata"],
 }
 ADATA_FIRST = [
     *(f"pp.{n}" for n in ("embed_tiles", "neighbour_embeddings", "build_hypergraph", "select_genes", "smooth")),
-    *(f"tl.{n}" for n in ("select_prompts", "baseline", "score", "evaluate", "prepare_targets")),
+    *(f"tl.{n}" for n in ("impute", "select_prompts", "baseline", "score", "evaluate", "prepare_targets")),
     "pl.spatial",
     "io.read_image",
     "io.to_spatialdata",
 ]
 # pp/tl functions that write into the AnnData and so follow the copy contract.
-WRITERS = ["pp.embed_tiles", "pp.build_hypergraph", "pp.select_genes", "pp.smooth", "tl.select_prompts", "tl.baseline"]
+WRITERS = [
+    "tl.impute",
+    "pp.embed_tiles",
+    "pp.build_hypergraph",
+    "pp.select_genes",
+    "pp.smooth",
+    "tl.select_prompts",
+    "tl.baseline",
+]
 
 
 def test_import_is_light():
@@ -79,7 +97,7 @@ def test_signature_rules(qualname, func):
     doc = inspect.getdoc(func)
     assert doc and "Parameters" in doc and "Returns" in doc, f"{qualname}: numpydoc Parameters and Returns"
     for p in params:
-        assert re.search(rf"^(?:\w+, )*{p.name}(?:, \w+)*$", doc, flags=re.M), (
+        assert re.search(rf"^(?:\w+, )*(?:\*\*)?{p.name}(?:, \w+)*$", doc, flags=re.M), (
             f"{qualname}: parameter {p.name} undocumented"
         )
 

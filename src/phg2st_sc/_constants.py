@@ -24,6 +24,7 @@ class Keys:
     # uns
     SMOOTH_UNS = "phg2st_smooth"
     GENES_UNS = "phg2st_genes"
+    TARGETS_UNS = "phg2st_targets"
     # uns["spatial"][library_id]
     IMAGES = "images"
     HIRES = "hires"

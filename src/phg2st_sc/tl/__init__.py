@@ -1,11 +1,14 @@
-"""Tools: prompt selection, baselines, metrics and evaluation protocols (the PHG2ST model joins here)."""
+"""Tools: the PHG2ST model (fit, impute), prompt selection, baselines, metrics and evaluation protocols."""
 
 from ._baselines import METHODS, baseline
+from ._fit import fit, impute
 from ._metrics import Scores, gene_metrics, score
 from ._prompts import select_prompts
 from ._protocol import PROTOCOLS, Protocol, evaluate, get_protocol, prepare_targets
 
 __all__ = [
+    "fit",
+    "impute",
     "select_prompts",
     "baseline",
     "score",

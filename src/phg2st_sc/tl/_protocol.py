@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from copy import deepcopy
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -142,9 +143,11 @@ def prepare_targets(
 
     Returns
     -------
-    A new AnnData with ``.obs``, ``.obsm`` and ``uns['spatial']`` of the input and, in ``.X``, the panel's genes
+    A new AnnData with ``.obs``, ``.obsm``, ``.obsp`` and ``.uns`` of the input (embeddings and hypergraphs
+    carry over) and, in ``.X``, the panel's genes
     normalised as the protocol says (library sizes over all genes, then the panel), smoothed if it says so
-    (``uns['phg2st_smooth']`` is then set).
+    (``uns['phg2st_smooth']`` is then set); ``uns['phg2st_targets']['params']`` records the protocol and panel,
+    so that a model trained on these targets can check what it is applied to.
     """
     import scanpy as sc
 
@@ -161,7 +164,8 @@ def prepare_targets(
         obs=adata.obs.copy(),
         var=adata.var.copy(),
         obsm={k: v.copy() for k, v in adata.obsm.items()},
-        uns={Keys.SPATIAL: adata.uns[Keys.SPATIAL]} if Keys.SPATIAL in adata.uns else {},
+        obsp={k: v.copy() for k, v in adata.obsp.items()},
+        uns=deepcopy(dict(adata.uns)),
     )
     if protocol.target_sum is not None:
         sc.pp.normalize_total(work, target_sum=protocol.target_sum)
@@ -173,6 +177,11 @@ def prepare_targets(
         smooth(work, layer_added=Keys.SMOOTHED)
         work.X = work.layers.pop(Keys.SMOOTHED)
         work.uns[Keys.SMOOTH_UNS]["params"]["layer_added"] = "X"
+    params = {k: v for k, v in asdict(protocol).items() if k not in ("description",)}
+    params["target_sum"] = -1.0 if params["target_sum"] is None else float(params["target_sum"])
+    params["panel"] = "all" if panel is None else (panel if isinstance(panel, str) else "custom")
+    params["protocol"] = params.pop("name")
+    work.uns[Keys.TARGETS_UNS] = {"params": params}
     return work
 
 

@@ -1,0 +1,205 @@
+"""AnnData slides -> tensors, prompt sampling and the datasets Lightning iterates over (one slide per step)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from anndata import AnnData
+from scipy import sparse
+from scipy.spatial import cKDTree
+from torch.utils.data import Dataset
+
+from phg2st_sc._utils import as_dense
+from phg2st_sc._validate import get_coordinates, get_representation
+
+
+@dataclass
+class Slide:
+    """The tensors of one section (CPU, float32 / int64), prompts not yet chosen."""
+
+    name: str
+    x: torch.Tensor
+    tiles: torch.Tensor
+    tile_index: torch.Tensor
+    spot_index: torch.Tensor
+    spot_value: torch.Tensor
+    nbr_index: torch.Tensor
+    nbr_value: torch.Tensor
+    pos: torch.Tensor
+    y: torch.Tensor
+    trainable: np.ndarray  # spots whose expression may be used as prompts or targets in training
+
+    @property
+    def n(self) -> int:
+        return self.x.shape[0]
+
+
+def spot_pitch(coords: np.ndarray) -> float:
+    """Median distance to the nearest other spot (the array pitch on regular grids)."""
+    if len(coords) < 2:
+        return 1.0
+    d, _ = cKDTree(coords).query(coords, k=2)
+    pitch = float(np.median(d[:, 1]))
+    return pitch if pitch > 0 else 1.0
+
+
+def _need(adata: AnnData, slot: str, key: str, fix: str) -> None:
+    if key not in getattr(adata, slot):
+        raise KeyError(f"`adata.{slot}[{key!r}]` is missing: {fix}")
+
+
+def slide_from_adata(
+    adata: AnnData,
+    genes: Sequence[str],
+    *,
+    use_rep: str,
+    hypergraph_key: str,
+    layer: str | None,
+    neighbours: bool,
+    need_expression: bool = True,
+    name: str = "",
+) -> Slide:
+    """Collect a section's features, hypergraphs, positions and expression, checking every slot first."""
+    x = get_representation(adata, use_rep, dtype=np.float32)
+    inc_key = f"{hypergraph_key}_incidence"
+    _need(
+        adata,
+        "obsp",
+        inc_key,
+        f"run `phg2st.pp.build_hypergraph(adata, use_rep={use_rep!r}, key_added={hypergraph_key!r})` first.",
+    )
+    coords = get_coordinates(adata)
+    n = adata.n_obs
+    h = sparse.coo_matrix(adata.obsp[inc_key])
+    if h.shape != (n, n) or not np.isfinite(h.data).all():
+        raise ValueError(
+            f"`adata.obsp[{inc_key!r}]` must be a finite {n} x {n} incidence matrix; rebuild the hypergraph."
+        )
+    if neighbours:
+        idx_key, nh_key = f"{use_rep}_neighbours", f"{hypergraph_key}_neighbour_hyperedges"
+        _need(
+            adata,
+            "obsm",
+            idx_key,
+            "embed with `phg2st.pp.embed_tiles(..., grid_size=5)` (or fit with `use_neighbour_branch=False`).",
+        )
+        _need(adata, "obsm", nh_key, "run `phg2st.pp.build_hypergraph` after `embed_tiles` with neighbour tiles.")
+        tile_index = np.asarray(adata.obsm[idx_key], dtype=np.int64)
+        tiles = np.asarray(adata.uns[use_rep]["tile_embeddings"], dtype=np.float32)
+        nh = np.asarray(adata.obsm[nh_key], dtype=np.int64)
+        g = tile_index.shape[1]
+        spot = np.arange(n)[:, None, None]
+        tile = np.arange(g)[None, :, None]
+        valid_t = tile_index >= 0
+        members = np.concatenate([np.broadcast_to(tile, (n, g, 1)), nh], axis=2)  # the tile and its neighbours
+        ok = (members >= 0) & valid_t[:, :, None]
+        node = (spot * g + members)[ok]
+        edge = np.broadcast_to(spot * g + tile, members.shape)[ok]
+        nbr_index = np.stack([node, edge])
+    else:
+        tiles = np.zeros((1, x.shape[1]), dtype=np.float32)
+        tile_index = np.zeros((n, 1), dtype=np.int64)
+        nbr_index = np.zeros((2, 0), dtype=np.int64)
+    if need_expression:
+        missing = [g for g in genes if g not in adata.var_names]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} of the model's {len(genes)} genes are absent from the data (e.g. {missing[:5]})."
+            )
+        sub = adata[:, list(genes)]
+        y = as_dense(sub.X if layer is None else sub.layers[layer], dtype=np.float32)
+        if not np.isfinite(y).all():
+            raise ValueError("The expression contains NaN or infinite values.")
+    else:
+        y = np.zeros((n, len(genes)), dtype=np.float32)
+    return Slide(
+        name=name,
+        x=torch.from_numpy(x),
+        tiles=torch.from_numpy(tiles),
+        tile_index=torch.from_numpy(tile_index),
+        spot_index=torch.from_numpy(np.stack([h.row, h.col]).astype(np.int64)),
+        spot_value=torch.from_numpy(h.data.astype(np.float32)),
+        nbr_index=torch.from_numpy(nbr_index.astype(np.int64)),
+        nbr_value=torch.ones(nbr_index.shape[1]),
+        pos=torch.from_numpy((coords / spot_pitch(coords)).astype(np.float32)),
+        y=torch.from_numpy(y),
+        trainable=np.ones(n, dtype=bool),
+    )
+
+
+def prompt_neighbours(pos: np.ndarray, prompt: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each spot's ``k`` nearest prompt spots (spot indices) and their distances."""
+    where = np.flatnonzero(prompt)
+    k = min(k, len(where))
+    dist, j = cKDTree(pos[where]).query(pos, k=k)
+    return where[j.reshape(len(pos), k)], dist.reshape(len(pos), k)
+
+
+def slide_batch(slide: Slide, prompt: np.ndarray, rows: np.ndarray, prompt_k: int) -> dict[str, torch.Tensor]:
+    """The model input of one slide with a given prompt mask; ``rows`` are the spots scored by the loss/metric."""
+    idx, dist = prompt_neighbours(slide.pos.numpy(), prompt, prompt_k)
+    return {
+        "x": slide.x, "tiles": slide.tiles, "tile_index": slide.tile_index,
+        "spot_index": slide.spot_index, "spot_value": slide.spot_value,
+        "nbr_index": slide.nbr_index, "nbr_value": slide.nbr_value,
+        "pos": slide.pos, "y": slide.y,
+        "prompt": torch.from_numpy(prompt), "rows": torch.from_numpy(rows),
+        "prompt_idx": torch.from_numpy(idx.astype(np.int64)), "prompt_dist": torch.from_numpy(dist.astype(np.float32)),
+    }  # fmt: skip
+
+
+def draw_prompts(eligible: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """A random prompt mask over ``eligible`` spots: ``round(fraction * n_eligible)``, at least 1, leaving 1 out."""
+    where = np.flatnonzero(eligible)
+    n = int(min(max(1, round(fraction * len(where))), len(where) - 1))
+    mask = np.zeros(len(eligible), dtype=bool)
+    mask[rng.choice(where, size=n, replace=False)] = True
+    return mask
+
+
+class TrainSlides(Dataset):
+    """One item per training slide, with a fresh prompt mask each time (seeded by seed, epoch and slide)."""
+
+    def __init__(self, slides: list[Slide], fraction: float | tuple[float, float], prompt_k: int, seed: int):
+        self.slides, self.fraction, self.prompt_k, self.seed = slides, fraction, prompt_k, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.slides)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        slide = self.slides[i]
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        lo, hi = self.fraction if isinstance(self.fraction, tuple) else (self.fraction, self.fraction)
+        prompt = draw_prompts(slide.trainable, rng.uniform(lo, hi) if hi > lo else lo, rng)
+        return slide_batch(slide, prompt, slide.trainable & ~prompt, self.prompt_k)
+
+
+class FixedSlides(Dataset):
+    """Validation items: fixed prompts (a fraction of the eligible spots) and fixed scored spots."""
+
+    def __init__(self, items: list[tuple[Slide, np.ndarray, np.ndarray]], prompt_k: int):
+        self.batches = [slide_batch(s, p, r, prompt_k) for s, p, r in items]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return self.batches[i]
+
+
+def pcc_per_gene(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over genes of the Pearson correlation across spots; genes constant in the target are skipped, a
+    constant prediction counts 0 (as in :func:`phg2st_sc.tl.gene_metrics`).
+    """
+    p = pred - pred.mean(0)
+    t = target - target.mean(0)
+    vt, vp = (t**2).sum(0), (p**2).sum(0)
+    ok = vt > 1e-12
+    if not ok.any():
+        return pred.new_tensor(float("nan"))
+    r = torch.where(vp > 1e-12, (p * t).sum(0) / (vt * vp).clamp_min(1e-24).sqrt(), torch.zeros_like(vt))
+    return r[ok].mean()

@@ -1,0 +1,302 @@
+"""The PHG2ST network as plain ``nn.Module``s: the math only, no AnnData and no training logic.
+
+Two variants share the histological hypergraph backbone (spot branch and neighbour branch):
+
+- ``"paper"``: the method as the paper describes it. The prompt feature of a spot is the projection of its own
+  masked expression row (eq. 1) and queries the spot's neighbour tokens (eq. 5); the result is added to the spot
+  token (eq. 6). A prompt's measured values never reach another spot: at held-out spots this variant is an
+  image-only predictor (REFERENCE section 3).
+- ``"propagated"`` (default): every spot draws on the measured prompts. Each prompt becomes a token (its projected
+  expression plus its image token); every spot attends to its nearest prompts with a learned distance penalty
+  per head (position-aware) and query-key similarity between image tokens (feature-aware). The prediction is a
+  residual on top of the prompt field interpolated to every spot, a learned per-gene mix of inverse-distance
+  weighting and the prompt mean, so the network refines interpolation with the image instead of learning it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch_geometric.utils import scatter
+
+VARIANTS = ("propagated", "paper")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of :class:`PHG2STModule` (saved with the model)."""
+
+    n_genes: int
+    feature_dim: int
+    variant: str = "propagated"
+    hidden: int = 256
+    heads: int = 4
+    spot_depth: int = 2
+    neighbour_depth: int = 1
+    dropout: float = 0.1
+    grid_tokens: int = 25
+    prompt_k: int = 16
+    idw_k: int = 6
+    lam: float = 0.3
+    use_spot_branch: bool = True
+    use_neighbour_branch: bool = True
+    use_prompts: bool = True
+    use_image: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class WeightedHypergraphConv(nn.Module):
+    """Hypergraph convolution with weighted incidence: ``X' = D_v^-1 H W_e D_e^-1 H^T X Θ``.
+
+    ``H`` holds one value per (node, hyperedge) incidence, ``W_e`` one weight per hyperedge,
+    ``D_e = Σ_v H[v, e]`` and ``D_v = Σ_e H[v, e] W_e``. With a binary ``H`` this is torch-geometric's
+    ``HypergraphConv`` (Bai et al. 2021) exactly; the weighted form lets the model use the probabilistic incidence
+    of ``build_hypergraph``. Nodes without hyperedges get the bias only.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.lin = nn.Linear(in_dim, out_dim, bias=False)
+        self.bias = nn.Parameter(torch.zeros(out_dim))
+
+    def forward(self, x: torch.Tensor, index: torch.Tensor, value: torch.Tensor, n_edges: int,
+                edge_weight: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        node, edge = index
+        x = self.lin(x)
+        if edge_weight is None:
+            edge_weight = x.new_ones(n_edges)
+        d_e = scatter(value, edge, dim=0, dim_size=n_edges, reduce="sum").clamp_min(1e-12)
+        e_feat = scatter(value.unsqueeze(-1) * x[node], edge, dim=0, dim_size=n_edges, reduce="sum") / d_e.unsqueeze(-1)
+        w = value * edge_weight[edge]
+        d_v = scatter(w, node, dim=0, dim_size=x.shape[0], reduce="sum")
+        out = scatter(w.unsqueeze(-1) * e_feat[edge], node, dim=0, dim_size=x.shape[0], reduce="sum")
+        out = out / d_v.clamp_min(1e-12).unsqueeze(-1)
+        return out + self.bias
+
+
+class HypergraphBlock(nn.Module):
+    """``Dropout(Norm(ReLU(HypergraphConv(x))))`` (paper, eq. 3-4)."""
+
+    def __init__(self, dim: int, dropout: float):
+        super().__init__()
+        self.conv = WeightedHypergraphConv(dim, dim)
+        self.norm = nn.LayerNorm(dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x, index, value, n_edges):
+        return self.drop(self.norm(F.relu(self.conv(x, index, value, n_edges))))
+
+
+class Attention(nn.Module):
+    """Multi-head (cross-)attention through ``scaled_dot_product_attention`` (memory-efficient kernels)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, q: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``q`` (B, Lq, D), ``kv`` (B, Lk, D); ``mask`` additive float or boolean (True = attend), broadcastable
+        to (B, heads, Lq, Lk).
+        """
+        b, lq, d = q.shape
+        h = self.heads
+        qh = self.q(q).view(b, lq, h, d // h).transpose(1, 2)
+        k, v = self.kv(kv).view(b, kv.shape[1], 2, h, d // h).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(qh, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        return self.out(out.transpose(1, 2).reshape(b, lq, d))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm ViT block: self-attention and a GELU MLP, both residual."""
+
+    def __init__(self, dim: int, heads: int, dropout: float, mlp_ratio: float = 2.0):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads, dropout)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        y = self.norm1(x)
+        x = x + self.drop(self.attn(y, y, mask))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+class PromptProjection(nn.Module):
+    """``LN(Dropout(FC(GELU(Y W))))`` (paper, eq. 1)."""
+
+    def __init__(self, n_genes: int, dim: int, dropout: float):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(n_genes, dim), nn.GELU(), nn.Linear(dim, dim), nn.Dropout(dropout), nn.LayerNorm(dim)
+        )
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.net(y)
+
+
+def sincos_2d(pos: torch.Tensor, dim: int, max_period: float = 200.0) -> torch.Tensor:
+    """2-D sinusoidal encoding of positions (in spot pitches): half the channels for x, half for y."""
+    quarter = dim // 4
+    freq = torch.exp(-math.log(max_period) * torch.arange(quarter, device=pos.device, dtype=pos.dtype) / quarter)
+    ang = pos.unsqueeze(-1) * freq  # (n, 2, quarter)
+    enc = torch.cat([ang.sin(), ang.cos()], dim=-1).flatten(1)  # (n, 4 * quarter)
+    return F.pad(enc, (0, dim - enc.shape[1]))
+
+
+class PHG2STModule(nn.Module):
+    """Spot branch, neighbour branch, prompt fusion and heads. Input: one slide as a dict of tensors.
+
+    Batch keys: ``x`` (n, d) spot features; ``tiles`` (T, d) and ``tile_index`` (n, g) (-1 masked) neighbour tiles;
+    ``spot_index`` (2, E) incidences (node, hyperedge), ``spot_value`` (E,); ``nbr_index`` (2, E2), ``nbr_value``
+    (E2,) the sub-hypergraph incidences over the n * g tile tokens; ``pos`` (n, 2) in spot pitches; ``y`` (n, m)
+    expression (read at prompt spots only); ``prompt`` (n,) bool; ``prompt_idx``, ``prompt_dist`` (n, K): each
+    spot's nearest prompts (spot indices) and their distances in pitches.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        if config.variant not in VARIANTS:
+            raise ValueError(f"Unknown variant {config.variant!r}; choose one of {list(VARIANTS)}.")
+        if config.hidden % config.heads or config.hidden % 4:
+            raise ValueError("`hidden` must be divisible by `heads` and by 4.")
+        self.config = c = config
+        h = c.hidden
+        # Only the parts in use are created: data-parallel training requires every parameter to get a gradient.
+        spot, nbr = c.use_image and c.use_spot_branch, c.use_image and c.use_neighbour_branch
+        if spot:
+            self.spot_in = nn.Sequential(nn.LayerNorm(c.feature_dim), nn.Linear(c.feature_dim, h))
+            self.spot_hg = HypergraphBlock(h, c.dropout)
+            self.spot_blocks = nn.ModuleList([TransformerBlock(h, c.heads, c.dropout) for _ in range(c.spot_depth)])
+            self.head_spot = nn.Linear(h, c.n_genes)
+        else:
+            self.no_spot = nn.Parameter(torch.zeros(h))
+        if nbr:
+            self.tile_in = nn.Sequential(nn.LayerNorm(c.feature_dim), nn.Linear(c.feature_dim, h))
+            self.nbr_hg = HypergraphBlock(h, c.dropout)
+            self.grid_pos = nn.Parameter(torch.zeros(c.grid_tokens, h))
+            self.nbr_blocks = nn.ModuleList([TransformerBlock(h, c.heads, c.dropout) for _ in range(c.neighbour_depth)])
+            self.nbr_attn = Attention(h, c.heads, c.dropout)
+            self.nbr_norm = nn.LayerNorm(h)
+            self.head_nbr = nn.Linear(h, c.n_genes)
+        if c.variant == "paper" and nbr:
+            self.prompt_proj = PromptProjection(c.n_genes, h, c.dropout)  # the query of eq. 5
+        if c.variant == "propagated" and c.use_prompts:
+            self.prompt_proj = PromptProjection(c.n_genes, h, c.dropout)
+            self.prompt_img = nn.Linear(h, h)
+            self.prompt_attn = Attention(h, c.heads, c.dropout)
+            self.prompt_norm = nn.LayerNorm(h)
+            self.distance_slope = nn.Parameter(torch.zeros(c.heads))  # softplus(0) = 0.69 per pitch
+            self.mix_logit = nn.Parameter(torch.zeros(c.n_genes))  # IDW vs prompt mean, per gene
+        self.head = nn.Linear(h, c.n_genes)
+        for name in ("head", "head_spot", "head_nbr"):
+            if hasattr(self, name):  # heads start at zero: the first prediction is the prompt field (or 0)
+                nn.init.zeros_(getattr(self, name).weight)
+                nn.init.zeros_(getattr(self, name).bias)
+
+    # -- branches ---------------------------------------------------------------------------------------------
+    def spot_tokens(self, b: dict) -> torch.Tensor:
+        c = self.config
+        n = b["x"].shape[0]
+        if not (c.use_image and c.use_spot_branch):
+            return self.no_spot.expand(n, -1)
+        t = self.spot_hg(self.spot_in(b["x"]), b["spot_index"], b["spot_value"], n)
+        t = (t + sincos_2d(b["pos"], c.hidden)).unsqueeze(0)
+        for blk in self.spot_blocks:
+            t = blk(t)
+        return t.squeeze(0)
+
+    def neighbour_tokens(self, b: dict) -> tuple[torch.Tensor, torch.Tensor] | None:
+        c = self.config
+        if not (c.use_image and c.use_neighbour_branch):
+            return None
+        idx = b["tile_index"]
+        n, g = idx.shape
+        valid = idx >= 0
+        tiles = self.tile_in(b["tiles"])
+        tok = tiles[idx.clamp_min(0)] * valid.unsqueeze(-1)
+        tok = self.nbr_hg(tok.reshape(n * g, -1), b["nbr_index"], b["nbr_value"], n * g).view(n, g, -1)
+        tok = tok + self.grid_pos[:g]
+        mask = valid[:, None, None, :]  # (n, 1, 1, g): attend to existing tiles only
+        for blk in self.nbr_blocks:
+            tok = blk(tok, mask)
+        return tok, valid
+
+    # -- fusion -----------------------------------------------------------------------------------------------
+    def forward(self, b: dict) -> dict[str, torch.Tensor]:
+        c = self.config
+        y, prompt = b["y"], b["prompt"]
+        t_s = self.spot_tokens(b)
+        nbr = self.neighbour_tokens(b)
+        y_masked = y * prompt.unsqueeze(-1).to(y.dtype) if c.use_prompts else torch.zeros_like(y)
+        base = torch.zeros_like(y)
+        if c.variant == "paper":
+            query = self.prompt_proj(y_masked) if nbr is not None else None  # eq. 1: a spot's own masked row
+            z = t_s
+        else:
+            t_p = self.prompt_context(b, t_s, y) if c.use_prompts else torch.zeros_like(t_s)
+            if c.use_prompts:
+                base = self.prompt_field(b, y)
+            query = t_s + t_p
+            z = t_s + t_p
+        if nbr is not None:
+            tok, valid = nbr
+            t_n = self.nbr_attn(query.unsqueeze(1), tok, valid[:, None, None, :]).squeeze(1)  # eq. 5
+            z = z + self.nbr_norm(t_n)  # eq. 6
+            nbr_mean = (tok * valid.unsqueeze(-1)).sum(1) / valid.sum(1, keepdim=True).clamp_min(1)
+        out = {"pred": base + self.head(z), "latent": z}
+        if c.use_image and c.use_spot_branch:
+            out["pred_spot"] = base + self.head_spot(t_s)
+        if nbr is not None:
+            out["pred_nbr"] = base + self.head_nbr(nbr_mean)
+        return out
+
+    def prompt_context(self, b: dict, t_s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Every spot attends to its K nearest prompt tokens, penalised by distance (per head)."""
+        c = self.config
+        idx, dist = b["prompt_idx"], b["prompt_dist"]  # (n, K)
+        rows = torch.unique(idx)  # the prompts somebody attends to: project each once, then gather
+        tokens = torch.zeros(t_s.shape, dtype=t_s.dtype, device=t_s.device)
+        tokens[rows] = self.prompt_proj(y[rows]) + self.prompt_img(t_s[rows])
+        tokens = tokens[idx]  # (n, K, h)
+        slope = F.softplus(self.distance_slope).view(1, -1, 1, 1)
+        bias = -slope * dist[:, None, None, :]  # (n, heads, 1, K)
+        ctx = self.prompt_attn(t_s.unsqueeze(1), tokens, bias).squeeze(1)
+        return self.prompt_norm(ctx)
+
+    def prompt_field(self, b: dict, y: torch.Tensor) -> torch.Tensor:
+        """Per-gene mix of inverse-distance weighting over the nearest prompts and the prompt mean."""
+        k = self.config.idw_k
+        idx, dist = b["prompt_idx"][:, :k], b["prompt_dist"][:, :k]
+        w = 1.0 / dist.clamp_min(1e-6) ** 2
+        exact = dist[:, :1] <= 1e-6
+        w = torch.where(exact, (dist <= 1e-6).to(w.dtype), w)
+        w = w / w.sum(1, keepdim=True)
+        idw = (w.unsqueeze(-1) * y[idx]).sum(1)
+        mean = y[b["prompt"]].mean(0, keepdim=True)
+        alpha = torch.sigmoid(self.mix_logit)
+        return alpha * idw + (1 - alpha) * mean
+
+
+def phg2st_loss(out: dict[str, torch.Tensor], y: torch.Tensor, rows: torch.Tensor, lam: float) -> torch.Tensor:
+    """Eq. 7-10 on the rows scored in training (non-prompt spots):
+    ``L = L_Z + L_spot + L_nbr``, ``L_Z = MSE(p_Z, g)``, ``L_branch = (1 - λ) MSE(p_branch, g) + λ MSE(p_branch, sg(p_Z))``.
+    """
+    target = y[rows]
+    fused = out["pred"][rows]
+    loss = F.mse_loss(fused, target)
+    for key in ("pred_spot", "pred_nbr"):
+        if key in out:
+            p = out[key][rows]
+            loss = loss + (1 - lam) * F.mse_loss(p, target) + lam * F.mse_loss(p, fused.detach())
+    return loss

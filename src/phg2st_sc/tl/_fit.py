@@ -1,0 +1,359 @@
+"""`tl.fit` and `tl.impute`: train the PHG2ST model on sections and fill a section from its prompts."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from anndata import AnnData
+
+from phg2st_sc._constants import Keys
+from phg2st_sc._docs import inject_docs
+from phg2st_sc._settings import settings
+from phg2st_sc._utils import _is_spatialdata, finish, get_table
+from phg2st_sc._validate import check_nonempty, get_prompt_mask
+
+if TYPE_CHECKING:
+    from spatialdata import SpatialData
+
+    from phg2st_sc._model._model import PHG2ST
+
+logger = logging.getLogger("phg2st_sc")
+
+VAL_PROMPT_FRACTION = 0.1  # validation prompts at the test-time fraction
+
+
+def _slides(data: Any, table_key: str | None) -> list[AnnData]:
+    """A list of per-section AnnData from AnnData / SpatialData / lists of them."""
+    items = data if isinstance(data, (list, tuple)) else [data]
+    out: list[AnnData] = []
+    for item in items:
+        if _is_spatialdata(item) and table_key is None:
+            out += [item.tables[k] for k in item.tables]
+        else:
+            out.append(get_table(item, table_key))
+    if not out:
+        raise ValueError("No section to use: pass an AnnData, a SpatialData with tables, or a list of them.")
+    for a in out:
+        check_nonempty(a)
+        if Keys.SECTION in a.obs and a.obs[Keys.SECTION].nunique() > 1:
+            raise ValueError(
+                "An AnnData holds several sections (`obs['section']`); pass one AnnData per section, e.g. "
+                "`[adata[adata.obs['section'] == s].copy() for s in adata.obs['section'].unique()]`."
+            )
+    return out
+
+
+def _name(a: AnnData, i: int) -> str:
+    return str(a.obs[Keys.SECTION].iloc[0]) if Keys.SECTION in a.obs else f"slide{i}"
+
+
+def _check_fraction(value: Any, name: str) -> float | tuple[float, float]:
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2 or not 0 < value[0] <= value[1] < 1:
+            raise ValueError(f"`{name}` as a range must be (low, high) with 0 < low <= high < 1, got {value}.")
+        return (float(value[0]), float(value[1]))
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise ValueError(f"`{name}` must be a number in (0, 1) or a (low, high) range, got {value!r}.")
+    return float(value)
+
+
+def _expectations(a: AnnData, use_rep: str) -> dict[str, Any]:
+    targets = a.uns.get(Keys.TARGETS_UNS, {}).get("params")
+    enc = a.uns.get(use_rep, {}).get("params", {}) if isinstance(a.uns.get(use_rep), dict) else {}
+    return {
+        "normalization": dict(targets) if targets else {"log1p": "log1p" in a.uns},
+        "encoder": enc.get("encoder", ""),
+        "encoder_fingerprint": enc.get("encoder_fingerprint", ""),
+    }
+
+
+@inject_docs
+def fit(
+    adatas: AnnData | SpatialData | Sequence[AnnData | SpatialData],
+    *,
+    variant: Literal["propagated", "paper"] = "propagated",
+    genes: Sequence[str] | None = None,
+    layer: str | None = None,
+    use_rep: str = "X_uni",
+    hypergraph_key: str = "phg2st",
+    prompt_fraction: float | tuple[float, float] = 0.3,
+    validation: float | Sequence[AnnData] | None = 0.1,
+    max_epochs: int = 200,
+    lr: float = 1e-4,
+    step_size: int = 50,
+    gamma: float = 0.9,
+    patience: int = 20,
+    hidden: int = 256,
+    heads: int = 4,
+    spot_depth: int = 2,
+    neighbour_depth: int = 1,
+    dropout: float = 0.1,
+    use_spot_branch: bool = True,
+    use_neighbour_branch: bool = True,
+    use_prompts: bool = True,
+    use_image: bool = True,
+    seed: int = 0,
+    accelerator: str = "auto",
+    devices: int | str | Sequence[int] = "auto",
+    table_key: str | None = None,
+    **trainer_kwargs: Any,
+) -> PHG2ST:
+    """Train a PHG2ST model on sections with measured expression.
+
+    Each training step takes one section, draws a fresh random prompt mask (``prompt_fraction`` of its spots,
+    or a fraction drawn from a range), gives the model the prompts' expression and the whole section's image
+    features and hypergraphs, and scores the predictions on the spots that were not prompts (the loss of eq. 7-10
+    of the paper, restricted to non-prompt spots, so copying prompts earns nothing). Adam with StepLR.
+    Model selection and early stopping use the validation PCC on held-out spots, never on data to be scored later.
+
+    Parameters
+    ----------
+    adatas
+        Training sections: AnnData (one section each) or SpatialData (every table, or ``table_key``), alone or in
+        a list. Each needs ``obsm[use_rep]`` (and its neighbour tiles) from :func:`phg2st_sc.pp.embed_tiles`, the
+        hypergraphs of :func:`phg2st_sc.pp.build_hypergraph`, ``obsm['spatial']`` and normalised expression
+        (e.g. from :func:`phg2st_sc.tl.prepare_targets`).
+    variant
+        ``"propagated"`` (default): every spot attends to its nearest prompts and refines the interpolated prompt
+        field. ``"paper"``: the published design, where a prompt informs only itself (see the design notes).
+    genes
+        Genes to predict; defaults to those shared by all sections, in the first section's order.
+    layer
+        Expression layer; ``None`` uses ``.X``.
+    use_rep
+        ``obsm`` key of the tile embeddings.
+    hypergraph_key
+        ``key_added`` of :func:`phg2st_sc.pp.build_hypergraph`.
+    prompt_fraction
+        Fraction of spots given as prompts in training, or a ``(low, high)`` range sampled per step.
+    validation
+        A fraction of each training section's spots held out of training (never prompts, never in the loss) and
+        scored each epoch; or a list of held-out sections; or ``None`` (no validation, the last epoch is kept).
+        Validation prompts are 10% of the other spots, fixed.
+    max_epochs
+        Upper bound of epochs (one epoch = every training section once).
+    lr, step_size, gamma
+        Adam learning rate and its StepLR schedule (multiplied by ``gamma`` every ``step_size`` epochs).
+    patience
+        Epochs without a better validation PCC before stopping.
+    hidden, heads, spot_depth, neighbour_depth, dropout
+        Token size, attention heads, transformer blocks of the spot and neighbour branches, dropout.
+    use_spot_branch, use_neighbour_branch, use_prompts, use_image
+        Switch parts off for ablations (no spot branch, no neighbour branch, image only, prompts only).
+    seed
+        Seeds weights, prompt draws and the validation split: the same seed gives the same model on the CPU.
+    accelerator, devices
+        Lightning's ``"auto"``, ``"cpu"``, ``"gpu"``, ``"mps"``, and device counts; several devices or
+        ``num_nodes`` run data-parallel (``strategy="ddp"``), one section per step and process.
+    {table_key}
+    **trainer_kwargs
+        Passed to ``lightning.Trainer`` (e.g. ``strategy``, ``num_nodes``, ``precision``).
+
+    Returns
+    -------
+    The trained :class:`phg2st_sc.PHG2ST`, with ``history_`` (loss and validation PCC per epoch).
+
+    Examples
+    --------
+    >>> model = phg2st.tl.fit([c3, c4, c5, c6], use_rep="X_efficientnet_lite0", max_epochs=100)  # doctest: +SKIP
+    """
+    from phg2st_sc._model._model import PHG2ST, VARIANTS
+    from phg2st_sc._model._module import ModelConfig
+
+    slides = _slides(adatas, table_key)
+    if variant not in VARIANTS:
+        raise ValueError(f"Unknown variant {variant!r}; choose one of {list(VARIANTS)}.")
+    fraction = _check_fraction(prompt_fraction, "prompt_fraction")
+    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
+        raise ValueError(f"`max_epochs` must be a positive integer, got {max_epochs!r}.")
+    if not use_image and not use_prompts:
+        raise ValueError("With neither the image nor the prompts the model has no input.")
+    if variant == "paper" and not use_image:
+        raise ValueError("The paper's variant reads the prompts only through the image branches; `use_image=False` "
+                         "leaves it without input. Use `variant='propagated'` for a prompts-only model.")  # fmt: skip
+    if genes is None:
+        shared = slides[0].var_names
+        for a in slides[1:]:
+            shared = shared.intersection(a.var_names, sort=False)
+        genes = list(shared)
+        if not genes:
+            raise ValueError("The training sections share no gene.")
+    else:
+        genes = [str(g) for g in genes]
+    if len(set(genes)) != len(genes):
+        raise ValueError("`genes` lists some genes twice.")
+    first = slides[0]
+    if use_rep not in first.obsm:
+        raise KeyError(
+            f"`adata.obsm[{use_rep!r}]` is missing: embed the tiles first (`phg2st.pp.embed_tiles`) or name the "
+            f"embedding with `use_rep=` (has {list(first.obsm)})."
+        )
+    config = ModelConfig(
+        n_genes=len(genes), feature_dim=int(np.asarray(first.obsm[use_rep]).shape[1]), variant=variant, hidden=hidden,
+        heads=heads, spot_depth=spot_depth, neighbour_depth=neighbour_depth, dropout=dropout,
+        use_spot_branch=use_spot_branch, use_neighbour_branch=use_neighbour_branch, use_prompts=use_prompts,
+        use_image=use_image,
+    )  # fmt: skip
+    info = {"use_rep": use_rep, "hypergraph_key": hypergraph_key, "layer": layer, **_expectations(first, use_rep)}
+    import torch
+
+    torch.manual_seed(seed)  # the initial weights
+    model = PHG2ST(config, genes, info)
+    tensors = [model.slide(a, name=_name(a, i)) for i, a in enumerate(slides)]  # validates every section first
+
+    rng = np.random.default_rng(seed)
+    val_items = None
+    if isinstance(validation, (int, float)) and not isinstance(validation, bool):
+        if not 0 < validation < 1:
+            raise ValueError(f"`validation` as a fraction must be in (0, 1), got {validation}.")
+        val_items = []
+        for s in tensors:
+            held = np.zeros(s.n, dtype=bool)
+            held[rng.choice(s.n, size=max(2, round(validation * s.n)), replace=False)] = True
+            if s.n - held.sum() < 3:
+                raise ValueError(f"Section {s.name} has too few spots ({s.n}) for a validation split.")
+            s.trainable = ~held
+            prompts = _draw(~held, VAL_PROMPT_FRACTION, rng)
+            val_items.append((s, prompts, held))
+        mode = f"{validation:.0%} of each training section's spots"
+    elif validation is not None:
+        held_out = _slides(validation, None)
+        val_items = []
+        for i, a in enumerate(held_out):
+            s = model.slide(a, name=_name(a, i))
+            prompts = _draw(np.ones(s.n, dtype=bool), VAL_PROMPT_FRACTION, rng)
+            val_items.append((s, prompts, ~prompts))
+        mode = f"{len(held_out)} held-out sections"
+    else:
+        mode = "none"
+    model.info.update(
+        {
+            "variant": variant,
+            "prompt_fraction": fraction,
+            "validation": mode,
+            "seed": seed,
+            "lr": lr,
+            "training_sections": [s.name for s in tensors],
+        }  # fmt: skip
+    )
+    logger.info(
+        "Training PHG2ST (%s) on %d sections, %d genes; validation: %s.", variant, len(tensors), len(genes), mode
+    )
+    model.train(
+        tensors, val_items, prompt_fraction=fraction, max_epochs=max_epochs, lr=lr, step_size=step_size, gamma=gamma,
+        patience=patience, seed=seed, accelerator=accelerator, devices=devices, progress=settings.progress,
+        **trainer_kwargs,
+    )  # fmt: skip
+    return model
+
+
+def _draw(eligible: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    from phg2st_sc._model._data import draw_prompts
+
+    return draw_prompts(eligible, fraction, rng)
+
+
+@inject_docs
+def impute(
+    adata: AnnData | SpatialData,
+    model: PHG2ST,
+    *,
+    prompt_key: str = Keys.PROMPT,
+    layer_added: str = Keys.PHG2ST,
+    keep_prompts: bool = True,
+    latent_key: str = "X_phg2st",
+    device: str = "cpu",
+    table_key: str | None = None,
+    copy: bool = False,
+) -> AnnData | None:
+    """Predict expression at every spot of a section from its image and its prompt spots.
+
+    The spots marked in ``obs[prompt_key]`` are the prompts: their measured values (read from the layer the model
+    was trained on) are given to the model; every spot gets a prediction. Works on sections and patients the model
+    never saw.
+
+    Parameters
+    ----------
+    {adata}
+        Its genes must be the model's (``phg2st.pp.select_genes(adata, model.genes)``), with the same
+        normalisation, embedding and hypergraph slots as in training.
+    model
+        A trained :class:`phg2st_sc.PHG2ST`.
+    prompt_key
+        Boolean ``obs`` column marking the measured prompt spots.
+    layer_added
+        Layer to write the predictions to.
+    keep_prompts
+        Prompt spots keep their measured values (otherwise they get the model's prediction too).
+    latent_key
+        ``obsm`` key of the fused latent tokens.
+    device
+        Torch device for the forward pass.
+    {table_key}
+    {copy}
+
+    Returns
+    -------
+    {returns_copy}
+
+    ``.layers['{{layer_added}}']``
+        Predicted expression (float32), genes in ``var`` order.
+    ``.obsm['X_phg2st']``
+        (n, hidden) latent representation (under ``latent_key``).
+    ``.uns['{{layer_added}}']['params']``
+        Model variant, prompt key and count, whether prompts kept their values.
+
+    Examples
+    --------
+    >>> phg2st.tl.select_prompts(c2, fraction=0.1)  # doctest: +SKIP
+    >>> phg2st.tl.impute(c2, model)  # doctest: +SKIP
+    """
+    from phg2st_sc._model._model import PHG2ST
+
+    table = get_table(adata, table_key)
+    check_nonempty(table)
+    if not isinstance(model, PHG2ST):
+        raise TypeError(f"`model` must be a trained phg2st_sc.PHG2ST, got {type(model).__name__}.")
+    prompts = get_prompt_mask(table, prompt_key)
+    if prompts.all():
+        raise ValueError(f"`adata.obs[{prompt_key!r}]` marks every spot as a prompt: nothing is left to predict.")
+    missing = [g for g in model.genes if g not in table.var_names]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} of the model's {len(model.genes)} genes are absent from the data (e.g. {missing[:5]}); "
+            "the model was trained for other genes."
+        )
+    if table.n_vars != len(model.genes):
+        raise ValueError(
+            f"The data has {table.n_vars} genes and the model predicts {len(model.genes)}: subset first with "
+            "`phg2st.pp.select_genes(adata, model.genes)` (a layer must cover every gene of `var`)."
+        )
+    expected = model.info.get("normalization", {})
+    recorded = table.uns.get(Keys.TARGETS_UNS, {}).get("params")
+    if recorded is not None and expected and "protocol" in expected and dict(recorded) != expected:
+        warnings.warn(
+            f"The data's targets were prepared as {dict(recorded)}, the model was trained on {expected}.",
+            UserWarning,
+            stacklevel=2,
+        )
+    pred, latent = model.predict(table, prompts, device=device)
+    order = [model.genes.index(g) for g in table.var_names]
+    pred = pred[:, order]
+    if keep_prompts:
+        measured = model.slide(table).y.numpy()[:, order]
+        pred[prompts] = measured[prompts]
+    params = {"variant": model.config["variant"], "prompt_key": prompt_key, "n_prompts": int(prompts.sum()),
+              "keep_prompts": keep_prompts, "use_rep": model.info["use_rep"]}  # fmt: skip
+    return finish(
+        table,
+        {
+            ("layers", layer_added): pred.astype(np.float32),
+            ("obsm", latent_key): latent,
+            ("uns", layer_added): {"params": params},
+        },
+        copy=copy,
+    )

@@ -1,0 +1,294 @@
+"""The PHG2ST model: forward pass, training, prompt propagation, determinism, save/load, impute, bad input."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import phg2st_sc as phg2st
+from phg2st_sc._model._data import slide_batch
+from phg2st_sc._model._module import phg2st_loss
+
+SMALL = dict(use_rep="X_tiny", hidden=32, heads=2, spot_depth=1, neighbour_depth=1, accelerator="cpu")
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    phg2st.settings.progress = False
+    yield
+    phg2st.settings.progress = True
+
+
+def batch_for(model, adata, prompt):
+    slide = model.slide(adata)
+    return slide_batch(slide, prompt, ~prompt, model.config["prompt_k"])
+
+
+@pytest.mark.parametrize("variant", ["propagated", "paper"])
+def test_forward_shapes_and_finite_loss(synthetic_section, variant):
+    a = synthetic_section()
+    model = phg2st.tl.fit(a, variant=variant, max_epochs=1, validation=None, **SMALL)
+    prompt = np.zeros(a.n_obs, dtype=bool)
+    prompt[::7] = True
+    b = batch_for(model, a, prompt)
+    out = model.module.train()(b)
+    assert out["pred"].shape == (a.n_obs, 12) and out["latent"].shape == (a.n_obs, 32)
+    assert out["pred_spot"].shape == out["pred_nbr"].shape == (a.n_obs, 12)
+    loss = phg2st_loss(out, b["y"], b["rows"], 0.3)
+    assert torch.isfinite(loss) and loss.item() > 0
+    loss.backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.module.parameters())
+
+
+@pytest.mark.parametrize("variant", ["propagated", "paper"])
+def test_overfits_one_batch(synthetic_section, variant):
+    a = synthetic_section()
+    model = phg2st.tl.fit(a, variant=variant, max_epochs=1, validation=None, **SMALL)
+    prompt = np.zeros(a.n_obs, dtype=bool)
+    prompt[::5] = True
+    b = batch_for(model, a, prompt)
+    module = model.module.train()
+    module.config.dropout = 0.0
+    for m in module.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    opt = torch.optim.Adam(module.parameters(), lr=3e-3)
+    first = None
+    for _ in range(300):
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(module(b)["pred"][b["rows"]], b["y"][b["rows"]])
+        loss.backward()
+        opt.step()
+        first = first if first is not None else loss.item()
+    assert loss.item() < 0.05 * first
+
+
+def test_prompts_reach_other_spots_only_in_the_propagated_variant(synthetic_section):
+    """Changing one prompt's measured values changes the predictions at unmeasured spots near it (default variant);
+    in the paper's variant it changes the prediction at that prompt only (REFERENCE, section 3)."""
+    a = synthetic_section()
+    prompt = np.zeros(a.n_obs, dtype=bool)
+    prompt[[10, 40, 70]] = True
+    centre = 40
+    xy = a.obsm["spatial"]
+    near = np.flatnonzero((np.linalg.norm(xy - xy[centre], axis=1) < 100) & ~prompt)
+    far_prompts_changed = None
+    for variant in ("propagated", "paper"):
+        model = phg2st.tl.fit(a, variant=variant, max_epochs=2, validation=None, **SMALL)
+        model.module.eval()
+        changed = a.copy()
+        changed.X[centre] += 3.0
+        with torch.inference_mode():
+            before = model.module(batch_for(model, a, prompt))["pred"].numpy()
+            after = model.module(batch_for(model, changed, prompt))["pred"].numpy()
+        delta = np.abs(after - before).max(axis=1)
+        if variant == "propagated":
+            assert (delta[near] > 1e-3).all()
+            far_prompts_changed = delta
+        else:
+            assert delta[centre] > 0
+            np.testing.assert_array_equal(delta[np.arange(a.n_obs) != centre], 0.0)
+    assert far_prompts_changed is not None
+
+
+def test_determinism_and_save_load(synthetic_section, tmp_path):
+    a = synthetic_section()
+    b = synthetic_section(seed=1, name="S1")
+    m1 = phg2st.tl.fit([a, b], max_epochs=3, seed=7, **SMALL)
+    m2 = phg2st.tl.fit([a, b], max_epochs=3, seed=7, **SMALL)
+    for (k, v1), v2 in zip(m1.module.state_dict().items(), m2.module.state_dict().values(), strict=True):
+        torch.testing.assert_close(v1, v2, rtol=0, atol=0, msg=k)
+    assert list(m1.history_.columns[:2]) == ["epoch", "train_loss"] and "val_pcc" in m1.history_
+    phg2st.tl.select_prompts(a, fraction=0.2, seed=0)
+    phg2st.tl.impute(a, m1)
+    path = tmp_path / "model.pt"
+    m1.save(path)
+    loaded = phg2st.PHG2ST.load(path)
+    assert loaded.genes == m1.genes and loaded.info["use_rep"] == "X_tiny" and loaded.config == m1.config
+    again = phg2st.tl.impute(a, loaded, copy=True)
+    np.testing.assert_array_equal(again.layers["phg2st"], a.layers["phg2st"])
+    with pytest.raises(FileExistsError):
+        m1.save(path)
+    # a truncated file and a file that is not a model fail clearly
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="not a readable"):
+        phg2st.PHG2ST.load(broken)
+    torch.save({"format": "something else"}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a phg2st-sc model"):
+        phg2st.PHG2ST.load(tmp_path / "other.pt")
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "phg2st-sc model", "payload": np.random.default_rng}, evil)
+    with pytest.raises(ValueError, match="not a readable"):
+        phg2st.PHG2ST.load(evil)
+
+
+def test_impute_contract(synthetic_section):
+    a = synthetic_section()
+    model = phg2st.tl.fit(a, max_epochs=2, **SMALL)
+    c = synthetic_section(seed=3, name="S3")  # a section the model never saw
+    phg2st.tl.select_prompts(c, fraction=0.1, seed=1)
+    out = phg2st.tl.impute(c, model, copy=True)
+    assert "phg2st" not in c.layers
+    pred, prompt = out.layers["phg2st"], out.obs["phg2st_prompt"].to_numpy()
+    assert pred.shape == c.shape and np.isfinite(pred).all()
+    np.testing.assert_allclose(pred[prompt], c.X[prompt], rtol=1e-6)
+    assert out.obsm["X_phg2st"].shape == (c.n_obs, 32)
+    assert out.uns["phg2st"]["params"]["n_prompts"] == prompt.sum()
+    own = phg2st.tl.impute(c, model, keep_prompts=False, copy=True)
+    assert not np.allclose(own.layers["phg2st"][prompt], c.X[prompt])
+    # genes in another order are matched by name
+    shuffled = c[:, c.var_names[::-1]].copy()
+    phg2st.tl.impute(shuffled, model)
+    np.testing.assert_allclose(shuffled.layers["phg2st"][:, ::-1], pred, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_input(synthetic_section):
+    a = synthetic_section()
+    model = phg2st.tl.fit(a, max_epochs=1, **SMALL)
+    c = synthetic_section(seed=4, name="S4")
+    snapshot = c.copy()
+    with pytest.raises(KeyError, match="select_prompts"):
+        phg2st.tl.impute(c, model)
+    phg2st.tl.select_prompts(c, fraction=0.1)
+    snapshot = c.copy()
+    bad_cases = []
+    no_graph = c.copy()
+    del no_graph.obsp["phg2st_incidence"]
+    bad_cases.append((no_graph, KeyError, "build_hypergraph"))
+    no_emb = c.copy()
+    del no_emb.obsm["X_tiny"]
+    bad_cases.append((no_emb, KeyError, "X_tiny"))
+    other_genes = c.copy()
+    other_genes.var_names = [f"H{i}" for i in range(c.n_vars)]
+    bad_cases.append((other_genes, ValueError, "other genes"))
+    extra = c.copy()
+    import anndata as ad
+
+    extra = ad.concat([c, c[:, :2].copy()], axis=1, merge="first")
+    extra.var_names_make_unique()
+    bad_cases.append((extra, ValueError, "select_genes"))
+    no_prompts = c.copy()
+    no_prompts.obs["phg2st_prompt"] = False
+    bad_cases.append((no_prompts, ValueError, "no spot"))
+    all_prompts = c.copy()
+    all_prompts.obs["phg2st_prompt"] = True
+    bad_cases.append((all_prompts, ValueError, "every spot"))
+    for data, exc, msg in bad_cases:
+        keys = (set(data.layers), set(data.obsm), set(data.uns))
+        with pytest.raises(exc, match=msg):
+            phg2st.tl.impute(data, model)
+        assert (set(data.layers), set(data.obsm), set(data.uns)) == keys
+    with pytest.raises(TypeError, match="PHG2ST"):
+        phg2st.tl.impute(c, "model")
+    with pytest.raises(ValueError, match="length"):
+        model.predict(c, np.ones(3, dtype=bool))
+    assert set(c.layers) == set(snapshot.layers)
+    for kwargs, exc in [
+        (dict(variant="nope"), ValueError),
+        (dict(prompt_fraction=0.0), ValueError),
+        (dict(prompt_fraction=(0.3, 0.1)), ValueError),
+        (dict(max_epochs=0), ValueError),
+        (dict(validation=1.5), ValueError),
+        (dict(use_image=False, use_prompts=False), ValueError),
+        (dict(use_rep="X_nope"), KeyError),
+    ]:
+        with pytest.raises(exc):
+            phg2st.tl.fit(a, **{**SMALL, "max_epochs": 1, **kwargs})
+
+
+def test_ddp_two_cpu_processes(tmp_path):
+    """Data-parallel training with Lightning's DDP strategy on 2 CPU processes (a script, as DDP launches it)."""
+    script = tmp_path / "ddp_fit.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys, pathlib
+            sys.path.insert(0, {str(pathlib.Path(__file__).parent.parent)!r})
+            import numpy as np
+            import phg2st_sc as phg2st
+            from conftest import _synthetic_section
+            phg2st.settings.progress = False
+            tmp = pathlib.Path({str(tmp_path)!r})
+            slides = [_synthetic_section(tmp, seed=s, name=f"S{{s}}") for s in range(4)]
+            model = phg2st.tl.fit(slides, max_epochs=2, strategy="ddp", devices=2, use_rep="X_tiny", hidden=32,
+                                  heads=2, spot_depth=1, neighbour_depth=1, accelerator="cpu")
+            import torch.distributed as dist
+            rank = dist.get_rank() if dist.is_initialized() else 0
+            if rank == 0:
+                model.save(tmp / "ddp.pt")
+                print("WORLD", model.info["world_size"])
+            """
+        )
+    )
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "WORLD 2" in res.stdout
+    model = phg2st.PHG2ST.load(tmp_path / "ddp.pt")
+    assert model.info["epochs_trained"] >= 1
+
+
+@pytest.mark.data
+def test_fit_on_real_sections_and_impute_an_unseen_one(load_her2st, colour_features):
+    """Train briefly on C3 and C4 (colour features, prompt-only baseline comparison), impute C2."""
+    sections = {}
+    for s in ("C2", "C3", "C4"):
+        w = phg2st.tl.prepare_targets(load_her2st(s), "heldout", panel="her2st_785")
+        w.obsm["X_col"] = colour_features(w)
+        phg2st.pp.build_hypergraph(w, use_rep="X_col")
+        sections[s] = w
+    model = phg2st.tl.fit([sections["C3"], sections["C4"]], use_rep="X_col", max_epochs=3, use_neighbour_branch=False,
+                          hidden=64, accelerator="cpu")  # fmt: skip
+    assert model.info["normalization"]["protocol"] == "heldout"
+    c2 = sections["C2"]
+    phg2st.tl.select_prompts(c2, fraction=0.1, seed=0)
+    phg2st.tl.impute(c2, model)
+    s = phg2st.tl.score(c2, layer="phg2st").summary
+    assert s["n_spots"] == 168 and np.isfinite(s["pcc"]) and np.isfinite(s["mae"])
+
+
+@pytest.mark.parametrize(
+    "switch",
+    [{"use_spot_branch": False}, {"use_neighbour_branch": False}, {"use_prompts": False}, {"use_image": False}],
+)
+@pytest.mark.parametrize("variant", ["propagated", "paper"])
+def test_ablations_train_and_use_every_parameter(synthetic_section, variant, switch):
+    a = synthetic_section()
+    if variant == "paper" and switch.get("use_image") is False:
+        with pytest.raises(ValueError, match="only through the image"):
+            phg2st.tl.fit(a, variant=variant, max_epochs=1, **SMALL, **switch)
+        return
+    model = phg2st.tl.fit(a, variant=variant, max_epochs=1, validation=None, **SMALL, **switch)
+    prompt = np.zeros(a.n_obs, dtype=bool)
+    prompt[::6] = True
+    b = batch_for(model, a, prompt)
+    module = model.module.train()
+    loss = phg2st_loss(module(b), b["y"], b["rows"], 0.3)
+    loss.backward()
+    unused = [n for n, p in module.named_parameters() if p.grad is None]
+    assert not unused, unused
+
+
+def test_impute_documents_its_slots(synthetic_section):
+    import inspect
+    import re
+
+    a = synthetic_section()
+    model = phg2st.tl.fit(a, max_epochs=1, **SMALL)
+    phg2st.tl.select_prompts(a, fraction=0.2)
+    before = a.copy()
+    out = phg2st.tl.impute(a, model, copy=True)
+    doc = inspect.getdoc(phg2st.tl.impute).split("Returns", 1)[1]
+    documented = {
+        (s, k.format(layer_added="phg2st")) for s, k in re.findall(r"``\.(obsm|layers|uns)\['([^']+)'\]", doc)
+    }
+    written = {(s, k) for s in ("obsm", "layers", "uns") for k in set(getattr(out, s)) - set(getattr(before, s))}
+    assert documented == written
