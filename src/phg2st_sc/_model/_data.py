@@ -192,8 +192,10 @@ class FixedSlides(Dataset):
 
 
 def pcc_per_gene(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean over genes of the Pearson correlation across spots; genes constant in the target are skipped, a
-    constant prediction counts 0 (as in :func:`phg2st_sc.tl.gene_metrics`).
+    """Mean over genes of the Pearson correlation across spots.
+
+    Genes constant in the target are skipped, a constant prediction counts 0 (as in
+    :func:`phg2st_sc.tl.gene_metrics`).
     """
     p = pred - pred.mean(0)
     t = target - target.mean(0)

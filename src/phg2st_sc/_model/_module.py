@@ -104,8 +104,9 @@ class Attention(nn.Module):
         self.out = nn.Linear(dim, dim)
 
     def forward(self, q: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``q`` (B, Lq, D), ``kv`` (B, Lk, D); ``mask`` additive float or boolean (True = attend), broadcastable
-        to (B, heads, Lq, Lk).
+        """Attend from ``q`` (B, Lq, D) to ``kv`` (B, Lk, D).
+
+        ``mask`` is an additive float or a boolean (True = attend), broadcastable to (B, heads, Lq, Lk).
         """
         b, lq, d = q.shape
         h = self.heads
@@ -263,7 +264,6 @@ class PHG2STModule(nn.Module):
 
     def prompt_context(self, b: dict, t_s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Every spot attends to its K nearest prompt tokens, penalised by distance (per head)."""
-        c = self.config
         idx, dist = b["prompt_idx"], b["prompt_dist"]  # (n, K)
         rows = torch.unique(idx)  # the prompts somebody attends to: project each once, then gather
         tokens = torch.zeros(t_s.shape, dtype=t_s.dtype, device=t_s.device)
@@ -289,8 +289,10 @@ class PHG2STModule(nn.Module):
 
 
 def phg2st_loss(out: dict[str, torch.Tensor], y: torch.Tensor, rows: torch.Tensor, lam: float) -> torch.Tensor:
-    """Eq. 7-10 on the rows scored in training (non-prompt spots):
-    ``L = L_Z + L_spot + L_nbr``, ``L_Z = MSE(p_Z, g)``, ``L_branch = (1 - λ) MSE(p_branch, g) + λ MSE(p_branch, sg(p_Z))``.
+    """The loss of eq. 7-10 on the rows scored in training (non-prompt spots).
+
+    ``L = L_Z + L_spot + L_nbr`` with ``L_Z = MSE(p_Z, g)`` and
+    ``L_branch = (1 - λ) MSE(p_branch, g) + λ MSE(p_branch, sg(p_Z))`` (sg: stop-gradient).
     """
     target = y[rows]
     fused = out["pred"][rows]
