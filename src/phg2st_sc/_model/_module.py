@@ -9,8 +9,9 @@ Two variants share the histological hypergraph backbone (spot branch and neighbo
 - ``"propagated"`` (default): every spot draws on the measured prompts. Each prompt becomes a token (its projected
   expression plus its image token); every spot attends to its nearest prompts with a learned distance penalty
   per head (position-aware) and query-key similarity between image tokens (feature-aware). The prediction is a
-  residual on top of the prompt field interpolated to every spot, a learned per-gene mix of inverse-distance
-  weighting and the prompt mean, so the network refines interpolation with the image instead of learning it.
+  residual on top of the prompt field interpolated to every spot (kernel averages of the nearest prompts at four
+  spatial scales and the prompt mean, mixed per gene with learned weights), so the network refines
+  interpolation with the image instead of having to learn it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch import nn
 from torch_geometric.utils import scatter
 
 VARIANTS = ("propagated", "paper")
+FIELD_BANDWIDTHS = (0.5, 1.0, 2.0, 4.0)  # spot pitches
 
 
 @dataclass
@@ -40,7 +42,6 @@ class ModelConfig:
     dropout: float = 0.1
     grid_tokens: int = 25
     prompt_k: int = 16
-    idw_k: int = 6
     lam: float = 0.3
     use_spot_branch: bool = True
     use_neighbour_branch: bool = True
@@ -198,7 +199,8 @@ class PHG2STModule(nn.Module):
             self.prompt_attn = Attention(h, c.heads, c.dropout)
             self.prompt_norm = nn.LayerNorm(h)
             self.distance_slope = nn.Parameter(torch.zeros(c.heads))  # softplus(0) = 0.69 per pitch
-            self.mix_logit = nn.Parameter(torch.zeros(c.n_genes))  # IDW vs prompt mean, per gene
+            # per-gene mixture of the prompt field at several spatial scales and the prompt mean
+            self.mix_logit = nn.Parameter(torch.zeros(len(FIELD_BANDWIDTHS) + 1, c.n_genes))
         self.head = nn.Linear(h, c.n_genes)
         for name in ("head", "head_spot", "head_nbr"):
             if hasattr(self, name):  # heads start at zero: the first prediction is the prompt field (or 0)
@@ -275,17 +277,23 @@ class PHG2STModule(nn.Module):
         return self.prompt_norm(ctx)
 
     def prompt_field(self, b: dict, y: torch.Tensor) -> torch.Tensor:
-        """Per-gene mix of inverse-distance weighting over the nearest prompts and the prompt mean."""
-        k = self.config.idw_k
-        idx, dist = b["prompt_idx"][:, :k], b["prompt_dist"][:, :k]
-        w = 1.0 / dist.clamp_min(1e-6) ** 2
-        exact = dist[:, :1] <= 1e-6
-        w = torch.where(exact, (dist <= 1e-6).to(w.dtype), w)
-        w = w / w.sum(1, keepdim=True)
-        idw = (w.unsqueeze(-1) * y[idx]).sum(1)
-        mean = y[b["prompt"]].mean(0, keepdim=True)
-        alpha = torch.sigmoid(self.mix_logit)
-        return alpha * idw + (1 - alpha) * mean
+        """The measured prompts interpolated to every spot.
+
+        Gaussian-kernel (Nadaraya-Watson) averages of the K nearest prompts at bandwidths of 0.5, 1, 2 and 4 spot
+        pitches, and the prompt mean, mixed per gene with learned weights (softmax): each gene chooses how local
+        its interpolation is, from nearest-prompt copying to the section mean. Accumulated prompt by prompt, so
+        memory is (n, genes), never (n, K, genes).
+        """
+        idx, dist = b["prompt_idx"], b["prompt_dist"]  # (n, K)
+        beta = torch.softmax(self.mix_logit, dim=0)  # (scales + 1, genes)
+        base = beta[-1] * y[b["prompt"]].mean(0, keepdim=True)
+        for i, bw in enumerate(FIELD_BANDWIDTHS):
+            w = torch.softmax(-0.5 * (dist / bw) ** 2, dim=1)  # (n, K)
+            field = torch.zeros_like(y)
+            for k in range(idx.shape[1]):
+                field = field + w[:, k : k + 1] * y[idx[:, k]]
+            base = base + beta[i] * field
+        return base
 
 
 def phg2st_loss(out: dict[str, torch.Tensor], y: torch.Tensor, rows: torch.Tensor, lam: float) -> torch.Tensor:

@@ -205,6 +205,12 @@ def fit(
     model = PHG2ST(config, genes, info)
     tensors = [model.slide(a, name=_name(a, i)) for i, a in enumerate(slides)]  # validates every section first
 
+    if variant == "paper" or not use_prompts:
+        # Without a prompt field the heads must learn each gene's level from zero: start them at the training mean.
+        mean = torch.cat([s.y for s in tensors]).mean(0)
+        for name in ("head", "head_spot", "head_nbr"):
+            if hasattr(model.module, name):
+                getattr(model.module, name).bias.data.copy_(mean)
     rng = np.random.default_rng(seed)
     val_items = None
     if isinstance(validation, (int, float)) and not isinstance(validation, bool):
