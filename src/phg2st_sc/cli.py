@@ -14,7 +14,7 @@ REP = "X_efficientnet_lite0"
 BASELINES = ("mean", "idw", "gp", "feature_knn", "ridge", "stack")
 # Fixed in advance for a 2-core CPU (not tuned on the demo section): tl.fit's defaults with smaller tokens and
 # fewer epochs; validation on 10% of the training sections' spots.
-DEMO_FIT = {"use_rep": REP, "hidden": 128, "max_epochs": 60, "patience": 15, "accelerator": "cpu"}
+DEMO_FIT = {"use_rep": REP, "hidden": 128, "max_epochs": 100, "patience": 20, "accelerator": "cpu"}
 DEMO_PROMPTS = {"propagated": (0.05, 0.3), "paper": 0.3}
 
 
@@ -75,7 +75,9 @@ def compare_methods(target, models, *, baselines, use_rep, seeds, fraction=0.1, 
     return pd.DataFrame(rows), target
 
 
-def demo(section: str = "C2", out: str | Path = "demo_output", seeds: Sequence[int] = (0, 1, 2)) -> int:
+def demo(
+    section: str = "C2", out: str | Path = "demo_output", seeds: Sequence[int] = (0, 1, 2), epochs: int | None = None
+) -> int:
     """Run the demo: embed C2-C6, train PHG2ST on the other sections, impute ``section`` from 10% prompts."""
     import matplotlib
 
@@ -109,8 +111,9 @@ def demo(section: str = "C2", out: str | Path = "demo_output", seeds: Sequence[i
         models = {}
         for variant in ("propagated", "paper"):
             t = time.perf_counter()
+            fit_kwargs = {**DEMO_FIT, **({"max_epochs": epochs} if epochs else {})}
             model = phg2st.tl.fit([targets[s] for s in train], variant=variant, prompt_fraction=DEMO_PROMPTS[variant],
-                                  **DEMO_FIT)  # fmt: skip
+                                  **fit_kwargs)  # fmt: skip
             models[f"PHG2ST {variant}"] = model
             print(f"  [{protocol}] trained {variant!r} in {time.perf_counter() - t:.0f} s "
                   f"({model.info['epochs_trained']} epochs, validation PCC {model.info['best_epoch_val_pcc']:.3f})")  # fmt: skip
@@ -151,10 +154,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_demo.add_argument("--section", default="C2", help="her2st section (default: C2)")
     p_demo.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
     p_demo.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="prompt seeds (default: 0 1 2)")
+    p_demo.add_argument("--epochs", type=int, default=None, help="cap the training epochs (a quick run, not a result)")
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
-            return demo(args.section, args.out, args.seeds)
+            return demo(args.section, args.out, args.seeds, args.epochs)
     except Exception as err:  # noqa: BLE001 - the CLI reports any failure as a message and an exit code
         print(f"phg2st {args.command}: error: {err}", file=sys.stderr)
         return 1

@@ -8,6 +8,9 @@ import torch
 from phg2st_sc._model._data import pcc_per_gene
 from phg2st_sc._model._module import ModelConfig, PHG2STModule, phg2st_loss
 
+FAST_PARAMETERS = ("mix_logit", "distance_slope")
+FAST_LR_FACTOR = 100.0
+
 
 class PHG2STPlan(L.LightningModule):
     """Optimises :class:`PHG2STModule` on one slide per step; validation PCC on held-out spots."""
@@ -37,7 +40,14 @@ class PHG2STPlan(L.LightningModule):
         self.log("val_pcc", pcc, on_epoch=True, prog_bar=True, batch_size=1, sync_dist=True)
 
     def configure_optimizers(self):
-        opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        # The prompt field's mixing weights and the distance penalties are a handful of scalars per gene or head
+        # that start at a neutral value; at the network's learning rate they barely move in a few hundred steps.
+        fast = [p for n, p in self.module.named_parameters() if n in FAST_PARAMETERS]
+        slow = [p for n, p in self.module.named_parameters() if n not in FAST_PARAMETERS]
+        groups = [{"params": slow}]
+        if fast:
+            groups.append({"params": fast, "lr": self.hparams.lr * FAST_LR_FACTOR, "weight_decay": 0.0})
+        opt = torch.optim.Adam(groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=self.hparams.step_size, gamma=self.hparams.gamma)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 

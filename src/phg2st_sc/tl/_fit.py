@@ -205,12 +205,6 @@ def fit(
     model = PHG2ST(config, genes, info)
     tensors = [model.slide(a, name=_name(a, i)) for i, a in enumerate(slides)]  # validates every section first
 
-    if variant == "paper" or not use_prompts:
-        # Without a prompt field the heads must learn each gene's level from zero: start them at the training mean.
-        mean = torch.cat([s.y for s in tensors]).mean(0)
-        for name in ("head", "head_spot", "head_nbr"):
-            if hasattr(model.module, name):
-                getattr(model.module, name).bias.data.copy_(mean)
     rng = np.random.default_rng(seed)
     val_items = None
     if isinstance(validation, (int, float)) and not isinstance(validation, bool):
@@ -236,6 +230,13 @@ def fit(
         mode = f"{len(held_out)} held-out sections"
     else:
         mode = "none"
+    if variant == "paper" or not use_prompts:
+        # Without a prompt field the heads must learn each gene's level from zero: start them at the mean of the
+        # training spots (validation spots excluded).
+        mean = torch.cat([s.y[torch.from_numpy(s.trainable)] for s in tensors]).mean(0)
+        for name in ("head", "head_spot", "head_nbr"):
+            if hasattr(model.module, name):
+                getattr(model.module, name).bias.data.copy_(mean)
     model.info.update(
         {
             "variant": variant,
