@@ -18,7 +18,6 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 import phg2st_sc as phg2st
@@ -28,7 +27,7 @@ SECTIONS = ["C2", "C3", "C4", "C5", "C6"]
 BASELINES = ["mean", "idw", "gp", "feature_knn", "ridge", "stack"]
 REP = "X_efficientnet_lite0"
 # Fixed in advance: the defaults of tl.fit (the paper's optimiser and epochs), with a smaller token size for a CPU.
-FIT = dict(use_rep=REP, hidden=128, max_epochs=200, patience=20, lr=1e-4, accelerator="cpu")
+FIT = {"use_rep": REP, "hidden": 128, "max_epochs": 200, "patience": 20, "lr": 1e-4, "accelerator": "cpu"}
 PROMPT_TRAIN = {"propagated": (0.05, 0.3), "paper": 0.3}
 ABLATIONS = {
     "no spot branch": {"use_spot_branch": False},

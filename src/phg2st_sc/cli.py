@@ -13,7 +13,7 @@ DEMO_GENES = ("KRT8", "COL3A1", "IGKC")  # luminal keratin, stromal collagen, im
 REP = "X_efficientnet_lite0"
 BASELINES = ("mean", "idw", "gp", "feature_knn", "ridge", "stack")
 # Fixed in advance for a 2-core CPU (not tuned on the demo section): tl.fit's defaults with smaller tokens and
-# fewer epochs; validation on 10% of the training sections' spots.
+# fewer epochs; validation "auto": the last training section (C6) selects the epoch.
 DEMO_FIT = {"use_rep": REP, "hidden": 128, "max_epochs": 100, "patience": 20, "accelerator": "cpu"}
 DEMO_PROMPTS = {"propagated": (0.05, 0.3), "paper": 0.3}
 
@@ -94,7 +94,8 @@ def demo(
     if section not in sections:
         raise ValueError(f"The demo imputes one of the sections with images, {sections}; got {section!r}.")
     train = [s for s in sections if s != section]
-    print(f"phg2st-sc {phg2st.__version__} demo: impute her2st {section} from 10% prompts, trained on {train}")
+    print(f"phg2st-sc {phg2st.__version__} demo: impute her2st {section} from 10% prompts; train on {train[:-1]}, "
+          f"select the epoch on {train[-1]}")  # fmt: skip
     print(f"  data: {phg2st.settings.data_dir}; image features: efficientnet_lite0 (ImageNet weights, offline)")
     embedded = prepare_sections(sections, cache_dir=out / "embedding_cache")
     p = embedded[section].uns[REP]["params"]
@@ -149,7 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="phg2st", description="PHG2ST spatial expression prediction tools.")
     sub = parser.add_subparsers(dest="command", required=True)
     p_demo = sub.add_parser(
-        "demo", help="train PHG2ST on her2st C2-C6 but one, impute it from 10%% prompts, compare (needs $PHG2ST_DATA_DIR)"
+        "demo",
+        help="train PHG2ST on her2st C2-C6 but one, impute it from 10%% prompts, compare (needs $PHG2ST_DATA_DIR)",
     )
     p_demo.add_argument("--section", default="C2", help="her2st section (default: C2)")
     p_demo.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")

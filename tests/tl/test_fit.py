@@ -292,3 +292,13 @@ def test_impute_documents_its_slots(synthetic_section):
     }
     written = {(s, k) for s in ("obsm", "layers", "uns") for k in set(getattr(out, s)) - set(getattr(before, s))}
     assert documented == written
+
+
+def test_auto_validation_holds_out_the_last_section(synthetic_section):
+    slides = [synthetic_section(seed=s, name=f"S{s}") for s in range(3)]
+    model = phg2st.tl.fit(slides, max_epochs=1, **SMALL)
+    assert model.info["training_sections"] == ["S0", "S1"] and model.info["validation"] == "1 held-out sections"
+    two = phg2st.tl.fit(slides[:2], max_epochs=1, **SMALL)
+    assert two.info["training_sections"] == ["S0", "S1"] and "10%" in two.info["validation"]
+    with pytest.raises(ValueError, match="validation"):
+        phg2st.tl.fit(slides, max_epochs=1, validation="everything", **SMALL)

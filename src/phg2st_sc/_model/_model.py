@@ -119,6 +119,7 @@ class PHG2ST:
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
                     warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
+                    warnings.filterwarnings("ignore", message=".*treespec.*")  # lightning's own deprecation notice
                     trainer.fit(plan, DataLoader(train_set, batch_size=None, shuffle=True), val_loader)
             finally:
                 lightning_log.setLevel(level)

@@ -17,12 +17,16 @@ Two variants share the histological hypergraph backbone (spot branch and neighbo
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch_geometric.utils import scatter
+
+with warnings.catch_warnings():  # torch-geometric's import uses torch.jit.script, deprecated in recent torch
+    warnings.simplefilter("ignore", FutureWarning)
+    from torch_geometric.utils import scatter
 
 VARIANTS = ("propagated", "paper")
 FIELD_BANDWIDTHS = (0.5, 1.0, 2.0, 4.0)  # spot pitches

@@ -81,7 +81,7 @@ def fit(
     use_rep: str = "X_uni",
     hypergraph_key: str = "phg2st",
     prompt_fraction: float | tuple[float, float] = 0.3,
-    validation: float | Sequence[AnnData] | None = 0.1,
+    validation: Literal["auto"] | float | Sequence[AnnData] | None = "auto",
     max_epochs: int = 200,
     lr: float = 1e-4,
     step_size: int = 50,
@@ -131,9 +131,12 @@ def fit(
     prompt_fraction
         Fraction of spots given as prompts in training, or a ``(low, high)`` range sampled per step.
     validation
-        A fraction of each training section's spots held out of training (never prompts, never in the loss) and
-        scored each epoch; or a list of held-out sections; or ``None`` (no validation, the last epoch is kept).
-        Validation prompts are 10% of the other spots, fixed.
+        ``"auto"``: with three or more sections the last one is held out as the validation section, otherwise
+        10% of each section's spots. A number: that fraction of each training section's spots held out of
+        training (never prompts, never in the loss). A list of sections: held out entirely. ``None``: no
+        validation, the last epoch is kept. Validation prompts are 10% of the other spots, fixed. Prefer held-out
+        sections: spots held out of a training section sit next to training spots (and, with smoothed targets,
+        share their values), which rewards memorising the section rather than generalising to new ones.
     max_epochs
         Upper bound of epochs (one epoch = every training section once).
     lr, step_size, gamma
@@ -206,6 +209,15 @@ def fit(
     tensors = [model.slide(a, name=_name(a, i)) for i, a in enumerate(slides)]  # validates every section first
 
     rng = np.random.default_rng(seed)
+    if isinstance(validation, str):
+        if validation != "auto":
+            raise ValueError(
+                f"`validation` must be 'auto', a fraction, a list of sections or None, got {validation!r}."
+            )
+        if len(slides) >= 3:
+            validation, slides, tensors = [slides[-1]], slides[:-1], tensors[:-1]
+        else:
+            validation = 0.1
     val_items = None
     if isinstance(validation, (int, float)) and not isinstance(validation, bool):
         if not 0 < validation < 1:
