@@ -84,3 +84,14 @@ def as_dense(x: Any, dtype: np.dtype | type = np.float64) -> np.ndarray:
     if hasattr(x, "toarray"):
         x = x.toarray()
     return np.asarray(x, dtype=dtype)
+
+
+def spot_pitch(coords: np.ndarray) -> float:
+    """Median distance from a spot to its nearest other spot: the array pitch on regular grids (1.0 if undefined)."""
+    from scipy.spatial import cKDTree
+
+    if len(coords) < 2:
+        return 1.0
+    d, _ = cKDTree(coords).query(coords, k=2)
+    pitch = float(np.median(d[:, 1]))
+    return pitch if pitch > 0 else 1.0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -215,11 +215,7 @@ def _hires_from_element(sdata: SpatialData, image_key: str, cs: str) -> tuple[np
     from spatialdata.transformations import get_transformation
 
     element = sdata.images[image_key]
-    if hasattr(element, "children") or hasattr(element, "keys"):  # multiscale DataTree
-        levels = [element[k].ds["image"] if hasattr(element[k], "ds") else element[k]["image"] for k in element.keys()]
-        levels = [lvl for lvl in levels if lvl is not None]
-    else:
-        levels = [element]
+    levels = image_levels(element)
     full = levels[0]
     best = min(levels, key=lambda lvl: abs(max(lvl.sizes["y"], lvl.sizes["x"]) - HIRES_MAX_SIZE))
     transforms = get_transformation(element, get_all=True)
@@ -233,3 +229,10 @@ def _hires_from_element(sdata: SpatialData, image_key: str, cs: str) -> tuple[np
     if pixels.shape[-1] > 3:
         pixels = pixels[..., :3]
     return np.ascontiguousarray(pixels), level_scale / to_global
+
+
+def image_levels(element: Any) -> list[Any]:
+    """The resolution levels of a SpatialData image element (full resolution first) as ``cyx`` DataArrays."""
+    if hasattr(element, "keys"):  # multiscale: a DataTree with scale0, scale1, ...
+        return [element[k]["image"] for k in element.keys()]
+    return [element]

@@ -12,7 +12,7 @@ from scipy import sparse
 from scipy.spatial import cKDTree
 from torch.utils.data import Dataset
 
-from phg2st_sc._utils import as_dense
+from phg2st_sc._utils import as_dense, spot_pitch
 from phg2st_sc._validate import get_coordinates, get_representation
 
 
@@ -35,15 +35,6 @@ class Slide:
     @property
     def n(self) -> int:
         return self.x.shape[0]
-
-
-def spot_pitch(coords: np.ndarray) -> float:
-    """Median distance to the nearest other spot (the array pitch on regular grids)."""
-    if len(coords) < 2:
-        return 1.0
-    d, _ = cKDTree(coords).query(coords, k=2)
-    pitch = float(np.median(d[:, 1]))
-    return pitch if pitch > 0 else 1.0
 
 
 def _need(adata: AnnData, slot: str, key: str, fix: str) -> None:

@@ -52,7 +52,7 @@ def read_spots(path: Path) -> pd.DataFrame:
     return spots
 
 
-def spot_pitch(array_xy: np.ndarray, pixel_xy: np.ndarray) -> float:
+def array_pitch(array_xy: np.ndarray, pixel_xy: np.ndarray) -> float:
     """Pixels per array step, from an affine fit of pixel on array coordinates (nan if underdetermined)."""
     if len(array_xy) < 3:
         return float("nan")
@@ -143,7 +143,7 @@ def build_anndata(
     pixel = spots[["pixel_x", "pixel_y"]].to_numpy(dtype=np.float64)
     adata.obsm[Keys.SPATIAL] = pixel
     array_xy = spots[["x", "y"]].to_numpy(dtype=np.float64)
-    pitch = spot_pitch(array_xy, pixel)
+    pitch = array_pitch(array_xy, pixel)
 
     images: dict[str, np.ndarray] = {}
     meta: dict[str, object] = {"dataset": dataset, "platform": "ST", "spot_pitch_px": pitch}

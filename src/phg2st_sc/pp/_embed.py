@@ -54,10 +54,11 @@ def _spatialdata_source(sdata: SpatialData, table: AnnData, image_key: str | Non
         image_key = images[0]
     if image_key not in sdata.images:
         raise KeyError(f"No image element {image_key!r}; this SpatialData has {images}.")
+    from phg2st_sc.io import image_levels
+
     element = sdata.images[image_key]
-    levels = list(element.keys()) if hasattr(element, "keys") else []
-    full = element[levels[0]]["image"] if levels else element
-    smallest = element[levels[-1]]["image"] if levels else element
+    levels = image_levels(element)
+    full, smallest = levels[0], levels[-1]
     transforms = get_transformation(element, get_all=True)
     cs = "global" if "global" in transforms else next(iter(transforms))
     affine = transforms[cs].to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y"))  # image px -> cs

@@ -16,7 +16,7 @@ from scipy.spatial import cKDTree
 
 from phg2st_sc._constants import Keys
 from phg2st_sc._docs import inject_docs
-from phg2st_sc._utils import finish, get_table
+from phg2st_sc._utils import finish, get_table, spot_pitch
 from phg2st_sc._validate import (
     check_choice,
     check_nonempty,
@@ -69,15 +69,6 @@ def _standardise(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     sd = y.std(axis=0)
     sd = np.where(sd > 0, sd, 1.0)
     return (y - mu) / sd, mu, sd
-
-
-def spot_scale(xy: np.ndarray) -> float:
-    """Median distance from a spot to its nearest neighbour (the array pitch for regular grids)."""
-    if len(xy) < 2:
-        return 1.0
-    d, _ = cKDTree(xy).query(xy, k=2)
-    scale = float(np.median(d[:, 1]))
-    return scale if scale > 0 else 1.0
 
 
 def predict_gp(
@@ -316,7 +307,7 @@ def baseline(
         pred = predict_idw(xy[prompts], y_p, xy[held], k=k, power=power)
         params.update(k=k, power=power, spatial_key=spatial_key)
     elif method == "gp":
-        pred, kernel = predict_gp(xy[prompts], y_p, xy[held], unit=spot_scale(xy), seed=seed)
+        pred, kernel = predict_gp(xy[prompts], y_p, xy[held], unit=spot_pitch(xy), seed=seed)
         params.update(spatial_key=spatial_key, seed=seed, **kernel)
     elif method == "feature_knn":
         pred = predict_feature_knn(feats[prompts], y_p, feats[held], k=k)
