@@ -65,7 +65,7 @@ def finish(adata: AnnData, writes: Mapping[tuple[str, str], Any], *, copy: bool)
         The object the results belong to.
     writes
         ``{(slot, key): value}`` with ``slot`` one of ``obs``, ``var``, ``obsm``, ``varm``, ``obsp``, ``layers``,
-        ``uns``.
+        ``uns``; a value of ``None`` removes the key if present.
     copy
         Write into a copy and return it, instead of writing in place and returning ``None``.
     """
@@ -74,7 +74,13 @@ def finish(adata: AnnData, writes: Mapping[tuple[str, str], Any], *, copy: bool)
             raise ValueError(f"Unknown AnnData slot {slot!r}.")
     target = adata.copy() if copy else adata
     for (slot, key), value in writes.items():
-        getattr(target, slot)[key] = value
+        container = getattr(target, slot)
+        if value is None:  # a stale entry that the new result replaces with nothing
+            if key in container:
+                del container[key]
+                logger.info("Removing `adata.%s[%r]`", slot, key)
+            continue
+        container[key] = value
         logger.info("Adding `adata.%s[%r]`", slot, key)
     return target if copy else None
 

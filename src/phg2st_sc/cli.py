@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 DEMO_GENES = ("KRT8", "COL3A1", "IGKC")  # luminal keratin, stromal collagen, immunoglobulin (in the 785 panel)
 REP = "X_efficientnet_lite0"
@@ -145,6 +147,43 @@ def demo(
     return 0
 
 
+def _key_values(items: Sequence[str] | None) -> dict[str, Any]:
+    """Parse ``KEY=VALUE`` options; values are read as JSON where they parse (numbers, true/false, lists)."""
+    out: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise ValueError(f"Expected KEY=VALUE, got {item!r}.")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    """``phg2st benchmark``: run :func:`phg2st_sc.tl.benchmark` and print the summary."""
+    import phg2st_sc as phg2st
+
+    data = args.data[0] if len(args.data) == 1 and args.data[0] in ("her2st", "cscc", "stutility_mob") else args.data
+    embed = {k: v for k, v in {"weights": args.weights, "mpp": args.mpp}.items() if v is not None}
+    embed["cache_dir"] = str(Path(args.out) / "embedding_cache")
+    fit = {k: v for k, v in {"hidden": args.hidden, "max_epochs": args.max_epochs}.items() if v is not None}
+    fit.update(_key_values(args.fit))
+    res = phg2st.tl.benchmark(
+        data, folds=args.folds, methods=args.methods, protocols=args.protocols, prompt_fractions=args.fractions,
+        seeds=args.seeds, spots=args.spots, sections=args.sections, panel=args.panel, encoder=args.encoder,
+        use_rep=args.use_rep, embed_kwargs=embed, fit_kwargs=fit, per_gene=args.per_gene, out=args.out,
+    )  # fmt: skip
+    s = res.summary
+    for m in ("mae", "ccc", "pcc"):
+        s[m.upper()] = [f"{a:.3f} ± {b:.3f}" for a, b in zip(s[f"{m}_mean"], s[f"{m}_std"], strict=True)]
+    cols = ["protocol", "spots", "prompt_fraction", "method", "MAE", "CCC", "PCC", "folds"]
+    print(s[cols].to_string(index=False))
+    print(f"Results, summary and protocol written to {args.out}.")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``phg2st`` command."""
     parser = argparse.ArgumentParser(prog="phg2st", description="PHG2ST spatial expression prediction tools.")
@@ -157,10 +196,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_demo.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
     p_demo.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="prompt seeds (default: 0 1 2)")
     p_demo.add_argument("--epochs", type=int, default=None, help="cap the training epochs (a quick run, not a result)")
+    p_bench = sub.add_parser(
+        "benchmark",
+        help="evaluate PHG2ST and baselines over folds of sections (resumable; results, summary and protocol in --out)",
+    )
+    p_bench.add_argument(
+        "data", nargs="+", help="her2st, cscc, stutility_mob, or .h5ad / .zarr paths (one section each)"
+    )
+    p_bench.add_argument("--out", required=True, help="results folder (finished folds are kept and skipped on rerun)")
+    p_bench.add_argument(
+        "--folds", default="leave_one_patient_out", choices=["leave_one_patient_out", "leave_one_section_out"]
+    )
+    p_bench.add_argument("--methods", nargs="+", default=["mean", "idw", "gp"], help="names of tl.METHOD_PRESETS")
+    p_bench.add_argument("--protocols", nargs="+", default=["heldout", "heldout_smoothed"])
+    p_bench.add_argument("--fractions", type=float, nargs="+", default=[0.1], help="prompt fractions")
+    p_bench.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p_bench.add_argument("--spots", nargs="+", default=["heldout", "all"], choices=["heldout", "all"])
+    p_bench.add_argument("--sections", nargs="+", default=None, help="only these sections")
+    p_bench.add_argument("--panel", default="auto", help="gene panel name (default: the dataset's)")
+    p_bench.add_argument("--encoder", default="efficientnet_lite0")
+    p_bench.add_argument("--weights", default=None, help="encoder weights file (UNI, ResNet-50)")
+    p_bench.add_argument("--mpp", type=float, default=None, help="microns per pixel seen by the encoder")
+    p_bench.add_argument("--hidden", type=int, default=None, help="PHG2ST token size")
+    p_bench.add_argument("--max-epochs", type=int, default=None)
+    p_bench.add_argument(
+        "--fit",
+        nargs="+",
+        metavar="KEY=VALUE",
+        help="more tl.fit settings for every PHG2ST method, e.g. attention_window=64",
+    )
+    p_bench.add_argument(
+        "--use-rep", default=None, help="obsm key of embeddings already in the inputs (skip embedding)"
+    )
+    p_bench.add_argument("--per-gene", action="store_true")
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
             return demo(args.section, args.out, args.seeds, args.epochs)
+        if args.command == "benchmark":
+            return run_benchmark(args)
     except Exception as err:  # noqa: BLE001 - the CLI reports any failure as a message and an exit code
         print(f"phg2st {args.command}: error: {err}", file=sys.stderr)
         return 1

@@ -302,3 +302,33 @@ def test_auto_validation_holds_out_the_last_section(synthetic_section):
     assert two.info["training_sections"] == ["S0", "S1"] and "10%" in two.info["validation"]
     with pytest.raises(ValueError, match="validation"):
         phg2st.tl.fit(slides, max_epochs=1, validation="everything", **SMALL)
+
+
+def test_chunked_inference_and_windowed_attention_match(synthetic_section):
+    """Chunked fusion gives the same predictions; windowed attention equals full attention when one window holds all."""
+    from phg2st_sc._model._module import window_order, windowed
+
+    a = synthetic_section(side=12)
+    model = phg2st.tl.fit(a, max_epochs=1, **SMALL)
+    prompt = np.zeros(a.n_obs, dtype=bool)
+    prompt[::9] = True
+    b = batch_for(model, a, prompt)
+    module = model.module.eval()
+    with torch.inference_mode():
+        full = module(b)["pred"]
+        chunked = module(b, chunk=17)["pred"]
+        torch.testing.assert_close(chunked, full, rtol=1e-5, atol=1e-5)
+        blk = module.spot_blocks[0]
+        t = torch.randn(a.n_obs, 32)
+        order = window_order(b["pos"], 1000, 0)
+        torch.testing.assert_close(windowed(blk, t, order, 1000), blk(t.unsqueeze(0)).squeeze(0), rtol=1e-5, atol=1e-5)
+        # small windows: every spot is processed exactly once and windows are spatially compact
+        order = window_order(b["pos"], 16, 0)
+        assert sorted(order.tolist()) == list(range(a.n_obs))
+        groups = b["pos"][order][: (a.n_obs // 16) * 16].view(-1, 16, 2)
+        extent = (groups.max(1).values - groups.min(1).values).max()
+        assert extent < 12  # a window spans a patch, not a whole row of the 12 x 12 grid
+    model.module.config.attention_window = 16
+    with torch.inference_mode():
+        windowed_pred = model.module(b)["pred"]
+    assert torch.isfinite(windowed_pred).all() and not torch.allclose(windowed_pred, full)

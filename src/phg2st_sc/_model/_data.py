@@ -50,10 +50,13 @@ def slide_from_adata(
     hypergraph_key: str,
     layer: str | None,
     neighbours: bool,
-    need_expression: bool = True,
+    prompt: np.ndarray | None = None,
     name: str = "",
 ) -> Slide:
-    """Collect a section's features, hypergraphs, positions and expression, checking every slot first."""
+    """Collect a section's features, hypergraphs, positions and expression, checking every slot first.
+
+    With ``prompt``, only the prompt spots' expression must be finite (the others are never read: NaN becomes 0).
+    """
     x = get_representation(adata, use_rep, dtype=np.float32)
     inc_key = f"{hypergraph_key}_incidence"
     _need(
@@ -64,6 +67,12 @@ def slide_from_adata(
     )
     coords = get_coordinates(adata)
     n = adata.n_obs
+    graph = adata.uns.get(f"{hypergraph_key}_hypergraph", {}).get("params", {})
+    if graph.get("use_rep", use_rep) != use_rep:
+        raise ValueError(
+            f"The hypergraph `{hypergraph_key}` was built from `obsm[{graph['use_rep']!r}]`, not {use_rep!r}: rebuild it "
+            f"with `phg2st.pp.build_hypergraph(adata, use_rep={use_rep!r})`."
+        )
     h = sparse.coo_matrix(adata.obsp[inc_key])
     if h.shape != (n, n) or not np.isfinite(h.data).all():
         raise ValueError(
@@ -79,8 +88,18 @@ def slide_from_adata(
         )
         _need(adata, "obsm", nh_key, "run `phg2st.pp.build_hypergraph` after `embed_tiles` with neighbour tiles.")
         tile_index = np.asarray(adata.obsm[idx_key], dtype=np.int64)
-        tiles = np.asarray(adata.uns[use_rep]["tile_embeddings"], dtype=np.float32)
+        stored = adata.uns.get(use_rep, {})
+        if not isinstance(stored, dict) or "tile_embeddings" not in stored:
+            raise KeyError(
+                f"`adata.uns[{use_rep!r}]['tile_embeddings']` is missing: re-run `phg2st.pp.embed_tiles` with grid_size > 0."
+            )
+        tiles = np.asarray(stored["tile_embeddings"], dtype=np.float32)
         nh = np.asarray(adata.obsm[nh_key], dtype=np.int64)
+        if nh.shape[:2] != tile_index.shape:
+            raise ValueError(
+                f"`obsm[{nh_key!r}]` has windows of {nh.shape[1]} tiles and `obsm[{idx_key!r}]` of {tile_index.shape[1]}: "
+                "rebuild the hypergraph after embedding."
+            )
         g = tile_index.shape[1]
         spot = np.arange(n)[:, None, None]
         tile = np.arange(g)[None, :, None]
@@ -89,23 +108,26 @@ def slide_from_adata(
         ok = (members >= 0) & valid_t[:, :, None]
         node = (spot * g + members)[ok]
         edge = np.broadcast_to(spot * g + tile, members.shape)[ok]
-        nbr_index = np.stack([node, edge])
+        order = np.argsort(node, kind="stable")  # sorted by node: a range of spots is a contiguous slice
+        nbr_index = np.stack([node[order], edge[order]])
     else:
         tiles = np.zeros((1, x.shape[1]), dtype=np.float32)
         tile_index = np.zeros((n, 1), dtype=np.int64)
         nbr_index = np.zeros((2, 0), dtype=np.int64)
-    if need_expression:
-        missing = [g for g in genes if g not in adata.var_names]
-        if missing:
-            raise ValueError(
-                f"{len(missing)} of the model's {len(genes)} genes are absent from the data (e.g. {missing[:5]})."
-            )
-        sub = adata[:, list(genes)]
-        y = as_dense(sub.X if layer is None else sub.layers[layer], dtype=np.float32)
-        if not np.isfinite(y).all():
-            raise ValueError("The expression contains NaN or infinite values.")
-    else:
-        y = np.zeros((n, len(genes)), dtype=np.float32)
+    missing = [g for g in genes if g not in adata.var_names]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} of the model's {len(genes)} genes are absent from the data (e.g. {missing[:5]})."
+        )
+    sub = adata[:, list(genes)]
+    if layer is not None and layer not in adata.layers:
+        raise KeyError(f"No layer {layer!r} in `adata.layers` (the model reads its expression from it).")
+    y = as_dense(sub.X if layer is None else sub.layers[layer], dtype=np.float32)
+    needed = np.ones(n, dtype=bool) if prompt is None else np.asarray(prompt, dtype=bool)
+    if not np.isfinite(y[needed]).all():
+        where = "the prompt spots' expression" if prompt is not None else "the expression"
+        raise ValueError(f"{where[0].upper() + where[1:]} contains NaN or infinite values.")
+    y[~needed] = np.nan_to_num(y[~needed], nan=0.0, posinf=0.0, neginf=0.0)
     return Slide(
         name=name,
         x=torch.from_numpy(x),

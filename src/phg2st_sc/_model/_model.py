@@ -22,6 +22,7 @@ from phg2st_sc._model._module import VARIANTS, ModelConfig, PHG2STModule
 logger = logging.getLogger("phg2st_sc")
 
 FORMAT = "phg2st-sc model"
+PREDICT_CHUNK = 4096  # spots per inference chunk after the spot branch (bounds memory on large slides)
 FORMAT_VERSION = 1
 
 
@@ -51,13 +52,16 @@ class PHG2ST:
         self.history_ = pd.DataFrame()
 
     # -- data --------------------------------------------------------------------------------------------------
-    def slide(self, adata: AnnData, *, need_expression: bool = True, name: str = "") -> Slide:
-        """Tensors of one section for this model (checks slots, genes and the feature size)."""
+    def slide(self, adata: AnnData, *, prompt: np.ndarray | None = None, name: str = "") -> Slide:
+        """Tensors of one section for this model (checks slots, genes and the feature size).
+
+        With ``prompt``, only the prompt spots need measured expression.
+        """
         c = self.config
         slide = slide_from_adata(
             adata, self.genes, use_rep=self.info["use_rep"], hypergraph_key=self.info["hypergraph_key"],
             layer=self.info.get("layer"), neighbours=c["use_neighbour_branch"] and c["use_image"],
-            need_expression=need_expression, name=name,
+            prompt=prompt, name=name,
         )  # fmt: skip
         if slide.x.shape[1] != c["feature_dim"]:
             raise ValueError(
@@ -143,10 +147,10 @@ class PHG2ST:
             )
         if not prompt.any():
             raise ValueError("The prompt mask marks no spot.")
-        slide = self.slide(adata)
+        slide = self.slide(adata, prompt=prompt)
         batch = slide_batch(slide, prompt, np.zeros(slide.n, dtype=bool), self.config["prompt_k"])
         module = self.module.to(device).eval()
-        out = module({k: v.to(device) for k, v in batch.items()})
+        out = module({k: v.to(device) for k, v in batch.items()}, chunk=PREDICT_CHUNK)
         return out["pred"].float().cpu().numpy(), out["latent"].float().cpu().numpy()
 
     # -- persistence -------------------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ class ModelConfig:
     grid_tokens: int = 25
     prompt_k: int = 16
     lam: float = 0.3
+    attention_window: int = 1024
     use_spot_branch: bool = True
     use_neighbour_branch: bool = True
     use_prompts: bool = True
@@ -213,49 +214,85 @@ class PHG2STModule(nn.Module):
 
     # -- branches ---------------------------------------------------------------------------------------------
     def spot_tokens(self, b: dict) -> torch.Tensor:
+        """Spot branch over the whole slide: hypergraph conv, positions, transformer blocks (windowed if large)."""
         c = self.config
         n = b["x"].shape[0]
         if not (c.use_image and c.use_spot_branch):
             return self.no_spot.expand(n, -1)
         t = self.spot_hg(self.spot_in(b["x"]), b["spot_index"], b["spot_value"], n)
-        t = (t + sincos_2d(b["pos"], c.hidden)).unsqueeze(0)
-        for blk in self.spot_blocks:
-            t = blk(t)
-        return t.squeeze(0)
+        t = t + sincos_2d(b["pos"], c.hidden)
+        if n <= c.attention_window:
+            t = t.unsqueeze(0)
+            for blk in self.spot_blocks:
+                t = blk(t)
+            return t.squeeze(0)
+        # Large slides: attention within spatial windows of `attention_window` spots, alternating between row-band
+        # and column-band orders so that information crosses window borders from one block to the next.
+        orders = [window_order(b["pos"], c.attention_window, axis) for axis in (0, 1)]
+        for i, blk in enumerate(self.spot_blocks):
+            t = windowed(blk, t, orders[i % 2], c.attention_window)
+        return t
 
-    def neighbour_tokens(self, b: dict) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def neighbour_tokens(self, b: dict, sl: slice) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Neighbour branch for the spots in ``sl``: each spot's tile tokens, their sub-hypergraph and blocks."""
         c = self.config
         if not (c.use_image and c.use_neighbour_branch):
             return None
-        idx = b["tile_index"]
+        idx = b["tile_index"][sl]
         n, g = idx.shape
         valid = idx >= 0
-        tiles = self.tile_in(b["tiles"])
+        used = torch.unique(idx[valid])
+        tiles = torch.zeros((b["tiles"].shape[0], c.hidden), dtype=b["x"].dtype, device=b["x"].device)
+        tiles[used] = self.tile_in(b["tiles"][used])  # project only the tiles these spots use
         tok = tiles[idx.clamp_min(0)] * valid.unsqueeze(-1)
-        tok = self.nbr_hg(tok.reshape(n * g, -1), b["nbr_index"], b["nbr_value"], n * g).view(n, g, -1)
+        index, value = b["nbr_index"], b["nbr_value"]
+        start, stop = sl.start * g, sl.stop * g
+        if start > 0 or stop < b["tile_index"].shape[0] * g:  # incidences are sorted by node: take this range
+            lo, hi = torch.searchsorted(index[0], torch.tensor([start, stop], device=index.device))
+            index, value = index[:, lo:hi] - start, value[lo:hi]
+        tok = self.nbr_hg(tok.reshape(n * g, -1), index, value, n * g).view(n, g, -1)
         tok = tok + self.grid_pos[:g]
-        mask = valid[:, None, None, :]  # (n, 1, 1, g): attend to existing tiles only
+        # Attend to existing tiles only; a spot without any (impossible for spots on the image) keeps its first
+        # slot so that no attention row is empty (older torch versions return NaN for those).
+        valid = valid.clone()
+        valid[~valid.any(1), 0] = True
+        mask = valid[:, None, None, :]  # (n, 1, 1, g)
         for blk in self.nbr_blocks:
             tok = blk(tok, mask)
         return tok, valid
 
     # -- fusion -----------------------------------------------------------------------------------------------
-    def forward(self, b: dict) -> dict[str, torch.Tensor]:
+    def forward(self, b: dict, chunk: int | None = None) -> dict[str, torch.Tensor]:
+        """Predictions for every spot.
+
+        With ``chunk``, everything after the spot branch runs ``chunk`` spots at a time: the same result with
+        memory bounded by the chunk, for inference on large slides.
+        """
+        n = b["x"].shape[0]
+        t_s = self.spot_tokens(b)
+        if chunk is None or chunk >= n:
+            return self.fuse(b, t_s, slice(0, n))
+        parts = [self.fuse(b, t_s, slice(a, min(a + chunk, n))) for a in range(0, n, chunk)]
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+    def fuse(self, b: dict, t_s: torch.Tensor, sl: slice) -> dict[str, torch.Tensor]:
+        """Prompts, neighbour tokens and heads for the spots in ``sl`` (``t_s``: spot tokens of the whole slide)."""
         c = self.config
         y, prompt = b["y"], b["prompt"]
-        t_s = self.spot_tokens(b)
-        nbr = self.neighbour_tokens(b)
-        y_masked = y * prompt.unsqueeze(-1).to(y.dtype) if c.use_prompts else torch.zeros_like(y)
-        base = torch.zeros_like(y)
+        nbr = self.neighbour_tokens(b, sl)
+        t_here = t_s[sl]
+        base = torch.zeros((t_here.shape[0], y.shape[1]), dtype=y.dtype, device=y.device)
         if c.variant == "paper":
-            query = self.prompt_proj(y_masked) if nbr is not None else None  # eq. 1: a spot's own masked row
-            z = t_s
+            if nbr is not None:  # eq. 1: a spot's own masked row
+                y_masked = y[sl] * prompt[sl].unsqueeze(-1).to(y.dtype) if c.use_prompts else torch.zeros_like(y[sl])
+                query = self.prompt_proj(y_masked)
+            z = t_here
         else:
-            t_p = self.prompt_context(b, t_s, y) if c.use_prompts else torch.zeros_like(t_s)
+            t_p = self.prompt_context(b, t_s, y, sl) if c.use_prompts else torch.zeros_like(t_here)
             if c.use_prompts:
-                base = self.prompt_field(b, y)
-            query = t_s + t_p
-            z = t_s + t_p
+                base = self.prompt_field(b, y, sl)
+            query = t_here + t_p
+            z = t_here + t_p
         if nbr is not None:
             tok, valid = nbr
             t_n = self.nbr_attn(query.unsqueeze(1), tok, valid[:, None, None, :]).squeeze(1)  # eq. 5
@@ -263,41 +300,74 @@ class PHG2STModule(nn.Module):
             nbr_mean = (tok * valid.unsqueeze(-1)).sum(1) / valid.sum(1, keepdim=True).clamp_min(1)
         out = {"pred": base + self.head(z), "latent": z}
         if c.use_image and c.use_spot_branch:
-            out["pred_spot"] = base + self.head_spot(t_s)
+            out["pred_spot"] = base + self.head_spot(t_here)
         if nbr is not None:
             out["pred_nbr"] = base + self.head_nbr(nbr_mean)
         return out
 
-    def prompt_context(self, b: dict, t_s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def prompt_context(self, b: dict, t_s: torch.Tensor, y: torch.Tensor, sl: slice) -> torch.Tensor:
         """Every spot attends to its K nearest prompt tokens, penalised by distance (per head)."""
-        idx, dist = b["prompt_idx"], b["prompt_dist"]  # (n, K)
+        idx, dist = b["prompt_idx"][sl], b["prompt_dist"][sl]  # (n, K)
         rows = torch.unique(idx)  # the prompts somebody attends to: project each once, then gather
-        tokens = torch.zeros(t_s.shape, dtype=t_s.dtype, device=t_s.device)
+        tokens = torch.zeros((t_s.shape[0], t_s.shape[1]), dtype=t_s.dtype, device=t_s.device)
         tokens[rows] = self.prompt_proj(y[rows]) + self.prompt_img(t_s[rows])
         tokens = tokens[idx]  # (n, K, h)
         slope = F.softplus(self.distance_slope).view(1, -1, 1, 1)
         bias = -slope * dist[:, None, None, :]  # (n, heads, 1, K)
-        ctx = self.prompt_attn(t_s.unsqueeze(1), tokens, bias).squeeze(1)
+        ctx = self.prompt_attn(t_s[sl].unsqueeze(1), tokens, bias).squeeze(1)
         return self.prompt_norm(ctx)
 
-    def prompt_field(self, b: dict, y: torch.Tensor) -> torch.Tensor:
-        """The measured prompts interpolated to every spot.
+    def prompt_field(self, b: dict, y: torch.Tensor, sl: slice) -> torch.Tensor:
+        """The measured prompts interpolated to the spots in ``sl``.
 
         Gaussian-kernel (Nadaraya-Watson) averages of the K nearest prompts at bandwidths of 0.5, 1, 2 and 4 spot
         pitches, and the prompt mean, mixed per gene with learned weights (softmax): each gene chooses how local
         its interpolation is, from nearest-prompt copying to the section mean. Accumulated prompt by prompt, so
         memory is (n, genes), never (n, K, genes).
         """
-        idx, dist = b["prompt_idx"], b["prompt_dist"]  # (n, K)
+        idx, dist = b["prompt_idx"][sl], b["prompt_dist"][sl]  # (n, K)
         beta = torch.softmax(self.mix_logit, dim=0)  # (scales + 1, genes)
         base = beta[-1] * y[b["prompt"]].mean(0, keepdim=True)
         for i, bw in enumerate(FIELD_BANDWIDTHS):
             w = torch.softmax(-0.5 * (dist / bw) ** 2, dim=1)  # (n, K)
-            field = torch.zeros_like(y)
+            field = torch.zeros((idx.shape[0], y.shape[1]), dtype=y.dtype, device=y.device)
             for k in range(idx.shape[1]):
                 field = field + w[:, k : k + 1] * y[idx[:, k]]
             base = base + beta[i] * field
         return base
+
+
+def window_order(pos: torch.Tensor, window: int, axis: int) -> torch.Tensor:
+    """A spatial order of the spots in which consecutive runs of ``window`` spots form compact patches.
+
+    The slide is cut into sqrt(n / window) bands along ``axis``; spots are sorted by band, then along the other
+    axis, so a run of ``window`` spots covers about a square of sqrt(window) x sqrt(window) spots.
+    """
+    n = pos.shape[0]
+    n_bands = max(1, round((n / window) ** 0.5))
+    lo = pos[:, axis].min()
+    span = (pos[:, axis].max() - lo).clamp_min(1e-6)
+    band = torch.clamp(((pos[:, axis] - lo) / span * n_bands).long(), max=n_bands - 1)
+    other = pos[:, 1 - axis] - pos[:, 1 - axis].min()
+    key = band.to(pos.dtype) * (other.max() + 1.0) + other
+    return torch.argsort(key, stable=True)
+
+
+def windowed(block: nn.Module, t: torch.Tensor, order: torch.Tensor, window: int) -> torch.Tensor:
+    """Apply a transformer block within consecutive windows of ``order`` (the last window padded and masked)."""
+    n, h = t.shape
+    n_win = -(-n // window)
+    pad = n_win * window - n
+    x = t[order]
+    if pad:
+        x = torch.cat([x, x.new_zeros(pad, h)])
+    valid = torch.ones(n_win * window, dtype=torch.bool, device=t.device)
+    if pad:
+        valid[n:] = False
+    y = block(x.view(n_win, window, h), valid.view(n_win, 1, 1, window)).reshape(-1, h)[:n]
+    out = torch.empty_like(t)
+    out[order] = y
+    return out
 
 
 def phg2st_loss(out: dict[str, torch.Tensor], y: torch.Tensor, rows: torch.Tensor, lam: float) -> torch.Tensor:

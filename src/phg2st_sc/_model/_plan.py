@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import lightning as L
 import torch
 
@@ -60,6 +62,7 @@ class History(L.Callback):
         self.dataset = dataset
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._start = time.perf_counter()
         if self.dataset is not None:
             self.dataset.epoch = trainer.current_epoch  # fresh, reproducible prompt masks each epoch
 
@@ -70,4 +73,5 @@ class History(L.Callback):
             if key in metrics and key not in row:
                 row[key] = float(metrics[key])
         row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
+        row["seconds"] = time.perf_counter() - self._start  # training and validation of this epoch
         self.rows.append(row)

@@ -125,11 +125,11 @@ def embed_tiles(
         ``weights_only=True`` and strict key matching). For UNI it defaults to ``$PHG2ST_UNI_WEIGHTS``;
         ``"hf-hub:MahmoodLab/uni"`` downloads them for users with access.
     tile_size
-        Side of the encoder's input in pixels; also the tile side in image pixels unless ``mpp`` is given.
+        Tile side in image pixels (full resolution) when ``mpp`` is not given. Tiles are resampled to the encoder's
+        input size (224 for the named encoders; ``tile_size`` for a module or callable).
     mpp
-        Microns per pixel the encoder should see (UNI-style models were trained at 0.5); the tile then covers
-        ``tile_size * mpp`` microns of the image and is resampled to ``tile_size`` pixels. Needs the image's
-        microns per pixel (the readers record it).
+        Microns per pixel the encoder should see (UNI-style models were trained at 0.5): a tile then covers
+        ``tile_size * mpp`` microns of the image. Needs the image's microns per pixel (the readers record it).
     grid_size
         Side of the neighbour window in tiles (odd); 0 embeds the spot tiles only.
     batch_size
@@ -236,6 +236,7 @@ def embed_tiles(
         "weights": "" if weights is None else str(weights),
         "dim": enc.dim,
         "tile_size": tile_size,
+        "input_size": enc.input_size,
         "mpp": -1.0 if mpp is None else float(mpp),
         "region_px": int(region),
         "grid_size": grid_size,
@@ -259,6 +260,8 @@ def embed_tiles(
         uns["tile_embeddings"] = emb[n:]
         uns["tile_cells"] = plan.cells.astype(np.int32)
         writes[("obsm", f"{key_added}_neighbours")] = plan.index.astype(np.int32)
+    else:  # a previous run's neighbour index would point at tiles that are no longer stored
+        writes[("obsm", f"{key_added}_neighbours")] = None
     writes[("uns", key_added)] = uns
     return finish(table, writes, copy=copy)
 

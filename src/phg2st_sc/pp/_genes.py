@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from copy import deepcopy
 from importlib.resources import files
 from typing import TYPE_CHECKING
 
@@ -186,7 +187,7 @@ def _with_zero_genes(adata: AnnData, genes: list[str], params: dict) -> AnnData:
         m = sparse.csr_matrix(m) if not sparse.issparse(m) else m.tocsr()
         pick = sparse.csr_matrix((np.ones((col >= 0).sum()), (col[col >= 0], np.flatnonzero(col >= 0))),
                                  shape=(len(present), len(genes)))  # fmt: skip
-        out = m @ pick
+        out = (m @ pick).astype(m.dtype)
         return out if sparse.issparse(adata.X) else out.toarray()
 
     var = pd.DataFrame(index=pd.Index(genes, dtype=str))
@@ -196,7 +197,7 @@ def _with_zero_genes(adata: AnnData, genes: list[str], params: dict) -> AnnData:
         var=var,
         obsm={k: v.copy() for k, v in adata.obsm.items()},
         obsp={k: v.copy() for k, v in adata.obsp.items()},
-        uns=adata.uns.copy(),
+        uns=deepcopy(dict(adata.uns)),
         layers={k: expand(v) for k, v in sub.layers.items()},
     )
     out.uns[Keys.GENES_UNS] = {"params": params}

@@ -1,12 +1,16 @@
 """Tools: the PHG2ST model (fit, impute), prompt selection, baselines, metrics and evaluation protocols."""
 
 from ._baselines import METHODS, baseline
+from ._benchmark import METHOD_PRESETS, BenchmarkResult, benchmark
 from ._fit import fit, impute
 from ._metrics import Scores, gene_metrics, score
 from ._prompts import select_prompts
 from ._protocol import PROTOCOLS, Protocol, evaluate, get_protocol, prepare_targets
 
 __all__ = [
+    "benchmark",
+    "BenchmarkResult",
+    "METHOD_PRESETS",
     "fit",
     "impute",
     "select_prompts",

@@ -26,6 +26,7 @@ from phg2st_sc._validate import (
     get_prompt_mask,
     get_representation,
 )
+from phg2st_sc.tl._metrics import prompt_fingerprint
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -300,7 +301,8 @@ def baseline(
 
     held = ~prompts
     y_p = y[prompts]
-    params: dict[str, Any] = {"method": method, "layer": "X" if layer is None else layer, "prompt_key": prompt_key}
+    params: dict[str, Any] = {"method": method, "layer": "X" if layer is None else layer, "prompt_key": prompt_key,
+                              "prompts": prompt_fingerprint(prompts)}  # fmt: skip
     if method == "mean":
         pred = predict_mean(y_p, int(held.sum()))
     elif method == "idw":

@@ -15,6 +15,7 @@ from phg2st_sc._docs import inject_docs
 from phg2st_sc._settings import settings
 from phg2st_sc._utils import _is_spatialdata, finish, get_table
 from phg2st_sc._validate import check_nonempty, get_prompt_mask
+from phg2st_sc.tl._metrics import prompt_fingerprint
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -96,6 +97,7 @@ def fit(
     use_neighbour_branch: bool = True,
     use_prompts: bool = True,
     use_image: bool = True,
+    attention_window: int = 1024,
     seed: int = 0,
     accelerator: str = "auto",
     devices: int | str | Sequence[int] = "auto",
@@ -147,6 +149,10 @@ def fit(
         Token size, attention heads, transformer blocks of the spot and neighbour branches, dropout.
     use_spot_branch, use_neighbour_branch, use_prompts, use_image
         Switch parts off for ablations (no spot branch, no neighbour branch, image only, prompts only).
+    attention_window
+        Sections with more spots than this run the spot transformer within spatial windows of this many spots
+        (alternating row and column bands), so memory grows linearly with the number of spots instead of
+        quadratically; smaller sections get full attention. See the benchmarks page for its effect on accuracy.
     seed
         Seeds weights, prompt draws and the validation split: the same seed gives the same model on the CPU.
     accelerator, devices
@@ -173,6 +179,8 @@ def fit(
     fraction = _check_fraction(prompt_fraction, "prompt_fraction")
     if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
         raise ValueError(f"`max_epochs` must be a positive integer, got {max_epochs!r}.")
+    if isinstance(attention_window, bool) or not isinstance(attention_window, int) or attention_window < 16:
+        raise ValueError(f"`attention_window` must be an integer of at least 16 spots, got {attention_window!r}.")
     if not use_image and not use_prompts:
         raise ValueError("With neither the image nor the prompts the model has no input.")
     if variant == "paper" and not use_image:
@@ -199,7 +207,7 @@ def fit(
         n_genes=len(genes), feature_dim=int(np.asarray(first.obsm[use_rep]).shape[1]), variant=variant, hidden=hidden,
         heads=heads, spot_depth=spot_depth, neighbour_depth=neighbour_depth, dropout=dropout,
         use_spot_branch=use_spot_branch, use_neighbour_branch=use_neighbour_branch, use_prompts=use_prompts,
-        use_image=use_image,
+        use_image=use_image, attention_window=attention_window,
     )  # fmt: skip
     info = {"use_rep": use_rep, "hypergraph_key": hypergraph_key, "layer": layer, **_expectations(first, use_rep)}
     import torch
@@ -207,6 +215,9 @@ def fit(
     torch.manual_seed(seed)  # the initial weights
     model = PHG2ST(config, genes, info)
     tensors = [model.slide(a, name=_name(a, i)) for i, a in enumerate(slides)]  # validates every section first
+    small = [s.name for s in tensors if s.n < 10]
+    if small:
+        raise ValueError(f"Sections {small} have fewer than 10 spots: too few to draw prompts and score the rest.")
 
     rng = np.random.default_rng(seed)
     if isinstance(validation, str):
@@ -233,7 +244,11 @@ def fit(
             val_items.append((s, prompts, held))
         mode = f"{validation:.0%} of each training section's spots"
     elif validation is not None:
-        held_out = _slides(validation, None)
+        held_out = _slides(validation, table_key)
+        train_ids = [set(a.obs_names) for a in slides]
+        for a in held_out:
+            if any(a is t or set(a.obs_names) == ids for t, ids in zip(slides, train_ids, strict=True)):
+                raise ValueError("A validation section is also a training section; hold out a different section.")
         val_items = []
         for i, a in enumerate(held_out):
             s = model.slide(a, name=_name(a, i))
@@ -292,8 +307,8 @@ def impute(
     """Predict expression at every spot of a section from its image and its prompt spots.
 
     The spots marked in ``obs[prompt_key]`` are the prompts: their measured values (read from the layer the model
-    was trained on) are given to the model; every spot gets a prediction. Works on sections and patients the model
-    never saw.
+    was trained on) are given to the model; every spot gets a prediction. The other spots' expression is never
+    read and may be missing (NaN). Works on sections and patients the model never saw.
 
     Parameters
     ----------
@@ -363,10 +378,11 @@ def impute(
     order = [model.genes.index(g) for g in table.var_names]
     pred = pred[:, order]
     if keep_prompts:
-        measured = model.slide(table).y.numpy()[:, order]
+        measured = model.slide(table, prompt=prompts).y.numpy()[:, order]
         pred[prompts] = measured[prompts]
     params = {"variant": model.config["variant"], "prompt_key": prompt_key, "n_prompts": int(prompts.sum()),
-              "keep_prompts": keep_prompts, "use_rep": model.info["use_rep"]}  # fmt: skip
+              "keep_prompts": keep_prompts, "use_rep": model.info["use_rep"],
+              "layer": model.info.get("layer") or "X", "prompts": prompt_fingerprint(prompts)}  # fmt: skip
     return finish(
         table,
         {

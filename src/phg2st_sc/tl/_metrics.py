@@ -93,7 +93,8 @@ class Scores:
             f"{s['n_genes']} genes scored, {s['n_genes_skipped']} skipped: "
             f"PCC {s['pcc']:.3f}, CCC {s['ccc']:.3f}, MAE {s['mae']:.3f}"
         )
-        return text + (", targets SMOOTHED)" if s["targets_smoothed"] else ")")
+        flags = [w for w in ("targets", "inputs") if s.get(f"{w}_smoothed")]
+        return text + (f", {' and '.join(flags)} SMOOTHED)" if flags else ")")
 
 
 def is_smoothed(adata: AnnData, layer: str | None) -> bool:
@@ -103,9 +104,17 @@ def is_smoothed(adata: AnnData, layer: str | None) -> bool:
 
 
 SMOOTH_NOTE = (
-    "targets are 3x3-smoothed: a held-out spot's target includes its prompt neighbours' measured values, "
-    "which flatters spatial interpolation; report unsmoothed targets beside these"
+    "3x3 smoothing mixes neighbouring spots: a held-out spot's smoothed target includes its prompt neighbours' "
+    "measured values, and a smoothed prompt includes its held-out neighbours' values; both flatter spatial "
+    "interpolation; report unsmoothed targets and inputs beside these"
 )
+
+
+def prompt_fingerprint(mask: np.ndarray) -> str:
+    """A short hash of a prompt mask, stored with predictions so that scores can check they still match."""
+    import hashlib
+
+    return hashlib.sha256(np.packbits(np.asarray(mask, dtype=bool)).tobytes()).hexdigest()[:16]
 
 
 @inject_docs
@@ -131,8 +140,10 @@ def score(
     layer
         Layer with the predictions.
     truth_layer
-        Layer with the measured values; ``None`` uses ``.X``. If it was produced by :func:`phg2st_sc.pp.smooth`,
-        the summary says so and a :class:`~phg2st_sc.SmoothedTargetWarning` is issued.
+        Layer with the measured values; ``None`` uses ``.X``. If it, or the layer the predictions were made from,
+        was produced by :func:`phg2st_sc.pp.smooth`, the summary says so (``targets_smoothed``,
+        ``inputs_smoothed``) and a :class:`~phg2st_sc.SmoothedTargetWarning` is issued. Predictions made from
+        other prompts than the current ``obs[prompt_key]`` are refused.
     prompt_key
         Boolean ``obs`` column marking the prompt spots.
     spots
@@ -156,12 +167,21 @@ def score(
     pred = get_matrix(adata, layer)
     truth = get_matrix(adata, truth_layer)
     prompts = get_prompt_mask(adata, prompt_key)
+    made = adata.uns.get(layer, {}).get("params", {}) if isinstance(adata.uns.get(layer), dict) else {}
+    if made.get("prompts") and made["prompts"] != prompt_fingerprint(prompts):
+        raise ValueError(
+            f"`adata.layers[{layer!r}]` was predicted from other prompts than `adata.obs[{prompt_key!r}]` marks now "
+            "(the prompts were redrawn afterwards); predict again before scoring, or the old prompts would be "
+            "scored as held-out spots with their measured values."
+        )
+    inputs_smoothed = "layer" in made and is_smoothed(adata, None if made["layer"] == "X" else made["layer"])
     rows = ~prompts if spots == "heldout" else np.ones(adata.n_obs, dtype=bool)
     if rows.sum() < 2:
         raise ValueError(f"Only {int(rows.sum())} spot(s) to score with `spots={spots!r}`; at least 2 are needed.")
     per_gene = gene_metrics(truth[rows], pred[rows])
     per_gene.index = adata.var_names.copy()
     smoothed = is_smoothed(adata, truth_layer)
+    flagged = smoothed or inputs_smoothed
     scored = ~per_gene["skipped"].to_numpy()
     summary = pd.Series(
         {
@@ -175,10 +195,12 @@ def score(
             "layer": layer,
             "truth_layer": "X" if truth_layer is None else truth_layer,
             "targets_smoothed": smoothed,
-            "note": SMOOTH_NOTE if smoothed else "",
+            "inputs_smoothed": inputs_smoothed,
+            "note": SMOOTH_NOTE if flagged else "",
         },
         dtype=object,
     )
-    if smoothed:
-        warnings.warn(f"Scoring against smoothed targets: {SMOOTH_NOTE}.", SmoothedTargetWarning, stacklevel=2)
+    if flagged:
+        what = " and ".join(w for w, f in (("targets", smoothed), ("inputs", inputs_smoothed)) if f)
+        warnings.warn(f"Scoring with smoothed {what}: {SMOOTH_NOTE}.", SmoothedTargetWarning, stacklevel=2)
     return Scores(per_gene=per_gene, summary=summary)

@@ -157,6 +157,11 @@ def prepare_targets(
     protocol = get_protocol(protocol)
     check_nonempty(adata)
     _check_counts(adata)
+    panel_name = panel
+    if panel == "top_expressed":  # ranked on raw counts, as the rule says, before any normalisation
+        from phg2st_sc.pp import top_expressed_genes
+
+        panel = top_expressed_genes(adata, n_top=1000)
     # Library sizes come from every measured gene, before the panel is taken (scanpy practice; it also makes a
     # gene's target independent of which other genes are in the panel).
     work = AnnData(
@@ -179,7 +184,7 @@ def prepare_targets(
         work.uns[Keys.SMOOTH_UNS]["params"]["layer_added"] = "X"
     params = {k: v for k, v in asdict(protocol).items() if k not in ("description",)}
     params["target_sum"] = -1.0 if params["target_sum"] is None else float(params["target_sum"])
-    params["panel"] = "all" if panel is None else (panel if isinstance(panel, str) else "custom")
+    params["panel"] = "all" if panel_name is None else (panel_name if isinstance(panel_name, str) else "custom")
     params["protocol"] = params.pop("name")
     work.uns[Keys.TARGETS_UNS] = {"params": params}
     return work

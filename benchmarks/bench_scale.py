@@ -1,0 +1,180 @@
+"""Time and peak memory at Visium / Visium HD scale on synthetic slides, with the naive way side by side.
+
+Stages, each in a fresh Python process so its peak resident memory (ru_maxrss) is its own:
+
+- ``hypergraph``: ``pp.build_hypergraph`` (spot hypergraph and the neighbour-tile sub-hypergraphs).
+- ``hypergraph_naive``: the same spot hypergraph built the obvious way, a Python loop over spots that computes
+  each spot's distances to every spot in both spaces and keeps the k smallest (same result, checked).
+- ``epoch``: one training epoch of ``tl.fit`` on one section (``validation=None``, one step = the whole slide),
+  with windowed attention (default ``attention_window=1024``) or full attention (``--full-attention``).
+- ``impute``: ``tl.impute`` of a slide from 10% prompts with a model trained on a small slide of the same kind.
+- ``tiles``: encoder passes for the neighbour windows, once per distinct lattice tile (the project) against once
+  per spot and window position (the naive way), counted exactly; time at the measured encoder throughput.
+
+Usage:
+    .venv/bin/python benchmarks/bench_scale.py --out benchmarks/results/scale.csv
+    .venv/bin/python benchmarks/bench_scale.py --stage impute --n 100000 --layout visium_hd --genes 800
+
+Synthetic slides come from ``phg2st.datasets.synthetic`` (1024-d features like UNI, 5 x 5 neighbour windows).
+Prints one JSON line per stage; with ``--out`` all stages run and a CSV plus a markdown table are written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+FEATURES = 1024
+GRID = 5
+TILES_PER_S = 42.0  # efficientnet_lite0, fp32, this CPU, whole pipeline (benchmarks/bench_tiles.py)
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _slide(n: int, genes: int, layout: str, seed: int = 0, section: str = "S"):
+    import phg2st_sc as phg2st
+
+    return phg2st.datasets.synthetic(n, genes, layout=layout, n_features=FEATURES, grid_size=GRID, seed=seed,
+                                     section=section)  # fmt: skip
+
+
+def naive_hypergraph(a, k: int = 4) -> np.ndarray:
+    """Per-spot loop: distances from each spot to all spots, normalised like the project, k smallest kept."""
+    f = np.asarray(a.obsm["X_synthetic"], dtype=np.float32)
+    p = np.asarray(a.obsm["spatial"], dtype=np.float64)
+    n = len(f)
+    kth_f, kth_p = np.empty(n), np.empty(n)
+    for i in range(n):  # first pass: the mean distance to the k-th neighbour in each space (the Norm)
+        kth_f[i] = np.partition(np.linalg.norm(f - f[i], axis=1), k)[k]
+        kth_p[i] = np.partition(np.linalg.norm(p - p[i], axis=1), k)[k]
+    s_f, s_p = kth_f.mean(), kth_p.mean()
+    out = np.empty((n, k), dtype=np.int64)
+    for i in range(n):
+        d = np.linalg.norm(f - f[i], axis=1) / s_f + np.linalg.norm(p - p[i], axis=1) / s_p
+        d[i] = np.inf
+        nn = np.argpartition(d, k)[:k]
+        out[i] = nn[np.argsort(d[nn], kind="stable")]
+    return out
+
+
+def stage(args) -> dict:
+    import pandas as pd
+
+    import phg2st_sc as phg2st
+
+    phg2st.settings.progress = False
+    rec = {"stage": args.stage, "n_spots": args.n, "layout": args.layout, "genes": args.genes}
+    if args.stage == "tiles":
+        a = phg2st.datasets.synthetic(args.n, 1, layout=args.layout, n_features=1, grid_size=GRID)
+        unique = len(a.uns["X_synthetic"]["tile_embeddings"])
+        naive = args.n * GRID * GRID
+        return {**rec, "project_passes": unique, "naive_passes": naive, "ratio": naive / unique,
+                "project_s_est": unique / TILES_PER_S, "naive_s_est": naive / TILES_PER_S}  # fmt: skip
+    a = _slide(args.n, args.genes, args.layout)
+    rec["rss_before_mib"] = _rss_mib()
+    if args.stage == "hypergraph":
+        t = time.perf_counter()
+        phg2st.pp.build_hypergraph(a, use_rep="X_synthetic", k=4)
+        rec["seconds"] = time.perf_counter() - t
+    elif args.stage == "hypergraph_naive":
+        t = time.perf_counter()
+        edges = naive_hypergraph(a, k=4)
+        rec["seconds"] = time.perf_counter() - t
+        phg2st.pp.build_hypergraph(a, use_rep="X_synthetic", k=4)
+        inc = a.obsp["phg2st_incidence"].tocsc()
+        same = 0
+        for j in range(a.n_obs):  # hyperedge j = j and its k nearest
+            members = set(inc.indices[inc.indptr[j] : inc.indptr[j + 1]]) - {j}
+            same += members == set(edges[j])
+        rec["agreement"] = same / a.n_obs
+    elif args.stage == "epoch":
+        phg2st.pp.build_hypergraph(a, use_rep="X_synthetic", k=4)
+        work = phg2st.tl.prepare_targets(a, "heldout")
+        del a
+        rec["rss_before_mib"] = _rss_mib()
+        window = 10**9 if args.full_attention else 1024
+        rec["attention"] = "full" if args.full_attention else "windows of 1024"
+        t = time.perf_counter()
+        model = phg2st.tl.fit(work, use_rep="X_synthetic", max_epochs=1, validation=None, accelerator="cpu",
+                              attention_window=window)  # fmt: skip
+        rec["seconds"] = time.perf_counter() - t
+        rec["epoch_seconds"] = float(pd.DataFrame(model.history_)["seconds"].iloc[-1])
+    elif args.stage == "impute":
+        with tempfile.TemporaryDirectory() as tmp:
+            small = _slide(1000, args.genes, args.layout, seed=1, section="train")
+            phg2st.pp.build_hypergraph(small, use_rep="X_synthetic", k=4)
+            small = phg2st.tl.prepare_targets(small, "heldout")
+            model = phg2st.tl.fit(small, use_rep="X_synthetic", max_epochs=1, validation=None, accelerator="cpu")
+            path = Path(tmp) / "model.pt"
+            model.save(path)
+            del model, small
+            phg2st.pp.build_hypergraph(a, use_rep="X_synthetic", k=4)
+            work = phg2st.tl.prepare_targets(a, "heldout")
+            del a
+            phg2st.tl.select_prompts(work, fraction=0.1, seed=0)
+            model = phg2st.PHG2ST.load(path)
+            rec["rss_before_mib"] = _rss_mib()
+            t = time.perf_counter()
+            phg2st.tl.impute(work, model)
+            rec["seconds"] = time.perf_counter() - t
+            rec["finite"] = bool(np.isfinite(work.layers["phg2st"]).all())
+    rec["peak_rss_mib"] = _rss_mib()
+    return rec
+
+
+PLAN = [
+    *[("hypergraph", n, lay, 400, False) for lay in ("visium", "visium_hd") for n in (1000, 10000, 100000)],
+    *[("hypergraph_naive", n, "visium", 400, False) for n in (1000, 10000)],
+    *[("tiles", n, lay, 1, False) for lay in ("visium", "visium_hd") for n in (1000, 10000, 100000)],
+    *[("epoch", n, "visium_hd", 400, False) for n in (1000, 10000)],
+    ("epoch", 10000, "visium_hd", 400, True),
+    *[("impute", n, lay, 400, False) for lay in ("visium", "visium_hd") for n in (1000, 10000, 100000)],
+    ("impute", 100000, "visium_hd", 800, False),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stage", choices=["hypergraph", "hypergraph_naive", "epoch", "impute", "tiles"])
+    parser.add_argument("--n", type=int, default=10000)
+    parser.add_argument("--layout", default="visium_hd", choices=["visium", "visium_hd", "st"])
+    parser.add_argument("--genes", type=int, default=400)
+    parser.add_argument("--full-attention", action="store_true")
+    parser.add_argument("--out", default=None, help="run every stage and write this CSV (and a .md table)")
+    args = parser.parse_args()
+    if args.stage:
+        print(json.dumps(stage(args)), flush=True)
+        return
+    if not args.out:
+        parser.error("give --stage or --out")
+    import pandas as pd
+
+    rows = []
+    for name, n, layout, genes, full in PLAN:
+        cmd = [sys.executable, __file__, "--stage", name, "--n", str(n), "--layout", layout, "--genes", str(genes)]
+        cmd += ["--full-attention"] if full else []
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        if proc.returncode != 0:
+            rec = {"stage": name, "n_spots": n, "layout": layout, "genes": genes, "error": proc.stderr.strip()[-300:]}
+        else:
+            rec = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(json.dumps(rec), flush=True)
+        rows.append(rec)
+        pd.DataFrame(rows).to_csv(args.out, index=False)
+    table = pd.DataFrame(rows)
+    Path(args.out).with_suffix(".md").write_text(table.to_markdown(index=False, floatfmt=".3g"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,388 @@
+"""`tl.benchmark`: the whole evaluation protocol over folds of sections, for PHG2ST and every baseline."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+from anndata import AnnData
+
+from phg2st_sc._constants import Keys
+from phg2st_sc._errors import DataNotFoundError, MissingImageWarning, SmoothedTargetWarning
+from phg2st_sc._settings import settings
+from phg2st_sc.tl._baselines import IMAGE_METHODS, METHODS
+from phg2st_sc.tl._protocol import Protocol, get_protocol, prepare_targets
+
+logger = logging.getLogger("phg2st_sc")
+
+#: Named method settings. ``"method"`` is a baseline name or ``"phg2st"``; the rest goes to `tl.baseline` or
+#: `tl.fit`. The PHG2ST presets cover the two variants and the ablations of the paper's section 4.3.
+METHOD_PRESETS: dict[str, dict[str, Any]] = {
+    **{m: {"method": m} for m in METHODS},
+    "phg2st": {"method": "phg2st", "variant": "propagated", "prompt_fraction": (0.05, 0.3)},
+    "phg2st_paper": {"method": "phg2st", "variant": "paper", "prompt_fraction": 0.3},
+    "phg2st_no_spot_branch": {"method": "phg2st", "prompt_fraction": (0.05, 0.3), "use_spot_branch": False},
+    "phg2st_no_neighbour_branch": {"method": "phg2st", "prompt_fraction": (0.05, 0.3), "use_neighbour_branch": False},
+    "phg2st_image_only": {"method": "phg2st", "prompt_fraction": (0.05, 0.3), "use_prompts": False},
+    "phg2st_prompts_only": {"method": "phg2st", "prompt_fraction": (0.05, 0.3), "use_image": False},
+}
+DATASET_PANELS = {"her2st": "her2st_785", "cscc": "cscc_171", "stutility_mob": "top_expressed"}
+FOLDS = ("leave_one_patient_out", "leave_one_section_out")
+METRICS = ("mae", "ccc", "pcc")
+
+
+@dataclass
+class BenchmarkResult:
+    """Result of :func:`benchmark`.
+
+    Attributes
+    ----------
+    table
+        One row per fold, test section, target protocol, prompt fraction, seed, method and scored spots.
+    summary
+        Mean ± std over folds (after averaging seeds and sections within a fold), per protocol, spots, prompt
+        fraction and method.
+    protocol
+        Everything needed to reproduce the run (also written as ``protocol.json`` next to the results).
+    per_gene
+        Per-gene metrics (one row per gene and row of ``table``) when asked for.
+    """
+
+    table: pd.DataFrame
+    summary: pd.DataFrame
+    protocol: dict[str, Any]
+    per_gene: pd.DataFrame | None = None
+
+
+def summarise(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean over seeds and sections within each fold, then mean and std over folds."""
+    keys = ["protocol", "spots", "prompt_fraction", "method"]
+    per_fold = table.groupby([*keys, "fold"], sort=False)[list(METRICS)].mean()
+    agg = per_fold.groupby(level=list(range(len(keys))), sort=False).agg(["mean", "std"])
+    out = pd.DataFrame(index=agg.index)
+    for m in METRICS:
+        out[f"{m}_mean"], out[f"{m}_std"] = agg[(m, "mean")], agg[(m, "std")].fillna(0.0)
+    out["folds"] = per_fold.groupby(level=list(range(len(keys))), sort=False).size()
+    return out.reset_index()
+
+
+def _resolve_methods(methods: Sequence[str] | Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    if isinstance(methods, Mapping):
+        out = {str(k): dict(v) for k, v in methods.items()}
+    else:
+        unknown = [m for m in methods if m not in METHOD_PRESETS]
+        if unknown:
+            raise ValueError(f"Unknown methods {unknown}; use names from {list(METHOD_PRESETS)} or a mapping.")
+        out = {m: dict(METHOD_PRESETS[m]) for m in methods}
+    if not out:
+        raise ValueError("`methods` is empty.")
+    for name, spec in out.items():
+        if spec.get("method") not in (*METHODS, "phg2st"):
+            raise ValueError(f"Method {name!r}: `method` must be 'phg2st' or one of {list(METHODS)}.")
+    return out
+
+
+def _load(data: Any, sections: Sequence[str] | None, data_dir: Any) -> tuple[str, dict[str, AnnData]]:
+    from phg2st_sc import datasets
+
+    readers = {"her2st": (datasets.her2st, datasets.HER2ST_SECTIONS), "cscc": (datasets.cscc, datasets.CSCC_SECTIONS),
+               "stutility_mob": (datasets.stutility_mob, datasets.STUTILITY_MOB_SECTIONS)}  # fmt: skip
+    if isinstance(data, str) and data in readers:
+        reader, known = readers[data]
+        wanted = list(sections) if sections is not None else list(known)
+        out, missing = {}, []
+        for s in wanted:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", MissingImageWarning)
+                    out[s] = reader(s, data_dir=data_dir)
+            except DataNotFoundError:
+                if sections is not None:
+                    raise
+                missing.append(s)
+        if missing:
+            warnings.warn(
+                f"{data}: {len(missing)} sections not available and skipped: {missing}.", UserWarning, stacklevel=3
+            )
+        return data, out
+    items = [data] if isinstance(data, (AnnData, str, os.PathLike)) else list(data)
+    out = {}
+    for i, item in enumerate(items):
+        if isinstance(item, (str, os.PathLike)):
+            path = Path(item)
+            if path.suffix == ".h5ad":
+                import anndata as ad
+
+                adatas = [ad.read_h5ad(path)]
+            else:
+                import spatialdata as sd
+
+                sdata = sd.read_zarr(path)
+                adatas = [sdata.tables[k] for k in sdata.tables]
+        else:
+            adatas = [item.copy()]  # embeddings and hypergraphs are added: never to the caller's object
+        for a in adatas:
+            name = str(a.obs[Keys.SECTION].iloc[0]) if Keys.SECTION in a.obs else f"section{i}"
+            if name in out:
+                raise ValueError(f"Two inputs are both section {name!r}; sections must be unique.")
+            out[name] = a
+    if sections is not None:
+        out = {s: out[s] for s in sections}
+    return "custom", out
+
+
+def _folds(folds: Any, sections: dict[str, AnnData]) -> dict[str, list[str]]:
+    if isinstance(folds, Mapping):
+        out = {str(k): [str(s) for s in v] for k, v in folds.items()}
+        unknown = sorted({s for v in out.values() for s in v} - set(sections))
+        if unknown:
+            raise ValueError(f"Folds name sections that are not loaded: {unknown}.")
+        return out
+    if folds == "leave_one_section_out":
+        return {s: [s] for s in sections}
+    if folds == "leave_one_patient_out":
+        out: dict[str, list[str]] = {}
+        for s, a in sections.items():
+            if Keys.PATIENT not in a.obs:
+                raise ValueError(
+                    f"Section {s} has no `obs['patient']`; use folds='leave_one_section_out' or give folds."
+                )
+            out.setdefault(str(a.obs[Keys.PATIENT].iloc[0]), []).append(s)
+        return out
+    raise ValueError(f"`folds` must be one of {list(FOLDS)} or a mapping fold -> test sections, got {folds!r}.")
+
+
+def _score_rows(adata, layer, base, spots, per_gene):
+    from phg2st_sc.tl._metrics import score
+
+    rows, genes = [], []
+    for which in spots:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SmoothedTargetWarning)
+            s = score(adata, layer=layer, spots=which)
+        rows.append({**base, "spots": which, **{m: float(s.summary[m]) for m in METRICS},
+                     "n_genes": int(s.summary["n_genes"]), "n_genes_skipped": int(s.summary["n_genes_skipped"]),
+                     "n_spots": int(s.summary["n_spots"])})  # fmt: skip
+        if per_gene:
+            g = s.per_gene.drop(columns="skipped").rename_axis("gene").reset_index()
+            genes.append(g.assign(**base, spots=which))
+    return rows, genes
+
+
+def benchmark(
+    data: str | AnnData | Sequence[AnnData | str | os.PathLike],
+    *,
+    folds: Literal["leave_one_patient_out", "leave_one_section_out"]
+    | Mapping[str, Sequence[str]] = "leave_one_patient_out",
+    methods: Sequence[str] | Mapping[str, Mapping[str, Any]] = ("mean", "idw", "gp"),
+    protocols: Sequence[str | Protocol] = ("heldout", "heldout_smoothed"),
+    prompt_fractions: Sequence[float] = (0.1,),
+    seeds: Sequence[int] = (0, 1, 2),
+    spots: Sequence[str] = ("heldout", "all"),
+    panel: str | Sequence[str] | None = "auto",
+    sections: Sequence[str] | None = None,
+    encoder: str = "efficientnet_lite0",
+    use_rep: str | None = None,
+    embed_kwargs: Mapping[str, Any] | None = None,
+    fit_kwargs: Mapping[str, Any] | None = None,
+    per_gene: bool = False,
+    out: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+) -> BenchmarkResult:
+    """Evaluate PHG2ST and the baselines under a named, reproducible protocol over folds of sections.
+
+    For every fold the test sections are held out; PHG2ST trains on the other sections and selects its epoch on
+    one of them (``tl.fit``'s ``validation="auto"``), so model selection never sees the test fold. Every test
+    section then gets prompts (each fraction, each seed; the same prompts for every method), every method fills
+    the rest, and the predictions are scored on held-out and/or all spots. Baselines use the test section's
+    prompts only.
+
+    Parameters
+    ----------
+    data
+        ``"her2st"``, ``"cscc"``, ``"stutility_mob"`` (read with the `phg2st.datasets` readers; sections not
+        available locally are skipped with a warning), or AnnData objects / ``.h5ad`` / SpatialData ``.zarr`` paths,
+        one section each (raw counts in ``.X``, ``obs['section']``, ``obs['patient']`` for patient folds).
+    folds
+        ``"leave_one_patient_out"``, ``"leave_one_section_out"``, or ``{fold name: [test sections]}``.
+    methods
+        Names from :data:`METHOD_PRESETS` (baselines, ``"phg2st"``, ``"phg2st_paper"`` and the ablations), or
+        ``{label: {"method": name, **settings}}`` to set each method's parameters.
+    protocols
+        Target protocols (:data:`~phg2st_sc.tl.PROTOCOLS` names or objects); PHG2ST is trained per protocol.
+    prompt_fractions
+        Fractions of each test section given as prompts.
+    seeds
+        Prompt draws per fraction.
+    spots
+        Spots scored: ``"heldout"`` and/or ``"all"``.
+    panel
+        Gene panel; ``"auto"`` is the dataset's benchmark panel (her2st_785, cscc_171, top_expressed) and all
+        shared genes for custom data.
+    sections
+        Use only these sections.
+    encoder
+        Tile encoder for image methods (see :func:`phg2st_sc.pp.embed_tiles`).
+    use_rep
+        Use these image embeddings from ``obsm`` (already computed for every section) instead of embedding tiles.
+    embed_kwargs
+        Extra arguments of ``embed_tiles`` (e.g. ``weights``, ``mpp``, ``cache_dir``).
+    fit_kwargs
+        Arguments of ``tl.fit`` applied to every PHG2ST method (e.g. ``hidden``, ``max_epochs``, ``accelerator``).
+    per_gene
+        Also return (and save) per-gene metrics.
+    out
+        Folder for the results: ``fold_<name>.csv`` per fold (a rerun skips finished folds), ``results.csv``,
+        ``summary.csv`` and ``protocol.json``.
+    data_dir
+        Dataset folder for the named datasets.
+
+    Returns
+    -------
+    :class:`BenchmarkResult` with the tidy ``table``, the ``summary`` and the ``protocol``.
+
+    Examples
+    --------
+    >>> res = phg2st.tl.benchmark("her2st", methods=["mean", "idw", "gp"], out="her2st_lopo")  # doctest: +SKIP
+    >>> res.summary  # doctest: +SKIP
+    """
+    from tqdm.auto import tqdm
+
+    from phg2st_sc.pp import build_hypergraph, embed_tiles
+    from phg2st_sc.tl._baselines import baseline
+    from phg2st_sc.tl._fit import fit, impute
+    from phg2st_sc.tl._prompts import select_prompts
+
+    specs = _resolve_methods(methods)
+    protos = [get_protocol(p) for p in protocols]
+    if not protos:
+        raise ValueError("`protocols` is empty.")
+    fractions = [float(f) for f in prompt_fractions]
+    if not fractions or any(not 0 < f < 1 for f in fractions):
+        raise ValueError(f"`prompt_fractions` must be numbers in (0, 1), got {list(prompt_fractions)}.")
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("`seeds` is empty.")
+    bad_spots = [s for s in spots if s not in ("heldout", "all")]
+    if not spots or bad_spots:
+        raise ValueError(f"`spots` must be 'heldout' and/or 'all', got {list(spots)}.")
+    dataset, loaded = _load(data, sections, data_dir)
+    if len(loaded) < 1:
+        raise ValueError("No section to benchmark.")
+    fold_map = _folds(folds, loaded)
+    needs_model = any(s["method"] == "phg2st" for s in specs.values())
+    needs_image = needs_model or any(s["method"] in IMAGE_METHODS for s in specs.values())
+    if needs_model and len(loaded) < 2:
+        raise ValueError("PHG2ST needs training sections besides the test fold.")
+    rep = use_rep if use_rep is not None else f"X_{encoder}"
+    if use_rep is not None and needs_image:
+        lacking = [s for s, a in loaded.items() if use_rep not in a.obsm]
+        if lacking:
+            raise KeyError(f"`obsm[{use_rep!r}]` is missing in sections {lacking}; run `pp.embed_tiles` first.")
+    if panel == "auto":
+        panel = DATASET_PANELS.get(dataset)
+        if panel is None:
+            shared = None
+            for a in loaded.values():
+                shared = a.var_names if shared is None else shared.intersection(a.var_names, sort=False)
+            panel = list(shared)
+    if panel == "top_expressed":
+        from phg2st_sc.pp import top_expressed_genes
+
+        panel = top_expressed_genes(list(loaded.values()), n_top=1000)
+    protocol_record = {
+        "dataset": dataset, "sections": list(loaded), "folds": fold_map, "methods": specs,
+        "protocols": [asdict(p) for p in protos], "prompt_fractions": fractions, "seeds": seeds,
+        "spots": list(spots), "panel": panel if isinstance(panel, str) else {"custom": len(panel), "genes": list(panel)},
+        "encoder": (use_rep or encoder) if needs_image else None, "embed_kwargs": dict(embed_kwargs or {}),
+        "fit_kwargs": dict(fit_kwargs or {}), "model_selection": "tl.fit validation='auto' on training sections only",
+        "package_version": _version(), "date": time.strftime("%Y-%m-%d"),
+    }  # fmt: skip
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write(out_dir / "protocol.json", json.dumps(protocol_record, indent=1, default=str))
+
+    if needs_image:
+        for a in loaded.values():
+            if rep not in a.obsm:
+                embed_tiles(a, encoder=encoder, **dict(embed_kwargs or {}))
+            if needs_model and "phg2st_incidence" not in a.obsp:
+                build_hypergraph(a, use_rep=rep)
+    targets = {p.name: {s: prepare_targets(a, p, panel=panel) for s, a in loaded.items()} for p in protos}
+
+    tables, genes_tables = [], []
+    for fold, test_sections in tqdm(fold_map.items(), desc="benchmark folds", disable=not settings.progress):
+        path = out_dir / f"fold_{fold}.csv" if out_dir is not None else None
+        if path is not None and path.exists():
+            tables.append(pd.read_csv(path))
+            gene_path = out_dir / f"per_gene_{fold}.csv.gz"
+            if per_gene and gene_path.exists():
+                genes_tables.append(pd.read_csv(gene_path))
+            continue
+        rows, genes = [], []
+        for proto in protos:
+            secs = targets[proto.name]
+            train = [secs[s] for s in secs if s not in test_sections]
+            models = {}
+            for label, spec in specs.items():
+                if spec["method"] == "phg2st":
+                    kwargs = {k: v for k, v in spec.items() if k != "method"}
+                    models[label] = fit(train, use_rep=rep, **{**dict(fit_kwargs or {}), **kwargs})
+            for section in test_sections:
+                work = secs[section].copy()
+                for fraction in fractions:
+                    for seed in seeds:
+                        select_prompts(work, fraction=fraction, seed=seed)
+                        for label, spec in specs.items():
+                            if spec["method"] == "phg2st":
+                                impute(work, models[label], layer_added="_pred")
+                            else:
+                                kwargs = {k: v for k, v in spec.items() if k != "method"}
+                                if spec["method"] in IMAGE_METHODS:
+                                    kwargs.setdefault("use_rep", rep)
+                                baseline(work, method=spec["method"], layer_added="_pred", seed=seed, **kwargs)
+                            base = {"fold": fold, "section": section, "protocol": proto.name, "prompt_fraction": fraction,
+                                    "seed": seed, "method": label}  # fmt: skip
+                            r, g = _score_rows(work, "_pred", base, spots, per_gene)
+                            rows += r
+                            genes += g
+        fold_table = pd.DataFrame(rows)
+        tables.append(fold_table)
+        if path is not None:
+            _atomic_write(path, fold_table.to_csv(index=False))
+            if per_gene and genes:
+                tmp = out_dir / f".per_gene_{fold}.csv.gz.tmp"
+                pd.concat(genes).to_csv(tmp, index=False, compression="gzip")
+                os.replace(tmp, out_dir / f"per_gene_{fold}.csv.gz")
+        genes_tables += genes
+    table = pd.concat(tables, ignore_index=True)
+    summary = summarise(table)
+    if out_dir is not None:
+        _atomic_write(out_dir / "results.csv", table.to_csv(index=False))
+        _atomic_write(out_dir / "summary.csv", summary.to_csv(index=False))
+    per_gene_table = pd.concat(genes_tables, ignore_index=True) if per_gene and genes_tables else None
+    return BenchmarkResult(table=table, summary=summary, protocol=protocol_record, per_gene=per_gene_table)
+
+
+def _version() -> str:
+    from phg2st_sc import __version__
+
+    return __version__
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+__all__ = ["benchmark", "BenchmarkResult", "METHOD_PRESETS", "summarise"]

@@ -1,0 +1,111 @@
+"""`tl.benchmark`: rows agree with running the protocol by hand, folds resume, model selection stays in training."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import phg2st_sc as phg2st
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    phg2st.settings.progress = False
+    yield
+    phg2st.settings.progress = True
+
+
+@pytest.mark.data
+def test_her2st_patient_folds_match_manual_protocol(data_dir, tmp_path):
+    out = tmp_path / "bench"
+    kw = dict(folds="leave_one_patient_out", methods=["mean", "idw"], protocols=["heldout"], seeds=[0, 1],
+              sections=["A1", "A2", "E1"], out=out, data_dir=data_dir)  # fmt: skip
+    res = phg2st.tl.benchmark("her2st", **kw)
+    t = res.table
+    assert len(t) == 3 * 2 * 2 * 2  # sections x seeds x methods x spots
+    assert set(t["fold"]) == {"A", "E"} and set(t[t["fold"] == "A"]["section"]) == {"A1", "A2"}
+
+    # one row, recomputed by hand
+    a2 = phg2st.datasets.her2st("A2", data_dir=data_dir)
+    work = phg2st.tl.prepare_targets(a2, "heldout", panel="her2st_785")
+    phg2st.tl.select_prompts(work, fraction=0.1, seed=1)
+    phg2st.tl.baseline(work, method="idw")
+    s = phg2st.tl.score(work, layer="baseline_idw").summary
+    row = t.query("section == 'A2' and seed == 1 and method == 'idw' and spots == 'heldout'").iloc[0]
+    assert row["pcc"] == pytest.approx(s["pcc"], abs=1e-9) and row["mae"] == pytest.approx(s["mae"], abs=1e-9)
+
+    # summary: mean over seeds and sections in a fold, then mean and std over folds
+    sel = t.query("method == 'idw' and spots == 'heldout'")
+    per_fold = sel.groupby("fold")["pcc"].mean()
+    srow = res.summary.query("method == 'idw' and spots == 'heldout'").iloc[0]
+    assert srow["pcc_mean"] == pytest.approx(per_fold.mean()) and srow["pcc_std"] == pytest.approx(per_fold.std())
+    assert srow["folds"] == 2
+
+    # files and the protocol record
+    proto = json.loads((out / "protocol.json").read_text())
+    assert proto["folds"] == {"A": ["A1", "A2"], "E": ["E1"]} and proto["seeds"] == [0, 1]
+    assert proto["panel"] == "her2st_785" and proto["protocols"][0]["name"] == "heldout"
+    saved = pd.read_csv(out / "results.csv")
+    np.testing.assert_allclose(saved["pcc"], t["pcc"])
+
+    # resume: a finished fold is read back, not recomputed
+    fold_e = pd.read_csv(out / "fold_E.csv")
+    fold_e["pcc"] = 0.987
+    fold_e.to_csv(out / "fold_E.csv", index=False)
+    again = phg2st.tl.benchmark("her2st", **kw)
+    assert (again.table.query("fold == 'E'")["pcc"] == 0.987).all()
+    np.testing.assert_allclose(again.table.query("fold == 'A'")["pcc"], t.query("fold == 'A'")["pcc"])
+
+
+def test_benchmark_trains_only_on_training_sections(monkeypatch):
+    """PHG2ST is fitted (and selects its epoch) on training sections only; the test section is never passed."""
+    from phg2st_sc.tl import _fit
+
+    seen = []
+    real_fit = _fit.fit
+
+    def spy(adatas, **kwargs):
+        seen.append(sorted({str(a.obs["section"].iloc[0]) for a in adatas}))
+        return real_fit(adatas, **kwargs)
+
+    monkeypatch.setattr(_fit, "fit", spy)
+    sections = [
+        phg2st.datasets.synthetic(150, 10, n_features=8, grid_size=3, seed=s, section=f"S{s}") for s in range(4)
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = phg2st.tl.benchmark(
+            sections, folds={"f3": ["S3"], "f0": ["S0"]}, methods=["phg2st", "mean"], protocols=["heldout"],
+            seeds=[0], spots=["heldout"], use_rep="X_synthetic",
+            fit_kwargs=dict(hidden=16, heads=2, spot_depth=1, neighbour_depth=1, max_epochs=1, accelerator="cpu"),
+            per_gene=True,
+        )  # fmt: skip
+    assert seen == [["S0", "S1", "S2"], ["S1", "S2", "S3"]]
+    assert set(res.table["method"]) == {"phg2st", "mean"} and len(res.table) == 4
+    assert np.isfinite(res.table["pcc"]).all()
+    assert res.per_gene is not None and set(res.per_gene["gene"]) <= {f"gene{i}" for i in range(10)}
+    # the caller's sections are left as they were
+    assert all("phg2st_incidence" not in a.obsp for a in sections)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (dict(methods=["nope"]), ValueError, "Unknown methods"),
+        (dict(methods={"x": {"method": "nope"}}), ValueError, "must be 'phg2st'"),
+        (dict(prompt_fractions=[1.5]), ValueError, "prompt_fractions"),
+        (dict(seeds=[]), ValueError, "seeds"),
+        (dict(spots=["some"]), ValueError, "spots"),
+        (dict(folds="leave_two_out"), ValueError, "folds"),
+        (dict(folds={"f": ["S9"]}), ValueError, "not loaded"),
+        (dict(methods=["feature_knn"], use_rep="X_missing"), KeyError, "X_missing"),
+    ],
+)
+def test_bad_arguments(kwargs, error, match):
+    sections = [phg2st.datasets.synthetic(60, 5, n_features=4, grid_size=0, seed=s, section=f"S{s}") for s in (0, 1)]
+    with pytest.raises(error, match=match):
+        phg2st.tl.benchmark(sections, **{"folds": "leave_one_section_out", **kwargs})
