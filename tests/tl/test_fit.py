@@ -332,3 +332,34 @@ def test_chunked_inference_and_windowed_attention_match(synthetic_section):
     with torch.inference_mode():
         windowed_pred = model.module(b)["pred"]
     assert torch.isfinite(windowed_pred).all() and not torch.allclose(windowed_pred, full)
+
+
+def test_training_step_chunks_only_when_memory_is_short(monkeypatch, synthetic_section):
+    """A step that would overfill memory runs in checkpointed chunks: the same loss and gradients."""
+    import torch
+
+    from phg2st_sc._model import _plan
+    from phg2st_sc._model._data import TrainSlides
+
+    a = synthetic_section(side=12)
+    model = phg2st.tl.fit(a, max_epochs=1, validation=None, dropout=0.0, **SMALL)  # no dropout: same masks
+    batch = TrainSlides([model.slide(a)], 0.2, 16, 0)[0]
+    monkeypatch.setattr(_plan, "TRAIN_CHUNK", 50)
+    monkeypatch.setattr(_plan, "available_memory", lambda: 10**12)
+    assert _plan.training_chunk(batch, 32, torch.device("cpu")) is None
+    monkeypatch.setattr(_plan, "available_memory", lambda: 10**3)
+    assert _plan.training_chunk(batch, 32, torch.device("cpu")) == 50
+
+    m = model.module
+    m.train()
+    grads = []
+    for chunk in (None, 50):
+        m.zero_grad()
+        torch.manual_seed(0)
+        out = m(batch, chunk=chunk)
+        loss = _plan.phg2st_loss(out, batch["y"], batch["rows"], m.config.lam)
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in m.parameters() if p.grad is not None]))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    for g0, g1 in zip(grads[0][1], grads[1][1], strict=True):
+        torch.testing.assert_close(g0, g1, rtol=1e-4, atol=1e-6)

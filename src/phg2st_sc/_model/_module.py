@@ -266,13 +266,22 @@ class PHG2STModule(nn.Module):
         """Predictions for every spot.
 
         With ``chunk``, everything after the spot branch runs ``chunk`` spots at a time: the same result with
-        memory bounded by the chunk, for inference on large slides.
+        memory bounded by the chunk, for large slides (in training, each chunk's activations are recomputed in
+        the backward pass rather than stored).
         """
         n = b["x"].shape[0]
         t_s = self.spot_tokens(b)
         if chunk is None or chunk >= n:
             return self.fuse(b, t_s, slice(0, n))
-        parts = [self.fuse(b, t_s, slice(a, min(a + chunk, n))) for a in range(0, n, chunk)]
+        if torch.is_grad_enabled():
+            # Training: recompute each chunk's activations in the backward pass instead of keeping them all
+            # (gradient checkpointing; the RNG state is replayed, so dropout masks are the same).
+            from torch.utils.checkpoint import checkpoint
+
+            parts = [checkpoint(self.fuse, b, t_s, slice(a, min(a + chunk, n)), use_reentrant=False)
+                     for a in range(0, n, chunk)]  # fmt: skip
+        else:
+            parts = [self.fuse(b, t_s, slice(a, min(a + chunk, n))) for a in range(0, n, chunk)]
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
     def fuse(self, b: dict, t_s: torch.Tensor, sl: slice) -> dict[str, torch.Tensor]:
