@@ -73,8 +73,13 @@ def get_array_coordinates(adata: AnnData) -> np.ndarray:
     return np.round(rc).astype(np.int64)
 
 
-def get_matrix(adata: AnnData, layer: str | None, *, dtype: type = np.float64) -> np.ndarray:
-    """Return ``adata.X`` or ``adata.layers[layer]`` as a dense, finite array."""
+def get_matrix(
+    adata: AnnData, layer: str | None, *, dtype: type = np.float64, unmeasured_rows: bool = False
+) -> np.ndarray:
+    """Return ``adata.X`` or ``adata.layers[layer]`` as a dense, finite array.
+
+    With ``unmeasured_rows``, rows that are entirely ``NaN`` (spots without measurements) are allowed.
+    """
     if layer is None:
         x = adata.X
         where = "adata.X"
@@ -86,8 +91,11 @@ def get_matrix(adata: AnnData, layer: str | None, *, dtype: type = np.float64) -
     if x is None:
         raise ValueError(f"`{where}` is empty.")
     arr = as_dense(x, dtype=dtype)
-    if not np.isfinite(arr).all():
-        n_bad = int((~np.isfinite(arr)).sum())
+    bad = ~np.isfinite(arr)
+    if unmeasured_rows:
+        bad &= ~np.isnan(arr).all(axis=1, keepdims=True)
+    if bad.any():
+        n_bad = int(bad.sum())
         raise ValueError(f"`{where}` contains {n_bad} NaN or infinite values; remove or impute them first.")
     return arr
 

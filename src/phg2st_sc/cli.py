@@ -171,7 +171,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
     fit = {k: v for k, v in {"hidden": args.hidden, "max_epochs": args.max_epochs}.items() if v is not None}
     fit.update(_key_values(args.fit))
     res = phg2st.tl.benchmark(
-        data, folds=args.folds, methods=args.methods, protocols=args.protocols, prompt_fractions=args.fractions,
+        data, folds=args.folds, methods=args.methods, protocols=args.protocols, prompt_fractions=args.fractions, prompt_strategy=args.strategy,
         seeds=args.seeds, spots=args.spots, sections=args.sections, panel=args.panel, encoder=args.encoder,
         use_rep=args.use_rep, embed_kwargs=embed, fit_kwargs=fit, per_gene=args.per_gene, out=args.out,
     )  # fmt: skip
@@ -210,6 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_bench.add_argument("--methods", nargs="+", default=["mean", "idw", "gp"], help="names of tl.METHOD_PRESETS")
     p_bench.add_argument("--protocols", nargs="+", default=["heldout", "heldout_smoothed"])
     p_bench.add_argument("--fractions", type=float, nargs="+", default=[0.1], help="prompt fractions")
+    p_bench.add_argument("--strategy", default="random", choices=["random", "blocks"], help="where the prompts are")
     p_bench.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p_bench.add_argument("--spots", nargs="+", default=["heldout", "all"], choices=["heldout", "all"])
     p_bench.add_argument("--sections", nargs="+", default=None, help="only these sections")

@@ -8,6 +8,7 @@ from ._embed import embed_tiles, neighbour_embeddings
 from ._genes import PANELS, panel_genes, select_genes, top_expressed_genes
 from ._hypergraph import build_hypergraph
 from ._smooth import smooth
+from ._virtual import otsu_tissue_mask, virtual_spots
 
 __all__ = [
     "embed_tiles",
@@ -17,5 +18,7 @@ __all__ = [
     "panel_genes",
     "top_expressed_genes",
     "smooth",
+    "virtual_spots",
+    "otsu_tissue_mask",
     "PANELS",
 ]

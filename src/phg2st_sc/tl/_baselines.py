@@ -289,7 +289,9 @@ def baseline(
         raise ValueError(f"Only {n_prompts} prompt spots, fewer than `k={k}`; lower `k` or add prompts.")
     if method in ("gp", "ridge", "stack") and n_prompts < 3:
         raise ValueError(f"`method={method!r}` needs at least 3 prompt spots, got {n_prompts}.")
-    y = get_matrix(adata, layer)
+    y = get_matrix(adata, layer, unmeasured_rows=True)  # unmeasured (virtual) spots are predicted, never read
+    if np.isnan(y[prompts]).any():
+        raise ValueError("Some prompt spots have no measurement (NaN rows); prompts must be measured spots.")
     needs_xy = method in ("idw", "gp", "stack")
     xy = get_coordinates(adata, spatial_key) if needs_xy else None
     if method in IMAGE_METHODS:

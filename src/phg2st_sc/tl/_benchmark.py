@@ -185,6 +185,7 @@ def benchmark(
     methods: Sequence[str] | Mapping[str, Mapping[str, Any]] = ("mean", "idw", "gp"),
     protocols: Sequence[str | Protocol] = ("heldout", "heldout_smoothed"),
     prompt_fractions: Sequence[float] = (0.1,),
+    prompt_strategy: Literal["random", "blocks"] = "random",
     seeds: Sequence[int] = (0, 1, 2),
     spots: Sequence[str] = ("heldout", "all"),
     panel: str | Sequence[str] | None = "auto",
@@ -220,6 +221,9 @@ def benchmark(
         Target protocols (:data:`~phg2st_sc.tl.PROTOCOLS` names or objects); PHG2ST is trained per protocol.
     prompt_fractions
         Fractions of each test section given as prompts.
+    prompt_strategy
+        ``"random"`` spots, or ``"blocks"``: five contiguous patches, so whole regions of the section have no
+        prompt (see :func:`phg2st_sc.tl.select_prompts`).
     seeds
         Prompt draws per fraction.
     spots
@@ -268,6 +272,8 @@ def benchmark(
     fractions = [float(f) for f in prompt_fractions]
     if not fractions or any(not 0 < f < 1 for f in fractions):
         raise ValueError(f"`prompt_fractions` must be numbers in (0, 1), got {list(prompt_fractions)}.")
+    if prompt_strategy not in ("random", "blocks"):
+        raise ValueError(f"`prompt_strategy` must be 'random' or 'blocks', got {prompt_strategy!r}.")
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("`seeds` is empty.")
@@ -300,7 +306,7 @@ def benchmark(
         panel = top_expressed_genes(list(loaded.values()), n_top=1000)
     protocol_record = {
         "dataset": dataset, "sections": list(loaded), "folds": fold_map, "methods": specs,
-        "protocols": [asdict(p) for p in protos], "prompt_fractions": fractions, "seeds": seeds,
+        "protocols": [asdict(p) for p in protos], "prompt_fractions": fractions, "prompt_strategy": prompt_strategy, "seeds": seeds,
         "spots": list(spots), "panel": panel if isinstance(panel, str) else {"custom": len(panel), "genes": list(panel)},
         "encoder": (use_rep or encoder) if needs_image else None, "embed_kwargs": dict(embed_kwargs or {}),
         "fit_kwargs": dict(fit_kwargs or {}), "model_selection": "tl.fit validation='auto' on training sections only",
@@ -341,7 +347,7 @@ def benchmark(
                 work = secs[section].copy()
                 for fraction in fractions:
                     for seed in seeds:
-                        select_prompts(work, fraction=fraction, seed=seed)
+                        select_prompts(work, fraction=fraction, seed=seed, strategy=prompt_strategy)
                         for label, spec in specs.items():
                             if spec["method"] == "phg2st":
                                 impute(work, models[label], layer_added="_pred")

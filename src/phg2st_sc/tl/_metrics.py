@@ -147,7 +147,8 @@ def score(
     prompt_key
         Boolean ``obs`` column marking the prompt spots.
     spots
-        ``"heldout"`` (spots not in ``prompt_key``) or ``"all"`` (as the official PHG2ST code scores).
+        ``"heldout"`` (spots not in ``prompt_key``) or ``"all"`` (as the official PHG2ST code scores). Spots
+        without any measurement (all ``NaN``, e.g. from :func:`phg2st_sc.pp.virtual_spots`) are never scored.
     {table_key}
 
     Returns
@@ -165,7 +166,7 @@ def score(
     if layer not in adata.layers:
         raise KeyError(f"No layer {layer!r} with predictions in `adata.layers` (it has {list(adata.layers)}).")
     pred = get_matrix(adata, layer)
-    truth = get_matrix(adata, truth_layer)
+    truth = get_matrix(adata, truth_layer, unmeasured_rows=True)
     prompts = get_prompt_mask(adata, prompt_key)
     made = adata.uns.get(layer, {}).get("params", {}) if isinstance(adata.uns.get(layer), dict) else {}
     if made.get("prompts") and made["prompts"] != prompt_fingerprint(prompts):
@@ -176,6 +177,7 @@ def score(
         )
     inputs_smoothed = "layer" in made and is_smoothed(adata, None if made["layer"] == "X" else made["layer"])
     rows = ~prompts if spots == "heldout" else np.ones(adata.n_obs, dtype=bool)
+    rows &= ~np.isnan(truth).all(axis=1)  # spots without measurements (virtual spots) have nothing to score
     if rows.sum() < 2:
         raise ValueError(f"Only {int(rows.sum())} spot(s) to score with `spots={spots!r}`; at least 2 are needed.")
     per_gene = gene_metrics(truth[rows], pred[rows])

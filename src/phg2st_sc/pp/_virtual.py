@@ -1,0 +1,290 @@
+"""Virtual spots: a lattice over the whole tissue of the image, so predictions reach regions never profiled."""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+
+from phg2st_sc._constants import Keys, SpatialDataKeys
+from phg2st_sc._docs import inject_docs
+from phg2st_sc._utils import _is_spatialdata, get_table, spot_pitch
+
+if TYPE_CHECKING:
+    from spatialdata import SpatialData
+
+VIRTUAL = "phg2st_virtual"
+
+
+def otsu_tissue_mask(image: np.ndarray) -> np.ndarray:
+    """Tissue pixels of an H&E image: Otsu's threshold on the HSV saturation, then small specks and holes removed.
+
+    Stained tissue is saturated (pink, purple) while glass and background are grey or white, so saturation
+    separates them better than brightness does.
+    """
+    from scipy import ndimage as ndi
+    from skimage.color import rgb2hsv
+    from skimage.filters import threshold_otsu
+
+    img = np.asarray(image)
+    if img.ndim != 3 or img.shape[2] < 3:
+        raise ValueError(f"Expected an RGB image (height, width, 3), got shape {img.shape}.")
+    rgb = img[..., :3].astype(np.float32)
+    if rgb.max() > 1.0:
+        rgb /= 255.0
+    sat = rgb2hsv(rgb)[..., 1]
+    if float(sat.max() - sat.min()) < 1e-6:
+        return np.zeros(sat.shape, dtype=bool)
+    mask = sat > threshold_otsu(sat)
+    radius = max(1, round(min(mask.shape) / 500))
+    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    disk = xx**2 + yy**2 <= radius**2
+    mask = ndi.binary_opening(ndi.binary_closing(mask, structure=disk), structure=disk)
+    area = mask.shape[0] * mask.shape[1]
+    mask = _drop_small(mask, max(16, area // 2000))  # specks of dust or stain
+    return ~_drop_small(~mask, max(16, area // 500))  # small holes inside the tissue
+
+
+def _drop_small(mask: np.ndarray, min_size: int) -> np.ndarray:
+    """``mask`` without its connected components smaller than ``min_size`` pixels."""
+    from scipy import ndimage as ndi
+
+    labels, _ = ndi.label(mask)
+    sizes = np.bincount(labels.ravel())
+    keep = sizes >= min_size
+    keep[0] = False
+    return keep[labels]
+
+
+def _overview(adata: AnnData, sdata: Any, library_id: str | None, image_key: str | None) -> tuple[np.ndarray, float]:
+    """A downscaled image of the section and the factor from full-resolution pixels to it."""
+    from phg2st_sc._image import full_resolution_path, library_info, read_downscaled
+
+    if sdata is not None:
+        from phg2st_sc.io import _hires_from_element
+
+        keys = list(sdata.images) if image_key is None else [image_key]
+        if not keys:
+            raise KeyError("The SpatialData object has no image element to find the tissue in.")
+        hires, scalef = _hires_from_element(sdata, keys[0], SpatialDataKeys.COORDINATE_SYSTEM)
+        if hires is None:
+            raise ValueError(f"Image element {keys[0]!r} could not be read at a low resolution.")
+        return np.asarray(hires), float(scalef)
+    _, info = library_info(adata, library_id)
+    hires = info.get(Keys.IMAGES, {}).get(Keys.HIRES)
+    scalef = info.get(Keys.SCALEFACTORS, {}).get(Keys.HIRES_SCALEF)
+    if info.get(Keys.METADATA, {}).get(Keys.IMAGE_PATH):
+        # the full-resolution file is the reference: the app images of some readers are edited for display
+        return read_downscaled(full_resolution_path(adata, library_id))
+    if hires is None or scalef is None:
+        raise ValueError("The section has no image to find the tissue in; pass `tissue_mask=`.")
+    return np.asarray(hires), float(scalef)
+
+
+@inject_docs
+def virtual_spots(
+    adata: AnnData | SpatialData,
+    *,
+    spacing: float | None = None,
+    tissue_mask: np.ndarray | None = None,
+    include_measured: bool = True,
+    min_tissue: float = 0.5,
+    library_id: str | None = None,
+    table_key: str | None = None,
+    image_key: str | None = None,
+) -> AnnData | SpatialData:
+    """Place virtual spots on a square lattice over all the tissue of the image, measured or not.
+
+    Spatial transcriptomics profiles a part of a slide; the image shows all of it. Virtual spots are positions on
+    the tissue with no measurement: embedded and predicted like array spots (``pp.embed_tiles``,
+    ``pp.build_hypergraph``, ``tl.impute``), they give expression over the whole section. Tissue is found with
+    Otsu's threshold on the saturation of a downscaled image (stained tissue is saturated, glass is not), unless a
+    mask is given. Lattice points closer than half a spacing to a measured spot are left out, so the measured
+    spots keep their place in the result.
+
+    Parameters
+    ----------
+    {adata}
+    spacing
+        Distance between virtual spots in full-resolution pixels; defaults to the measured spots' pitch.
+    tissue_mask
+        Boolean (height, width) mask of tissue over the whole image, at any resolution (it is scaled to the
+        image); ``None`` detects the tissue.
+    include_measured
+        Keep the measured spots (with their expression and prompts) in the result. Without them, the result holds
+        the virtual spots only (predict with prompts from another object is not possible: keep them to impute).
+    min_tissue
+        Fraction of a virtual spot's footprint (a disk of the measured spot size, or half the spacing) that must
+        be tissue.
+    library_id
+        Section in ``uns['spatial']`` when there are several.
+    {table_key}
+    image_key
+        SpatialData image element (when there are several).
+
+    Returns
+    -------
+    A new object (the input is not modified). For AnnData input, an AnnData with the measured spots first, then the
+    virtual ones:
+
+    ``.X``
+        Measured spots' expression; ``NaN`` for virtual spots (dense ``float32``). Other layers are not carried.
+    ``.obs['phg2st_virtual']``
+        ``True`` for virtual spots. ``obs['phg2st_prompt']`` (if present) is ``False`` for them, ``section`` and
+        ``patient`` are copied.
+    ``.obsm['spatial']``
+        Coordinates in full-resolution pixels.
+    ``.uns['spatial']``, ``.uns['phg2st_virtual']['params']``
+        The image information of the input; spacing, spot counts and the tissue fraction.
+
+    For SpatialData input, a new SpatialData with the same images, the spots as circles
+    (``'<section>_virtual_spots'``) and this table (``'table_virtual'``) annotating them.
+
+    Examples
+    --------
+    >>> whole = phg2st.pp.virtual_spots(adata)  # doctest: +SKIP
+    >>> phg2st.pp.embed_tiles(whole, encoder="efficientnet_lite0")  # doctest: +SKIP
+    """
+    sdata = adata if _is_spatialdata(adata) else None
+    if sdata is not None:
+        from phg2st_sc.io import from_spatialdata
+
+        table = from_spatialdata(sdata, table_key=table_key, image_key=image_key)
+    else:
+        table = get_table(adata, table_key)
+    if Keys.SPATIAL not in table.obsm:
+        raise KeyError("`obsm['spatial']` is missing: the measured spots' coordinates are needed.")
+    coords = np.asarray(table.obsm[Keys.SPATIAL], dtype=np.float64)
+    if coords.ndim != 2 or coords.shape[1] != 2 or not np.isfinite(coords).all():
+        raise ValueError("`obsm['spatial']` must be finite (n_spots, 2) coordinates.")
+    if not 0 < min_tissue <= 1:
+        raise ValueError(f"`min_tissue` must be in (0, 1], got {min_tissue}.")
+    if spacing is None:
+        if table.n_obs < 2:
+            raise ValueError("With fewer than two measured spots the pitch is undefined; give `spacing=`.")
+        spacing = spot_pitch(coords)
+    if not np.isfinite(spacing) or spacing <= 0:
+        raise ValueError(f"`spacing` must be a positive number of pixels, got {spacing}.")
+
+    overview, scalef = _overview(table, sdata, library_id, image_key)
+    full_h, full_w = overview.shape[0] / scalef, overview.shape[1] / scalef
+    if tissue_mask is None:
+        mask = otsu_tissue_mask(overview)
+        mask_scale = scalef
+        method = "otsu_saturation"
+    else:
+        mask = np.asarray(tissue_mask)
+        if mask.ndim != 2:
+            raise ValueError(f"`tissue_mask` must be a 2-D (height, width) array, got shape {mask.shape}.")
+        if mask.dtype != bool:
+            if not np.isin(np.unique(mask), [0, 1]).all():
+                raise ValueError("`tissue_mask` must be boolean (or 0/1).")
+            mask = mask.astype(bool)
+        mask_scale = mask.shape[1] / full_w
+        if abs(mask.shape[0] / full_h - mask_scale) > 0.02 * mask_scale + 1 / full_h:
+            raise ValueError(
+                f"`tissue_mask` of shape {mask.shape} does not have the image's aspect ratio ({full_h:.0f} x "
+                f"{full_w:.0f} pixels at full resolution)."
+            )
+        method = "given"
+    if not mask.any():
+        raise ValueError("No tissue found in the image; pass `tissue_mask=` to mark it.")
+
+    # lattice aligned with the measured spots, over the whole image
+    x0, y0 = coords[0] % spacing
+    xs = np.arange(x0, full_w, spacing)
+    ys = np.arange(y0, full_h, spacing)
+    grid = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
+    diameter = _spot_diameter(table, library_id)
+    radius = 0.5 * (diameter if diameter and np.isfinite(diameter) else spacing / 2)
+    keep = _tissue_fraction(mask, grid * mask_scale, radius * mask_scale) >= min_tissue
+    grid = grid[keep]
+    if include_measured and len(grid):
+        from scipy.spatial import cKDTree
+
+        d, _ = cKDTree(coords).query(grid, k=1)
+        grid = grid[d >= spacing / 2]
+    if len(grid) == 0:
+        warnings.warn("No tissue beyond the measured spots: no virtual spot was added.", UserWarning, stacklevel=2)
+
+    out = _combine(table, grid, include_measured)
+    out.uns[VIRTUAL] = {"params": {"spacing": float(spacing), "tissue_mask": method, "min_tissue": float(min_tissue),
+                                   "n_measured": int(table.n_obs if include_measured else 0),
+                                   "n_virtual": len(grid), "tissue_fraction": float(mask.mean())}}  # fmt: skip
+    if sdata is None:
+        return out
+    return _to_spatialdata(sdata, out, radius)
+
+
+def _spot_diameter(adata: AnnData, library_id: str | None) -> float | None:
+    from phg2st_sc._image import library_info
+
+    try:
+        _, info = library_info(adata, library_id)
+    except (KeyError, ValueError):
+        return None
+    value = info.get(Keys.SCALEFACTORS, {}).get(Keys.SPOT_DIAMETER)
+    return float(value) if value is not None else None
+
+
+def _tissue_fraction(mask: np.ndarray, centres: np.ndarray, radius: float) -> np.ndarray:
+    """Fraction of tissue pixels in a disk around each centre (mask pixel units), by sampling a small stencil."""
+    r = max(radius, 0.5)
+    offsets = np.array([(dx, dy) for dx in np.linspace(-r, r, 5) for dy in np.linspace(-r, r, 5)
+                        if dx * dx + dy * dy <= r * r + 1e-9])  # fmt: skip
+    pts = np.rint(centres[:, None, :] + offsets[None]).astype(np.int64)
+    inside = (pts[..., 0] >= 0) & (pts[..., 0] < mask.shape[1]) & (pts[..., 1] >= 0) & (pts[..., 1] < mask.shape[0])
+    px = np.clip(pts[..., 0], 0, mask.shape[1] - 1)
+    py = np.clip(pts[..., 1], 0, mask.shape[0] - 1)
+    return (mask[py, px] & inside).mean(axis=1)
+
+
+def _combine(table: AnnData, grid: np.ndarray, include_measured: bool) -> AnnData:
+    n_v = len(grid)
+    measured = table if include_measured else table[:0]
+    x = measured.X.toarray() if sparse.issparse(measured.X) else np.asarray(measured.X)
+    x = np.vstack([x.astype(np.float32), np.full((n_v, table.n_vars), np.nan, dtype=np.float32)])
+    names = [*map(str, measured.obs_names), *(f"virtual_{i}" for i in range(n_v))]
+    obs = pd.DataFrame(index=pd.Index(names))
+    obs[VIRTUAL] = np.r_[np.zeros(measured.n_obs, dtype=bool), np.ones(n_v, dtype=bool)]
+    for col in (Keys.SECTION, Keys.PATIENT):
+        if col in table.obs:
+            value = table.obs[col].iloc[0]
+            obs[col] = pd.Categorical([*measured.obs[col].astype(str), *[str(value)] * n_v])
+    if Keys.PROMPT in table.obs:
+        obs[Keys.PROMPT] = np.r_[measured.obs[Keys.PROMPT].to_numpy(dtype=bool), np.zeros(n_v, dtype=bool)]
+    out = AnnData(X=x, obs=obs, var=table.var[[]].copy())
+    out.obsm[Keys.SPATIAL] = np.vstack([np.asarray(measured.obsm[Keys.SPATIAL], dtype=np.float64), grid])
+    for key in (Keys.SPATIAL, Keys.TARGETS_UNS, Keys.GENES_UNS, Keys.PROMPT):
+        if key in table.uns:
+            from copy import deepcopy
+
+            out.uns[key] = deepcopy(table.uns[key])
+    return out
+
+
+def _to_spatialdata(sdata: Any, table: AnnData, radius: float) -> Any:
+    import geopandas as gpd
+    from shapely.geometry import Point
+    from spatialdata import SpatialData
+    from spatialdata.models import ShapesModel, TableModel
+    from spatialdata.transformations import Identity
+
+    section = str(table.obs[Keys.SECTION].iloc[0]) if Keys.SECTION in table.obs else "section"
+    shapes_key = f"{section}_virtual_spots"
+    xy = table.obsm[Keys.SPATIAL]
+    gdf = gpd.GeoDataFrame({"radius": np.full(len(xy), radius)}, geometry=[Point(x, y) for x, y in xy])
+    shapes = ShapesModel.parse(gdf, transformations={SpatialDataKeys.COORDINATE_SYSTEM: Identity()})
+    t = table.copy()
+    t.obs[SpatialDataKeys.REGION_KEY] = pd.Categorical([shapes_key] * t.n_obs)
+    t.obs[SpatialDataKeys.INSTANCE_KEY] = np.arange(t.n_obs)
+    t = TableModel.parse(t, region=shapes_key, region_key=SpatialDataKeys.REGION_KEY,
+                         instance_key=SpatialDataKeys.INSTANCE_KEY)  # fmt: skip
+    return SpatialData(images=dict(sdata.images), shapes={shapes_key: shapes}, tables={"table_virtual": t})
+
+
+__all__ = ["virtual_spots", "otsu_tissue_mask", "VIRTUAL"]
