@@ -85,6 +85,18 @@ class WeightedHypergraphConv(nn.Module):
         out = out / d_v.clamp_min(1e-12).unsqueeze(-1)
         return out + self.bias
 
+    def forward_dense(self, x: torch.Tensor, incidence: torch.Tensor) -> torch.Tensor:
+        """The same convolution on many small hypergraphs at once: ``x`` (B, g, d), ``incidence`` (B, g, g).
+
+        ``incidence[b, v, e]`` is ``H[v, e]`` of hypergraph ``b`` (unit hyperedge weights). Batched matrix products
+        replace the gathers and scatters of the sparse form: the neighbour windows are 25 tiles each.
+        """
+        x = self.lin(x)
+        d_e = incidence.sum(1, keepdim=True).clamp_min(1e-12)  # (B, 1, g): per hyperedge
+        d_v = incidence.sum(2, keepdim=True).clamp_min(1e-12)  # (B, g, 1): per node
+        e_feat = torch.bmm((incidence / d_e).transpose(1, 2), x)  # (B, g_edges, d)
+        return torch.bmm(incidence / d_v, e_feat) + self.bias
+
 
 class HypergraphBlock(nn.Module):
     """``Dropout(Norm(ReLU(HypergraphConv(x))))`` (paper, eq. 3-4)."""
@@ -97,6 +109,10 @@ class HypergraphBlock(nn.Module):
 
     def forward(self, x, index, value, n_edges):
         return self.drop(self.norm(F.relu(self.conv(x, index, value, n_edges))))
+
+    def forward_dense(self, x, incidence):
+        """Many small hypergraphs at once (see :meth:`WeightedHypergraphConv.forward_dense`)."""
+        return self.drop(self.norm(F.relu(self.conv.forward_dense(x, incidence))))
 
 
 class Attention(nn.Module):
@@ -250,7 +266,11 @@ class PHG2STModule(nn.Module):
         if start > 0 or stop < b["tile_index"].shape[0] * g:  # incidences are sorted by node: take this range
             lo, hi = torch.searchsorted(index[0], torch.tensor([start, stop], device=index.device))
             index, value = index[:, lo:hi] - start, value[lo:hi]
-        tok = self.nbr_hg(tok.reshape(n * g, -1), index, value, n * g).view(n, g, -1)
+        # Each spot's sub-hypergraph lives inside its own window of g tiles: as a dense (g, g) incidence per spot
+        # the convolution is two batched matrix products.
+        incidence = torch.zeros((n, g, g), dtype=tok.dtype, device=tok.device)
+        incidence.index_put_((index[0] // g, index[0] % g, index[1] % g), value.to(tok.dtype), accumulate=True)
+        tok = self.nbr_hg.forward_dense(tok, incidence)
         tok = tok + self.grid_pos[:g]
         # Attend to existing tiles only; a spot without any (impossible for spots on the image) keeps its first
         # slot so that no attention row is empty (older torch versions return NaN for those).
@@ -337,12 +357,10 @@ class PHG2STModule(nn.Module):
         idx, dist = b["prompt_idx"][sl], b["prompt_dist"][sl]  # (n, K)
         beta = torch.softmax(self.mix_logit, dim=0)  # (scales + 1, genes)
         base = beta[-1] * y[b["prompt"]].mean(0, keepdim=True)
-        for i, bw in enumerate(FIELD_BANDWIDTHS):
-            w = torch.softmax(-0.5 * (dist / bw) ** 2, dim=1)  # (n, K)
-            field = torch.zeros((idx.shape[0], y.shape[1]), dtype=y.dtype, device=y.device)
-            for k in range(idx.shape[1]):
-                field = field + w[:, k : k + 1] * y[idx[:, k]]
-            base = base + beta[i] * field
+        # weight of the k-th nearest prompt for each spot and gene: sum over scales of kernel weight x mixing weight
+        w = torch.stack([torch.softmax(-0.5 * (dist / bw) ** 2, dim=1) for bw in FIELD_BANDWIDTHS], -1)  # (n, K, S)
+        for k in range(idx.shape[1]):
+            base = base + (w[:, k] @ beta[:-1]) * y[idx[:, k]]
         return base
 
 

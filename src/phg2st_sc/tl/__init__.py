@@ -1,7 +1,7 @@
 """Tools: the PHG2ST model (fit, impute), prompt selection, baselines, metrics and evaluation protocols."""
 
-from ._baselines import METHODS, baseline
-from ._benchmark import METHOD_PRESETS, BenchmarkResult, benchmark
+from ._baselines import IMAGE_METHODS, METHODS, baseline
+from ._benchmark import METHOD_PRESETS, BenchmarkResult, benchmark, summarise
 from ._fit import fit, impute
 from ._metrics import Scores, gene_metrics, score
 from ._prompts import select_prompts
@@ -11,6 +11,7 @@ __all__ = [
     "benchmark",
     "BenchmarkResult",
     "METHOD_PRESETS",
+    "summarise",
     "fit",
     "impute",
     "select_prompts",
@@ -24,4 +25,5 @@ __all__ = [
     "PROTOCOLS",
     "get_protocol",
     "METHODS",
+    "IMAGE_METHODS",
 ]
