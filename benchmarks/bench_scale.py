@@ -5,8 +5,9 @@ Stages, each in a fresh Python process so its peak resident memory (ru_maxrss) i
 - ``hypergraph``: ``pp.build_hypergraph`` (spot hypergraph and the neighbour-tile sub-hypergraphs).
 - ``hypergraph_naive``: the same spot hypergraph built the obvious way, a Python loop over spots that computes
   each spot's distances to every spot in both spaces and keeps the k smallest (same result, checked).
+- ``spot_branch``: forward and backward of the slide-level transformer alone, windowed or full attention.
 - ``epoch``: one training epoch of ``tl.fit`` on one section (``validation=None``, one step = the whole slide),
-  with windowed attention (default ``attention_window=1024``) or full attention (``--full-attention``).
+  with the default settings (windowed attention above 1024 spots).
 - ``impute``: ``tl.impute`` of a slide from 10% prompts with a model trained on a small slide of the same kind.
 - ``tiles``: encoder passes for the neighbour windows, once per distinct lattice tile (the project) against once
   per spot and window position (the naive way), counted exactly; time at the measured encoder throughput.
@@ -110,6 +111,29 @@ def stage(args) -> dict:
                               attention_window=window)  # fmt: skip
         rec["seconds"] = time.perf_counter() - t
         rec["epoch_seconds"] = float(pd.DataFrame(model.history_)["seconds"].iloc[-1])
+    elif args.stage == "spot_branch":
+        from phg2st_sc._model._data import slide_batch
+        from phg2st_sc._model._model import PHG2ST
+        from phg2st_sc._model._module import ModelConfig
+
+        phg2st.pp.build_hypergraph(a, use_rep="X_synthetic", k=4)
+        work = phg2st.tl.prepare_targets(a, "heldout")
+        del a
+        window = 10**9 if args.full_attention else 1024
+        rec["attention"] = "full" if args.full_attention else "windows of 1024"
+        cfg = ModelConfig(
+            n_genes=work.n_vars, feature_dim=FEATURES, attention_window=window, use_neighbour_branch=False
+        )
+        model = PHG2ST(cfg, list(work.var_names), {"use_rep": "X_synthetic", "hypergraph_key": "phg2st", "layer": None})
+        prompt = np.zeros(work.n_obs, dtype=bool)
+        prompt[::10] = True
+        batch = slide_batch(model.slide(work), prompt, ~prompt, cfg.prompt_k)
+        module = model.module.train()
+        rec["rss_before_mib"] = _rss_mib()
+        t = time.perf_counter()
+        module.spot_tokens(batch).square().mean().backward()  # the slide-level transformer, forward and backward
+        rec["seconds"] = time.perf_counter() - t
+        rec["full_attention_matrix_gib"] = work.n_obs**2 * cfg.heads * 4 / 2**30
     elif args.stage == "impute":
         with tempfile.TemporaryDirectory() as tmp:
             small = _slide(1000, args.genes, args.layout, seed=1, section="train")
@@ -138,7 +162,8 @@ PLAN = [
     *[("hypergraph_naive", n, "visium", 400, False) for n in (1000, 10000)],
     *[("tiles", n, lay, 1, False) for lay in ("visium", "visium_hd") for n in (1000, 10000, 100000)],
     *[("epoch", n, "visium_hd", 400, False) for n in (1000, 10000)],
-    ("epoch", 10000, "visium_hd", 400, True),
+    *[("spot_branch", n, "visium_hd", 400, full) for n in (1000, 10000) for full in (False, True)],
+    ("spot_branch", 100000, "visium_hd", 400, False),
     *[("impute", n, lay, 400, False) for lay in ("visium", "visium_hd") for n in (1000, 10000, 100000)],
     ("impute", 100000, "visium_hd", 800, False),
 ]
@@ -146,7 +171,9 @@ PLAN = [
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stage", choices=["hypergraph", "hypergraph_naive", "epoch", "impute", "tiles"])
+    parser.add_argument(
+        "--stage", choices=["hypergraph", "hypergraph_naive", "epoch", "spot_branch", "impute", "tiles"]
+    )
     parser.add_argument("--n", type=int, default=10000)
     parser.add_argument("--layout", default="visium_hd", choices=["visium", "visium_hd", "st"])
     parser.add_argument("--genes", type=int, default=400)
