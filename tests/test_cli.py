@@ -34,3 +34,32 @@ def test_demo_failure_exit_code(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PHG2ST_DATA_DIR", str(tmp_path))
     assert main(["demo", "--out", str(tmp_path / "o")]) == 1
     assert "error" in capsys.readouterr().err
+
+
+def test_benchmark_command_on_h5ad_files(tmp_path, capsys):
+    """`phg2st benchmark` on section files: methods from a JSON file, results and protocol written, rerun resumes."""
+    import json
+
+    import phg2st_sc as phg2st
+
+    paths = []
+    for s in range(3):
+        a = phg2st.datasets.synthetic(80, 6, n_features=4, grid_size=0, seed=s, section=f"S{s}")
+        del a.uns["X_synthetic"]  # h5ad-friendly: no tile arrays needed here
+        paths.append(str(tmp_path / f"S{s}.h5ad"))
+        a.write_h5ad(paths[-1])
+    methods = tmp_path / "methods.json"
+    methods.write_text(json.dumps({"idw k=3": {"method": "idw", "k": 3}, "mean": {"method": "mean"}}))
+    out = tmp_path / "res"
+    args = ["benchmark", *paths, "--out", str(out), "--folds", "leave_one_section_out", "--seeds", "0", "1",
+            "--protocols", "heldout", "--spots", "heldout", "--methods-file", str(methods)]  # fmt: skip
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "idw k=3" in printed and "folds" in printed
+    table = pd.read_csv(out / "results.csv")
+    assert len(table) == 3 * 2 * 2 and set(table["method"]) == {"idw k=3", "mean"}
+    assert json.loads((out / "protocol.json").read_text())["methods"]["idw k=3"] == {"method": "idw", "k": 3}
+    assert sorted(p.name for p in out.glob("fold_*.csv")) == ["fold_S0.csv", "fold_S1.csv", "fold_S2.csv"]
+    assert main([*args, "--fit", "not-a-pair"]) == 1
+    assert "KEY=VALUE" in capsys.readouterr().err
+    assert main(["benchmark", *paths, "--out", str(out), "--methods", "nope"]) == 1

@@ -170,8 +170,13 @@ def run_benchmark(args: argparse.Namespace) -> int:
     embed["cache_dir"] = str(Path(args.out) / "embedding_cache")
     fit = {k: v for k, v in {"hidden": args.hidden, "max_epochs": args.max_epochs}.items() if v is not None}
     fit.update(_key_values(args.fit))
+    methods = args.methods
+    if args.methods_file:
+        methods = json.loads(Path(args.methods_file).read_text())
+        if not isinstance(methods, dict):
+            raise ValueError(f"{args.methods_file} must hold a JSON object: label -> {{'method': ..., settings}}.")
     res = phg2st.tl.benchmark(
-        data, folds=args.folds, methods=args.methods, protocols=args.protocols, prompt_fractions=args.fractions, prompt_strategy=args.strategy,
+        data, folds=args.folds, methods=methods, protocols=args.protocols, prompt_fractions=args.fractions, prompt_strategy=args.strategy,
         seeds=args.seeds, spots=args.spots, sections=args.sections, panel=args.panel, encoder=args.encoder,
         use_rep=args.use_rep, embed_kwargs=embed, fit_kwargs=fit, per_gene=args.per_gene, out=args.out,
     )  # fmt: skip
@@ -208,6 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--folds", default="leave_one_patient_out", choices=["leave_one_patient_out", "leave_one_section_out"]
     )
     p_bench.add_argument("--methods", nargs="+", default=["mean", "idw", "gp"], help="names of tl.METHOD_PRESETS")
+    p_bench.add_argument(
+        "--methods-file", default=None, help="JSON file {label: {method: name, setting: value}} (overrides --methods)"
+    )
     p_bench.add_argument("--protocols", nargs="+", default=["heldout", "heldout_smoothed"])
     p_bench.add_argument("--fractions", type=float, nargs="+", default=[0.1], help="prompt fractions")
     p_bench.add_argument("--strategy", default="random", choices=["random", "blocks"], help="where the prompts are")
