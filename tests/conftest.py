@@ -30,6 +30,16 @@ def _no_downloads(monkeypatch):
     monkeypatch.setattr(pooch, "retrieve", refuse)
 
 
+@pytest.fixture
+def no_progress():
+    """Progress bars off for the test, back on afterwards."""
+    import phg2st_sc as phg2st
+
+    phg2st.settings.progress = False
+    yield
+    phg2st.settings.progress = True
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     path = _data_dir()

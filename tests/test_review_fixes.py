@@ -9,14 +9,9 @@ import pytest
 
 import phg2st_sc as phg2st
 
+pytestmark = pytest.mark.usefixtures("no_progress")
+
 SMALL = dict(use_rep="X_tiny", hidden=32, heads=2, spot_depth=1, neighbour_depth=1, accelerator="cpu")
-
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    phg2st.settings.progress = False
-    yield
-    phg2st.settings.progress = True
 
 
 @pytest.mark.data

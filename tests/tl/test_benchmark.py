@@ -11,12 +11,7 @@ import pytest
 
 import phg2st_sc as phg2st
 
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    phg2st.settings.progress = False
-    yield
-    phg2st.settings.progress = True
+pytestmark = pytest.mark.usefixtures("no_progress")
 
 
 @pytest.mark.data

@@ -17,14 +17,10 @@ from phg2st_sc._model._module import phg2st_loss
 
 SMALL = dict(use_rep="X_tiny", hidden=32, heads=2, spot_depth=1, neighbour_depth=1, accelerator="cpu")
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
-
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    phg2st.settings.progress = False
-    yield
-    phg2st.settings.progress = True
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning"),
+    pytest.mark.usefixtures("no_progress"),
+]
 
 
 def batch_for(model, adata, prompt):
