@@ -68,3 +68,23 @@ def test_errors(predicted):
         phg2st.pl.spatial(predicted, "ERBB2", layers=(None, "phg2st"), show=False)
     with pytest.raises(TypeError):
         phg2st.pl.spatial(np.zeros((3, 3)), "ERBB2", show=False)
+
+
+def test_unmeasured_spots_are_grey_and_keep_the_scale(predicted):
+    """Virtual spots (NaN measurements) are drawn light grey; the colour scales come from the finite values."""
+    from matplotlib.colors import to_rgba
+
+    whole = phg2st.pp.virtual_spots(predicted)
+    whole.layers["baseline_idw"] = np.nan_to_num(whole.X, nan=0.5)  # a finite prediction everywhere
+    virtual = whole.obs["phg2st_virtual"].to_numpy()
+    axes = phg2st.pl.spatial(whole, "ERBB2", layers=(None, "baseline_idw"), show=False)
+    measured_panel = [c for c in axes[0, 0].collections if isinstance(c, EllipseCollection)][0]
+    measured_panel.update_scalarmappable()  # map the values to colours as drawing does
+    colours = measured_panel.get_facecolors()
+    np.testing.assert_allclose(colours[virtual], [to_rgba("lightgray")] * int(virtual.sum()))
+    assert not np.allclose(colours[~virtual][:, :3], to_rgba("lightgray")[:3])
+    finite = whole.X[~virtual, list(whole.var_names).index("ERBB2")]
+    assert measured_panel.norm.vmin == pytest.approx(float(finite.min()))
+    error_panel = [c for c in axes[0, 2].collections if isinstance(c, EllipseCollection)][0]
+    assert np.isfinite(error_panel.norm.vmin) and np.isfinite(error_panel.norm.vmax)
+    plt.close("all")

@@ -51,7 +51,8 @@ def spatial(
 
     Spots are drawn as circles of their true diameter over the ``hires`` image. Measured and predicted panels of
     a gene share one colour scale; error panels (prediction minus measured) use a diverging scale centred on 0.
-    Prompt spots (measured values given to the method) are outlined in black.
+    Prompt spots (measured values given to the method) are outlined in black; spots without a value (NaN, such as
+    the measurements of virtual spots) are light grey.
 
     Parameters
     ----------
@@ -146,14 +147,18 @@ def spatial(
     )
     for gi, gene in enumerate(genes):
         stacked = np.concatenate([values[layer][:, gi] for layer in layers])
-        norm = Normalize(vmin=float(stacked.min()), vmax=float(np.percentile(stacked, vmax_percentile)) or 1.0)
+        stacked = stacked[np.isfinite(stacked)]  # unmeasured spots (NaN) are drawn grey, outside the scale
+        vmin = float(stacked.min()) if stacked.size else 0.0
+        vmax = float(np.percentile(stacked, vmax_percentile)) if stacked.size else 1.0
+        norm = Normalize(vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1.0)
         for pi, (kind, layer) in enumerate(panels):
             ax = axes[gi, pi]
             if kind == "value":
                 c, cm, nrm, label = values[layer][:, gi], cmap, norm, _layer_label(layer)
             else:
                 c = values[layer][:, gi] - values[layers[0]][:, gi]
-                lim = float(np.abs(c).max()) or 1.0
+                finite = np.abs(c[np.isfinite(c)])
+                lim = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
                 cm, nrm, label = (
                     error_cmap,
                     TwoSlopeNorm(0.0, -lim, lim),
@@ -164,7 +169,8 @@ def spatial(
                 ax.imshow(img, extent=(0, img.shape[1], img.shape[0], 0))
             spots = EllipseCollection(
                 widths=d, heights=d, angles=0, units="xy", offsets=xy, offset_transform=ax.transData,
-                array=np.asarray(c, dtype=float), cmap=cm, norm=nrm, linewidths=0,
+                array=np.asarray(c, dtype=float), cmap=plt.get_cmap(cm).with_extremes(bad="lightgray"), norm=nrm,
+                linewidths=0,
             )  # fmt: skip
             ax.add_collection(spots)
             if prompts is not None and prompts.any():
