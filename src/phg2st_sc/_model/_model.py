@@ -22,8 +22,8 @@ from phg2st_sc._model._module import VARIANTS, ModelConfig, PHG2STModule
 logger = logging.getLogger("phg2st_sc")
 
 FORMAT = "phg2st-sc model"
-PREDICT_CHUNK = 4096  # spots per inference chunk after the spot branch (bounds memory on large slides)
 FORMAT_VERSION = 1
+PREDICT_CHUNK = 4096  # spots per inference chunk after the spot branch (bounds memory on large slides)
 
 
 class PHG2ST:

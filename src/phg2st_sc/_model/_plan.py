@@ -13,7 +13,7 @@ from phg2st_sc._model._module import ModelConfig, PHG2STModule, phg2st_loss
 
 #: Spots per chunk of the neighbour branch and the heads when a training step would not fit in memory: the step
 #: then runs chunk by chunk with gradient checkpointing (identical results; activations bounded by the chunk, at
-#: the cost of a second forward pass of each chunk, about 1.7x the time on a CPU).
+#: the cost of a second forward pass of each chunk).
 TRAIN_CHUNK = 2048
 #: Bytes of stored activations per spot, neighbour tile and hidden unit in a training step (measured: 10,000
 #: spots x 25 tiles x 256 units took 9.2 GB).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from copy import deepcopy
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -60,26 +61,19 @@ def _drop_small(mask: np.ndarray, min_size: int) -> np.ndarray:
     return keep[labels]
 
 
-def _overview(adata: AnnData, sdata: Any, library_id: str | None, image_key: str | None) -> tuple[np.ndarray, float]:
-    """A downscaled image of the section and the factor from full-resolution pixels to it."""
+def _overview(adata: AnnData, library_id: str | None) -> tuple[np.ndarray, float]:
+    """A downscaled image of the section and the factor from full-resolution pixels to it.
+
+    The full-resolution file is preferred when recorded (the app images of some readers are edited for display);
+    otherwise the ``hires`` image (for SpatialData input, the one `io.from_spatialdata` took from the pyramid).
+    """
     from phg2st_sc._image import full_resolution_path, library_info, read_downscaled
 
-    if sdata is not None:
-        from phg2st_sc.io import _hires_from_element
-
-        keys = list(sdata.images) if image_key is None else [image_key]
-        if not keys:
-            raise KeyError("The SpatialData object has no image element to find the tissue in.")
-        hires, scalef = _hires_from_element(sdata, keys[0], SpatialDataKeys.COORDINATE_SYSTEM)
-        if hires is None:
-            raise ValueError(f"Image element {keys[0]!r} could not be read at a low resolution.")
-        return np.asarray(hires), float(scalef)
     _, info = library_info(adata, library_id)
+    if info.get(Keys.METADATA, {}).get(Keys.IMAGE_PATH):
+        return read_downscaled(full_resolution_path(adata, library_id))
     hires = info.get(Keys.IMAGES, {}).get(Keys.HIRES)
     scalef = info.get(Keys.SCALEFACTORS, {}).get(Keys.HIRES_SCALEF)
-    if info.get(Keys.METADATA, {}).get(Keys.IMAGE_PATH):
-        # the full-resolution file is the reference: the app images of some readers are edited for display
-        return read_downscaled(full_resolution_path(adata, library_id))
     if hires is None or scalef is None:
         raise ValueError("The section has no image to find the tissue in; pass `tissue_mask=`.")
     return np.asarray(hires), float(scalef)
@@ -170,7 +164,7 @@ def virtual_spots(
     if not np.isfinite(spacing) or spacing <= 0:
         raise ValueError(f"`spacing` must be a positive number of pixels, got {spacing}.")
 
-    overview, scalef = _overview(table, sdata, library_id, image_key)
+    overview, scalef = _overview(table, library_id)
     full_h, full_w = overview.shape[0] / scalef, overview.shape[1] / scalef
     if tissue_mask is None:
         mask = otsu_tissue_mask(overview)
@@ -261,8 +255,6 @@ def _combine(table: AnnData, grid: np.ndarray, include_measured: bool) -> AnnDat
     out.obsm[Keys.SPATIAL] = np.vstack([np.asarray(measured.obsm[Keys.SPATIAL], dtype=np.float64), grid])
     for key in (Keys.SPATIAL, Keys.TARGETS_UNS, Keys.GENES_UNS, Keys.PROMPT):
         if key in table.uns:
-            from copy import deepcopy
-
             out.uns[key] = deepcopy(table.uns[key])
     return out
 
