@@ -11,6 +11,14 @@ import pytest
 
 os.environ.setdefault("MPLBACKEND", "agg")
 
+# triton (loaded by torch's compiler stack, lightning, torch-geometric) must be imported before napari creates an
+# OpenGL context: imported after one on Mesa it crashes the process. pl.napari does this for users; the napari tests
+# build their viewers with napari's fixture first, and later tests train models, so import it here, once.
+try:
+    import triton  # noqa: F401
+except ImportError:
+    pass
+
 IMAGE_SECTIONS = ("C2", "C3", "C4", "C5", "C6")
 
 
@@ -110,6 +118,25 @@ def load_mob(data_dir):
 def colour_features():
     """Simple real image features for tests (see `_colour_features`)."""
     return _colour_features
+
+
+@pytest.fixture
+def c2_imputed_by_colour_model(load_her2st):
+    """(C2 with 10% prompts imputed, the model): trained briefly on C3 and C4 with colour features (fast, real)."""
+    import phg2st_sc as phg2st
+
+    sections = {}
+    for s in ("C2", "C3", "C4"):
+        w = phg2st.tl.prepare_targets(load_her2st(s), "heldout", panel="her2st_785")
+        w.obsm["X_col"] = _colour_features(w)
+        phg2st.pp.build_hypergraph(w, use_rep="X_col")
+        sections[s] = w
+    model = phg2st.tl.fit([sections["C3"], sections["C4"]], use_rep="X_col", max_epochs=3, hidden=64,
+                          use_neighbour_branch=False, validation=None, accelerator="cpu")  # fmt: skip
+    c2 = sections["C2"]
+    phg2st.tl.select_prompts(c2, fraction=0.1, seed=0)
+    phg2st.tl.impute(c2, model)
+    return c2, model
 
 
 def _colour_features(adata, *, size: int = 24) -> np.ndarray:

@@ -32,7 +32,7 @@ PUBLIC_FUNCTIONS = {
         "gene_metrics",
         "get_protocol",
     ],
-    "pl": ["spatial"],
+    "pl": ["spatial", "napari", "metrics", "training_curves", "prompts"],
     "datasets": ["her2st", "stutility_mob", "cscc"],
     "io": ["read_image", "to_spatialdata", "from_spatialdata"],
 }
@@ -40,6 +40,8 @@ ADATA_FIRST = [
     *(f"pp.{n}" for n in ("embed_tiles", "neighbour_embeddings", "build_hypergraph", "select_genes", "smooth")),
     *(f"tl.{n}" for n in ("impute", "select_prompts", "baseline", "score", "evaluate", "prepare_targets")),
     "pl.spatial",
+    "pl.napari",
+    "pl.prompts",
     "io.read_image",
     "io.to_spatialdata",
 ]

@@ -63,3 +63,273 @@ def test_benchmark_command_on_h5ad_files(tmp_path, capsys):
     assert main([*args, "--fit", "not-a-pair"]) == 1
     assert "KEY=VALUE" in capsys.readouterr().err
     assert main(["benchmark", *paths, "--out", str(out), "--methods", "nope"]) == 1
+
+
+# -- phg2st embed / fit / impute ---------------------------------------------------------------------------------
+
+SMALL_FIT = ["--use-rep", "X_synthetic", "--max-epochs", "2", "--hidden", "16", "--accelerator", "cpu",
+             "--no-progress", "--fit", "heads=2", "spot_depth=1", "neighbour_depth=1"]  # fmt: skip
+
+
+def _refuse(*args, **kwargs):
+    raise AssertionError("a finished output was computed again")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Four embedded synthetic sections (raw counts) as .h5ad files and a model trained by `phg2st fit` on two."""
+    import phg2st_sc as phg2st
+
+    folder = tmp_path_factory.mktemp("batch")
+    paths = []
+    for s in range(4):
+        a = phg2st.datasets.synthetic(80, 6, n_features=4, grid_size=3, seed=s, section=f"S{s}")
+        phg2st.pp.build_hypergraph(a, use_rep="X_synthetic")
+        paths.append(str(folder / f"S{s}.h5ad"))
+        a.write_h5ad(paths[-1])
+    model = folder / "model.pt"
+    assert main(["fit", *paths[:2], "--out", str(model), *SMALL_FIT]) == 0
+    return paths, model
+
+
+@pytest.mark.parametrize("command", ["embed", "fit", "impute"])
+def test_batch_command_help(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "--overwrite" in out and "--no-progress" in out and "Exit codes" in out
+
+
+def test_batch_choices_match_the_library():
+    import phg2st_sc as phg2st
+    from phg2st_sc import cli
+    from phg2st_sc._model._encoders import ENCODERS
+
+    assert set(cli.ENCODERS) == set(ENCODERS) and set(cli.PROTOCOL_NAMES) == set(phg2st.tl.PROTOCOLS)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["impute", "a/S.h5ad", "b/S.h5ad", "--model", "m.pt", "--out-dir", "o"],  # two outputs would collide
+        ["impute", "S.h5ad", "--model", "m.pt", "--out-dir", "o", "--prompt-key", "p", "--prompt-fraction", "0.2"],
+        ["fit", "S.h5ad", "--panel", "her2st_785", "--genes", "g.txt", "--out", "m.pt"],
+        ["embed", "S.h5ad"],  # no --out-dir
+    ],
+)
+def test_batch_bad_arguments_exit_2(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_atomic_path_files_and_directories(tmp_path):
+    from phg2st_sc._utils import atomic_path
+
+    target = tmp_path / "out.txt"
+    with atomic_path(target) as tmp:
+        assert tmp.name == "out.txt" and tmp.parent != tmp_path
+        tmp.write_text("new")
+    assert target.read_text() == "new"
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("interrupted")
+    assert target.read_text() == "new"
+    store = tmp_path / "s.zarr"
+    for content in ("a", "b"):  # the second write replaces a non-empty directory
+        with atomic_path(store) as tmp:
+            tmp.mkdir()
+            (tmp / "part").write_text(content)
+    assert (store / "part").read_text() == "b"
+    with pytest.raises(FileNotFoundError), atomic_path(tmp_path / "never.h5ad"):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt", "s.zarr"]  # no temporaries left
+
+
+@pytest.mark.data
+def test_embed_real_section_then_rerun_skips(tmp_path, c2, capsys, monkeypatch):
+    """`phg2st embed` on a few neighbouring spots of the real C2 section (its H&E), then a rerun does nothing."""
+    import anndata as ad
+    import numpy as np
+
+    import phg2st_sc as phg2st
+
+    xy = c2.obsm["spatial"]
+    near = np.sort(np.argsort(np.linalg.norm(xy - xy[0], axis=1))[:6])
+    path = tmp_path / "C2.h5ad"
+    c2[near].copy().write_h5ad(path)
+    out = tmp_path / "emb"
+    args = ["embed", str(path), "--out-dir", str(out), "--device", "cpu", "--batch-size", "16", "--no-progress"]
+    assert main(args) == 0
+    assert "1 written, 0 already done, 0 failed" in capsys.readouterr().err
+    res = ad.read_h5ad(out / "C2.h5ad")
+    assert res.obsm["X_efficientnet_lite0"].shape == (6, 1280) and res.obsp["phg2st_incidence"].shape == (6, 6)
+    assert res.uns["phg2st_hypergraph"]["params"]["use_rep"] == "X_efficientnet_lite0"
+    assert res.X.sum() == c2[near].X.sum()  # the input's counts travel with it
+    mtime = (out / "C2.h5ad").stat().st_mtime_ns
+    monkeypatch.setattr(phg2st.pp, "embed_tiles", _refuse)
+    assert main(args) == 0
+    assert "skipped" in capsys.readouterr().err
+    assert (out / "C2.h5ad").stat().st_mtime_ns == mtime
+
+
+def test_embed_spatialdata_store_extends_and_overwrites(tmp_path, synthetic_section, capsys, monkeypatch):
+    """A .zarr input gives a .zarr output; an incomplete output is extended, a complete one skipped."""
+    import spatialdata as sd
+
+    import phg2st_sc as phg2st
+
+    store = tmp_path / "S0.zarr"
+    phg2st.io.to_spatialdata(synthetic_section(side=3)).write(store)  # has an X_tiny hypergraph, no efficientnet
+    out = tmp_path / "emb"
+    args = ["embed", str(store), "--out-dir", str(out), "--no-progress"]
+    assert main([*args, "--no-hypergraph"]) == 0
+    assert "tiles embedded" in capsys.readouterr().err
+    with monkeypatch.context() as m:
+        m.setattr(phg2st.pp, "embed_tiles", _refuse)
+        assert main(args) == 0  # the embedding is there: only the hypergraph is added
+        assert "hypergraph built" in capsys.readouterr().err
+        assert main(args) == 0
+        assert "skipped" in capsys.readouterr().err
+    table = sd.read_zarr(out / "S0.zarr").tables["table"]
+    assert table.uns["phg2st_hypergraph"]["params"]["use_rep"] == "X_efficientnet_lite0"
+    assert "X_efficientnet_lite0" in table.obsm and "X_tiny" in table.obsm
+    assert main([*args, "--overwrite"]) == 0
+    assert "tiles embedded" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["S0.zarr"]  # the replaced store and temporaries are gone
+    assert sd.read_zarr(out / "S0.zarr").images
+
+
+def test_fit_writes_a_model_and_rerun_skips(trained, capsys):
+    import phg2st_sc as phg2st
+
+    paths, model_path = trained
+    model = phg2st.PHG2ST.load(model_path)
+    assert model.genes == [f"gene{i}" for i in range(6)] and model.info["use_rep"] == "X_synthetic"
+    assert model.info["normalization"]["protocol"] == "heldout" and model.info["epochs_trained"] >= 1
+    mtime = model_path.stat().st_mtime_ns
+    assert main(["fit", paths[0], "--out", str(model_path)]) == 0  # resume: the model exists
+    assert "skipping" in capsys.readouterr().err
+    assert model_path.stat().st_mtime_ns == mtime
+    assert main(["fit", paths[0], str(model_path.parent / "none.h5ad"), "--out", str(model_path.parent / "m2.pt"),
+                 *SMALL_FIT]) == 1  # fmt: skip
+    assert "none.h5ad: no such file" in capsys.readouterr().err
+    assert not (model_path.parent / "m2.pt").exists()
+
+
+def test_impute_matches_python_and_resumes(trained, tmp_path, capsys):
+    """Predictions equal `tl.impute` with the same prompts; a rerun redoes only the missing output."""
+    import anndata as ad
+    import numpy as np
+
+    import phg2st_sc as phg2st
+
+    paths, model_path = trained
+    model = phg2st.PHG2ST.load(model_path)
+    out = tmp_path / "pred"
+    args = ["impute", *paths[2:], "--model", str(model_path), "--out-dir", str(out), "--seed", "3", "--no-progress"]
+    assert main(args) == 0
+    res = ad.read_h5ad(out / "S2.h5ad")
+    ref = phg2st.tl.prepare_targets(ad.read_h5ad(paths[2]), "heldout")
+    phg2st.tl.select_prompts(ref, fraction=0.1, seed=3)
+    phg2st.tl.impute(ref, model)
+    np.testing.assert_array_equal(res.obs["phg2st_prompt"], ref.obs["phg2st_prompt"])
+    np.testing.assert_allclose(res.layers["phg2st"], ref.layers["phg2st"], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(res.X.toarray(), ref.X.toarray())
+    assert res.obsm["X_phg2st"].shape[0] == 80
+
+    kept = (out / "S2.h5ad").stat().st_mtime_ns
+    (out / "S3.h5ad").unlink()
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "1 written, 1 already done, 0 failed" in capsys.readouterr().err
+    assert (out / "S2.h5ad").stat().st_mtime_ns == kept and (out / "S3.h5ad").exists()
+
+
+def test_impute_prepared_input_with_its_own_prompts(trained, tmp_path, capsys):
+    """An input prepared with the model's protocol is used as it is; the prompts come from an obs column."""
+    import anndata as ad
+    import numpy as np
+
+    import phg2st_sc as phg2st
+
+    paths, model_path = trained
+    model = phg2st.PHG2ST.load(model_path)
+    prepared = phg2st.tl.prepare_targets(ad.read_h5ad(paths[2]), "heldout")
+    prepared.obs["measured"] = np.arange(80) % 7 == 0
+    path = tmp_path / "prepared.h5ad"
+    prepared.write_h5ad(path)
+    other = phg2st.tl.prepare_targets(ad.read_h5ad(paths[3]), "paper")  # not the model's normalisation
+    other_path = tmp_path / "other.h5ad"
+    other.write_h5ad(other_path)
+    out = tmp_path / "pred"
+    args = ["impute", str(path), str(other_path), "--model", str(model_path), "--out-dir", str(out),
+            "--prompt-key", "measured", "--layer-added", "pred", "--no-progress"]  # fmt: skip
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "other.h5ad: FAILED: its targets were prepared as" in err and "1 written" in err
+    res = ad.read_h5ad(out / "prepared.h5ad")
+    phg2st.tl.impute(prepared, model, prompt_key="measured", layer_added="pred")
+    np.testing.assert_allclose(res.layers["pred"], prepared.layers["pred"], rtol=1e-6, atol=1e-7)
+    assert res.uns["pred"]["params"]["n_prompts"] == 12
+    assert sorted(p.name for p in out.iterdir()) == ["prepared.h5ad"]
+
+
+def test_impute_bad_inputs_and_interrupted_writes(trained, tmp_path, capsys, monkeypatch):
+    """Bad inputs fail with a line each (exit 1) while the others run; an interrupted write leaves no output."""
+    import phg2st_sc as phg2st
+
+    paths, model_path = trained
+    garbage = tmp_path / "garbage.h5ad"
+    garbage.write_text("not hdf5")
+    raw = phg2st.datasets.synthetic(40, 6, n_features=4, grid_size=3, seed=9, section="raw")
+    raw.write_h5ad(tmp_path / "raw.h5ad")  # never embedded: no hypergraph
+    out = tmp_path / "pred"
+    inputs = [str(garbage), str(tmp_path / "missing.h5ad"), str(tmp_path / "raw.h5ad"), paths[2]]
+    assert main(["impute", *inputs, "--model", str(model_path), "--out-dir", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "garbage.h5ad: FAILED: cannot read it" in err and "missing.h5ad: FAILED: no such file" in err
+    assert "raw.h5ad: FAILED: no hypergraph" in err and "run `phg2st embed`" in err
+    assert "1 written, 0 already done, 3 failed" in err and "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["S2.h5ad"]
+
+    def interrupted(self, filename, *args, **kwargs):
+        with open(filename, "wb") as f:
+            f.write(b"\x89HDF\r\n\x1a\n half of a file")
+        raise OSError("disk quota exceeded")
+
+    from anndata import AnnData
+
+    monkeypatch.setattr(AnnData, "write_h5ad", interrupted)
+    assert main(["impute", paths[3], "--model", str(model_path), "--out-dir", str(out), "--no-progress"]) == 1
+    assert "S3.h5ad: FAILED: disk quota exceeded" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["S2.h5ad"]  # no S3.h5ad, no temporary
+    assert main(["impute", paths[2], "--model", str(tmp_path / "nope.pt"), "--out-dir", str(out)]) == 1
+    assert "No model file" in capsys.readouterr().err
+
+
+def test_fit_and_impute_with_own_normalisation(trained, tmp_path, capsys):
+    """`--protocol none`: .X is used as it is, for training and (the model knowing no protocol) for imputing."""
+    import anndata as ad
+    import numpy as np
+
+    import phg2st_sc as phg2st
+
+    paths, _ = trained
+    genes = tmp_path / "genes.txt"
+    genes.write_text("# two genes\ngene3\ngene1\n")
+    model_path = tmp_path / "own.pt"
+    assert main(["fit", *paths[:2], "--out", str(model_path), "--protocol", "none", "--genes", str(genes),
+                 *SMALL_FIT]) == 0  # fmt: skip
+    model = phg2st.PHG2ST.load(model_path)
+    assert model.genes == ["gene3", "gene1"] and "protocol" not in model.info["normalization"]
+    out = tmp_path / "pred"
+    assert main(["impute", paths[2], "--model", str(model_path), "--out-dir", str(out), "--no-progress"]) == 0
+    res = ad.read_h5ad(out / "S2.h5ad")
+    ref = phg2st.pp.select_genes(ad.read_h5ad(paths[2]), ["gene3", "gene1"], copy=True)
+    phg2st.tl.select_prompts(ref, fraction=0.1, seed=0)
+    phg2st.tl.impute(ref, model)
+    assert list(res.var_names) == ["gene3", "gene1"]
+    np.testing.assert_allclose(res.layers["phg2st"], ref.layers["phg2st"], rtol=1e-6, atol=1e-7)

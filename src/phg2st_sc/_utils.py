@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -101,3 +106,32 @@ def spot_pitch(coords: np.ndarray) -> float:
     d, _ = cKDTree(coords).query(coords, k=2)
     pitch = float(np.median(d[:, 1]))
     return pitch if pitch > 0 else 1.0
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path to write ``path``'s new content to; it replaces ``path`` only if the block succeeds.
+
+    The temporary path has ``path``'s name inside a hidden folder beside it (same file system, so the final rename
+    is atomic; writers that look at the suffix, such as ``.h5ad`` or ``.zarr``, see the real one). Files and
+    directories (e.g. ``.zarr`` stores) both work: an existing directory at ``path`` is moved aside first, so
+    ``path`` never holds a partly written result. The hidden folder is removed in every case.
+
+    Parameters
+    ----------
+    path
+        The final location.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        tmp = work / path.name
+        yield tmp
+        if not tmp.exists() and not tmp.is_symlink():
+            raise FileNotFoundError(f"Nothing was written to {tmp}.")
+        if path.is_dir() and not path.is_symlink():
+            os.replace(path, work / f"{path.name}.old")  # os.replace cannot overwrite a non-empty directory
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

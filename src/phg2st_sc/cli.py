@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -18,6 +19,16 @@ BASELINES = ("mean", "idw", "gp", "feature_knn", "ridge", "stack")
 # fewer epochs; validation "auto": the last training section (C6) selects the epoch.
 DEMO_FIT = {"use_rep": REP, "hidden": 128, "max_epochs": 100, "patience": 20, "accelerator": "cpu"}
 DEMO_PROMPTS = {"propagated": (0.05, 0.3), "paper": 0.3}
+ENCODERS = ("efficientnet_lite0", "uni", "resnet50")  # the named encoders of pp.embed_tiles (checked by a test)
+INPUT_SUFFIXES = (".h5ad", ".zarr")
+PROTOCOL_NAMES = ("heldout", "heldout_smoothed", "official", "paper")  # tl.PROTOCOLS (checked by a test)
+HYPERGRAPH_KEY = "phg2st"  # pp.build_hypergraph's and tl.fit's default key
+BATCH_NOTES = """\
+Every output is written to a temporary path beside it and renamed into place when complete, so an interrupted
+run never leaves a partial output; run the same command again to resume (finished outputs are skipped).
+Progress: one line per section on stderr, then a summary.
+Exit codes: 0 every section done (written now or before), 1 a section failed (the others still ran; the
+summary lists it), 2 bad arguments."""
 
 
 def _summarise(table):
@@ -189,6 +200,339 @@ def run_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- batch commands: embed, fit, impute ------------------------------------------------------------------------
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)  # KeyError quotes its text
+    return " ".join(text.split()) or type(err).__name__
+
+
+def _stem(path: str | Path) -> str:
+    path = Path(path)
+    return path.name[: -len(path.suffix)] if path.suffix in INPUT_SUFFIXES else path.name
+
+
+def _check_input(path: str | Path) -> Path:
+    """An existing ``.h5ad`` file or ``.zarr`` store, or an error that says what is wrong with it."""
+    path = Path(path)
+    if path.suffix not in INPUT_SUFFIXES:
+        raise ValueError("not a .h5ad file or a SpatialData .zarr store.")
+    if not path.exists():
+        raise FileNotFoundError("no such file or folder.")
+    return path
+
+
+def _sections(path: str | Path) -> list:
+    """The sections (AnnData) of one input, read as ``phg2st benchmark`` reads its paths."""
+    from phg2st_sc.tl._benchmark import _load
+
+    path = _check_input(path)
+    try:
+        return list(_load([path], None, None)[1].values())
+    except Exception as err:
+        raise ValueError(f"cannot read it ({_one_line(err)}).") from err
+
+
+def _not_ready(table, use_rep: str) -> str | None:
+    """What a section lacks for `fit` / `impute` with the embedding ``use_rep``, or ``None``."""
+    if use_rep not in table.obsm:
+        return f"no `obsm[{use_rep!r}]`"
+    graph = table.uns.get(f"{HYPERGRAPH_KEY}_hypergraph", {}).get("params", {})
+    if f"{HYPERGRAPH_KEY}_incidence" not in table.obsp or graph.get("use_rep") != use_rep:
+        return f"no hypergraph built from `obsm[{use_rep!r}]`"
+    return None
+
+
+def _require_ready(table, use_rep: str) -> None:
+    missing = _not_ready(table, use_rep)
+    if missing:
+        raise ValueError(f"{missing}; run `phg2st embed` on it first.")
+
+
+def _write(data, out: Path) -> None:
+    """Write an AnnData (.h5ad) or SpatialData (.zarr) atomically."""
+    from anndata import AnnData
+
+    from phg2st_sc._utils import atomic_path
+
+    with atomic_path(out) as tmp:
+        if isinstance(data, AnnData):
+            data.write_h5ad(tmp)
+        else:
+            data.write(tmp)
+
+
+def _each_input(command: str, inputs: Sequence[str], work) -> int:
+    """Run ``work(path) -> (skipped, message)`` per input with a line each on stderr; failures do not stop the rest."""
+    t0 = time.perf_counter()
+    written, skipped, failed = 0, 0, []
+    for i, item in enumerate(inputs, 1):
+        t = time.perf_counter()
+        prefix = f"phg2st {command} [{i}/{len(inputs)}] {item}"
+        try:
+            was_done, message = work(_check_input(item))
+        except Exception as err:  # noqa: BLE001 - one section's failure must not stop the batch
+            failed.append(str(item))
+            _say(f"{prefix}: FAILED: {_one_line(err)}")
+            continue
+        if was_done:
+            skipped += 1
+            _say(f"{prefix}: skipped, {message}")
+        else:
+            written += 1
+            _say(f"{prefix}: {message} ({time.perf_counter() - t:.0f} s)")
+    _say(f"phg2st {command}: {written} written, {skipped} already done, {len(failed)} failed "
+         f"({time.perf_counter() - t0:.0f} s)")  # fmt: skip
+    if failed:
+        _say(f"phg2st {command}: failed inputs: {' '.join(failed)}")
+    return 1 if failed else 0
+
+
+def _embed_one(path: Path, args: argparse.Namespace) -> tuple[bool, str]:
+    import anndata as ad
+
+    import phg2st_sc as phg2st
+    from phg2st_sc._utils import get_table
+
+    out = Path(args.out_dir) / path.name
+    key = f"X_{args.encoder}"
+    resume = out.exists() and not args.overwrite
+    # An earlier output holds the input plus what was added to it (e.g. another encoder's embedding): extend it.
+    source = out if resume else path
+    if source.suffix == ".h5ad":
+        data = ad.read_h5ad(source)
+    else:
+        import spatialdata as sd
+
+        data = sd.read_zarr(source)  # the whole store: the image is needed, and written with the output
+    table = get_table(data, args.table_key)
+    has_embedding = key in table.obsm
+    if resume and has_embedding and (args.no_hypergraph or _not_ready(table, key) is None):
+        return True, f"{out} has `obsm[{key!r}]`" + ("" if args.no_hypergraph else " and its hypergraph")
+    done = []
+    if args.overwrite or not has_embedding:
+        options = {"batch_size": args.batch_size, "mpp": args.mpp, "cache_dir": args.cache_dir}
+        phg2st.pp.embed_tiles(data, encoder=args.encoder, weights=args.weights, device=args.device,
+                              table_key=args.table_key, image_key=args.image_key,
+                              **{k: v for k, v in options.items() if v is not None})  # fmt: skip
+        p = get_table(data, args.table_key).uns[key]["params"]
+        done.append(f"{p['tiles_embedded']} tiles embedded on {p['device']}")
+    if not args.no_hypergraph:
+        phg2st.pp.build_hypergraph(data, use_rep=key, table_key=args.table_key)
+        done.append("hypergraph built")
+    _write(data, out)
+    return False, f"{table.n_obs} spots, {', '.join(done) or 'nothing to add'} -> {out}"
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    """``phg2st embed``: tile embeddings and hypergraph of every input, one output each."""
+    return _each_input("embed", args.inputs, lambda path: _embed_one(path, args))
+
+
+def _read_genes(path: str) -> list[str]:
+    lines = Path(path).read_text().splitlines()
+    genes = [g.strip() for g in lines if g.strip() and not g.lstrip().startswith("#")]
+    if not genes:
+        raise ValueError(f"{path} lists no gene (one gene name a line).")
+    return genes
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    """``phg2st fit``: prepare the targets of the inputs, train PHG2ST on them and save the model."""
+    import phg2st_sc as phg2st
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        _say(f"phg2st fit: {out} exists; skipping (pass --overwrite to train again).")
+        return 0
+    t0 = time.perf_counter()
+    slides = []
+    for i, path in enumerate(args.inputs, 1):
+        try:
+            sections = _sections(path)
+            for a in sections:
+                _require_ready(a, args.use_rep)
+        except Exception as err:
+            raise ValueError(f"{path}: {_one_line(err)}") from err
+        slides += sections
+        _say(f"phg2st fit [{i}/{len(args.inputs)}] {path}: {sum(a.n_obs for a in sections)} spots")
+    panel = _read_genes(args.genes) if args.genes else args.panel
+    if args.protocol == "none":  # .X holds the user's own normalisation; only the genes are chosen
+        genes = phg2st.pp.panel_genes(panel) if isinstance(panel, str) else panel
+        targets = slides
+    else:
+        genes = None
+        targets = [phg2st.tl.prepare_targets(a, args.protocol, panel=panel) for a in slides]
+    kwargs = {"variant": args.variant, "prompt_fraction": DEMO_PROMPTS[args.variant], "seed": args.seed,
+              "accelerator": args.accelerator, "devices": args.devices}  # fmt: skip
+    kwargs.update({k: v for k, v in {"hidden": args.hidden, "max_epochs": args.max_epochs}.items() if v is not None})
+    kwargs.update(_key_values(args.fit))
+    _say(f"phg2st fit: training {args.variant!r} on {len(targets)} sections (targets: {args.protocol})")
+    model = phg2st.tl.fit(targets, use_rep=args.use_rep, genes=genes, **kwargs)
+    model.save(out, overwrite=True)  # atomic
+    val = model.info.get("best_epoch_val_pcc")
+    _say(f"phg2st fit: {len(model.genes)} genes, {model.info['epochs_trained']} epochs"
+         + (f", validation PCC {val:.3f}" if val is not None else "")
+         + f" ({time.perf_counter() - t0:.0f} s) -> {out}")  # fmt: skip
+    return 0
+
+
+def _model_targets(adata, model):
+    """The section's expression prepared as the model's training targets were (see ``phg2st impute --help``)."""
+    import phg2st_sc as phg2st
+    from phg2st_sc._constants import Keys
+
+    expected = model.info.get("normalization", {})
+    recorded = adata.uns.get(Keys.TARGETS_UNS, {}).get("params")
+    if recorded is not None or "protocol" not in expected:  # already prepared, or the user's own normalisation
+        if recorded is not None and "protocol" in expected and dict(recorded) != expected:
+            raise ValueError(f"its targets were prepared as {dict(recorded)}; the model was trained on {expected}.")
+        return phg2st.pp.select_genes(adata, model.genes, copy=True)
+    fields = {f.name for f in dataclasses.fields(phg2st.tl.Protocol)}
+    recipe = {k: v for k, v in expected.items() if k in fields}
+    if recipe.get("target_sum", 0) < 0:  # recorded as -1 for "no library-size normalisation"
+        recipe["target_sum"] = None
+    work = phg2st.tl.prepare_targets(adata, phg2st.tl.Protocol(expected["protocol"], **recipe), panel=model.genes)
+    work.uns[Keys.TARGETS_UNS]["params"]["panel"] = expected.get("panel", "custom")  # the model's genes are its panel
+    return work
+
+
+def _impute_one(path: Path, args: argparse.Namespace, model) -> tuple[bool, str]:
+    import phg2st_sc as phg2st
+    from phg2st_sc._constants import Keys
+
+    out = Path(args.out_dir) / f"{_stem(path)}.h5ad"
+    if out.exists() and not args.overwrite:
+        return True, f"{out} exists"
+    sections = _sections(path)
+    if len(sections) != 1:
+        raise ValueError(f"it holds {len(sections)} tables; give one section per input.")
+    _require_ready(sections[0], model.info["use_rep"])
+    work = _model_targets(sections[0], model)
+    key = args.prompt_key or Keys.PROMPT
+    if not args.prompt_key:
+        phg2st.tl.select_prompts(work, fraction=args.prompt_fraction, seed=args.seed, strategy=args.strategy)
+    phg2st.tl.impute(work, model, prompt_key=key, layer_added=args.layer_added, device=args.device)
+    _write(work, out)
+    return False, f"{work.n_obs} spots, {int(work.obs[key].sum())} prompts, {work.n_vars} genes -> {out}"
+
+
+def run_impute(args: argparse.Namespace) -> int:
+    """``phg2st impute``: predict every input's expression from its prompts with a saved model."""
+    import phg2st_sc as phg2st
+
+    model = phg2st.PHG2ST.load(args.model)
+    _say(f"phg2st impute: {model!r}")
+    return _each_input("impute", args.inputs, lambda path: _impute_one(path, args, model))
+
+
+def _devices(value: str) -> int | str:
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+def _add_batch_commands(sub) -> dict[str, argparse.ArgumentParser]:
+    """The ``embed``, ``fit`` and ``impute`` subcommands."""
+
+    def command(name: str, summary: str, description: str, epilog: str = BATCH_NOTES) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, description=description, epilog=epilog,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+
+    inputs_help = ".h5ad files or SpatialData .zarr stores, one section each"
+    p_embed = command(
+        "embed",
+        "embed the H&E tiles and build the hypergraph of each section (input of fit and impute)",
+        """\
+Embed the H&E tiles of each section (spot tiles and their neighbour windows: pp.embed_tiles) and build
+its hypergraph (pp.build_hypergraph), which `phg2st fit` and `phg2st impute` need. Each input (.h5ad with
+the image path its reader recorded, or a SpatialData .zarr store with its image) gives OUT_DIR/<same name>:
+the input plus obsm['X_<encoder>'], the neighbour tiles and the hypergraph. An output that has them
+already is skipped; one that lacks them (another encoder, --no-hypergraph) is extended. OUT_DIR may be the
+inputs' own folder: each input is then replaced, atomically, by its embedded version.""",
+    )
+    p_embed.add_argument("inputs", nargs="+", metavar="IN", help=inputs_help)
+    p_embed.add_argument("--out-dir", required=True, help="output folder")
+    p_embed.add_argument("--encoder", default="efficientnet_lite0", choices=ENCODERS,
+                         help="tile encoder (default: efficientnet_lite0, offline; uni and resnet50 need --weights)")  # fmt: skip
+    p_embed.add_argument("--weights", default=None, help="encoder weights file (UNI: default $PHG2ST_UNI_WEIGHTS)")
+    p_embed.add_argument("--mpp", type=float, default=None, help="microns per pixel seen by the encoder")
+    p_embed.add_argument("--batch-size", type=int, default=None, help="tiles per encoder call (default: 64)")
+    p_embed.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU) or a torch device (default: auto)")
+    p_embed.add_argument("--cache-dir", default=None,
+                         help="resumable tile cache: a rerun after an interruption inside a slide reuses its batches")  # fmt: skip
+    p_embed.add_argument("--image-key", default=None, help="image element of .zarr inputs (if several)")
+    p_embed.add_argument("--table-key", default=None, help="table of .zarr inputs (if several)")
+    p_embed.add_argument("--no-hypergraph", action="store_true", help="embed only")
+    p_embed.add_argument("--overwrite", action="store_true", help="embed again, even where the output is complete")
+
+    p_fit = command(
+        "fit",
+        "train PHG2ST on embedded sections and save the model",
+        """\
+Train PHG2ST on sections embedded by `phg2st embed` and save the model to OUT (written atomically).
+Targets: the raw counts in .X are normalised as --protocol says and restricted to --panel or --genes
+(tl.prepare_targets); --protocol none takes .X as it is (your own normalisation). The model records the
+protocol and genes, and `phg2st impute` prepares its inputs the same way. Validation (tl.fit's "auto"):
+with three or more inputs the last one selects the epoch, otherwise 10% of each section's spots.
+Resume: if OUT exists, nothing is done (exit 0); --overwrite trains again.""",
+        "Exit codes: 0 trained (or OUT already there), 1 an input could not be used or training failed, "
+        "2 bad arguments.",
+    )
+    p_fit.add_argument("inputs", nargs="+", metavar="IN", help=f"training sections: {inputs_help}")
+    p_fit.add_argument("--out", required=True, metavar="MODEL.pt", help="model file to write")
+    p_fit.add_argument("--use-rep", default=REP, help=f"obsm key of the tile embeddings (default: {REP})")
+    genes = p_fit.add_mutually_exclusive_group()
+    genes.add_argument("--panel", default=None, help="gene panel: her2st_785, cscc_171, top_expressed (default: "
+                       "all genes shared by the inputs)")  # fmt: skip
+    genes.add_argument("--genes", default=None, metavar="FILE", help="genes to predict, one a line")
+    p_fit.add_argument("--protocol", default="heldout", choices=[*PROTOCOL_NAMES, "none"],
+                       help="target normalisation (tl.PROTOCOLS; default: heldout, i.e. normalize_total 1e4 + log1p); "
+                       "none: .X as it is")  # fmt: skip
+    p_fit.add_argument("--variant", default="propagated", choices=["propagated", "paper"])
+    p_fit.add_argument("--max-epochs", type=int, default=None, help="default: tl.fit's 200")
+    p_fit.add_argument("--hidden", type=int, default=None, help="token size (default: tl.fit's 256)")
+    p_fit.add_argument("--seed", type=int, default=0)
+    p_fit.add_argument("--accelerator", default="auto", help="auto, cpu, gpu, mps (Lightning)")
+    p_fit.add_argument("--devices", type=_devices, default="auto", help="device count or list (Lightning)")
+    p_fit.add_argument("--fit", nargs="+", metavar="KEY=VALUE",
+                       help="more tl.fit settings, values read as JSON, e.g. patience=10 prompt_fraction=0.2")  # fmt: skip
+    p_fit.add_argument("--overwrite", action="store_true", help="train again even if OUT exists")
+
+    p_impute = command(
+        "impute",
+        "predict each section's expression from its prompt spots with a saved model",
+        """\
+Predict expression at every spot of each section from its image and its prompt spots with a model saved by
+`phg2st fit`, and write OUT_DIR/<name>.h5ad. Inputs are sections embedded by `phg2st embed` with the
+model's encoder. Their expression is prepared as the model's training targets were: raw counts in .X are
+normalised with the model's recorded protocol and restricted to its genes; an input already prepared
+(uns['phg2st_targets'] of tl.prepare_targets) is used as it is when it matches the model, and fails
+otherwise; a model trained with `--protocol none` takes .X as it is. The output holds the model's genes
+with the prepared expression in .X, the prompts in obs (phg2st_prompt, or --prompt-key), the predictions
+in layers[LAYER] (prompt spots keep their measured values) and obsm['X_phg2st'].""",
+    )
+    p_impute.add_argument("inputs", nargs="+", metavar="IN", help=inputs_help)
+    p_impute.add_argument("--model", required=True, metavar="MODEL.pt", help="model written by `phg2st fit`")
+    p_impute.add_argument("--out-dir", required=True, help="output folder")
+    prompts = p_impute.add_mutually_exclusive_group()
+    prompts.add_argument("--prompt-fraction", type=float, default=0.1,
+                         help="draw this fraction of spots as prompts (default: 0.1)")  # fmt: skip
+    prompts.add_argument("--prompt-key", default=None, metavar="COL",
+                         help="boolean obs column marking the measured prompt spots instead")  # fmt: skip
+    p_impute.add_argument("--seed", type=int, default=0, help="seed of the prompt draw (default: 0)")
+    p_impute.add_argument("--strategy", default="random", choices=["random", "blocks"], help="where drawn prompts lie")
+    p_impute.add_argument("--layer-added", default="phg2st", metavar="LAYER", help="layer of the predictions")
+    p_impute.add_argument("--device", default="cpu", help="torch device of the forward pass (default: cpu)")
+    p_impute.add_argument("--overwrite", action="store_true", help="impute again where the output exists")
+    for p in (p_embed, p_fit, p_impute):
+        p.add_argument("--no-progress", action="store_true", help="no progress bars (the lines per section stay)")
+    return {"embed": p_embed, "fit": p_fit, "impute": p_impute}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``phg2st`` command."""
     parser = argparse.ArgumentParser(prog="phg2st", description="PHG2ST spatial expression prediction tools.")
@@ -238,16 +582,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--use-rep", default=None, help="obsm key of embeddings already in the inputs (skip embedding)"
     )
     p_bench.add_argument("--per-gene", action="store_true")
+    batch = _add_batch_commands(sub)
     args = parser.parse_args(argv)
+    if args.command in ("embed", "impute"):
+        stems = [_stem(p) for p in args.inputs]
+        repeated = sorted({s for s in stems if stems.count(s) > 1})
+        if repeated:
+            batch[args.command].error(f"several inputs are named {repeated}; each needs its own output name.")
+    from phg2st_sc._settings import settings
+
+    progress = settings.progress
+    settings.progress = progress and not getattr(args, "no_progress", False)
     try:
         if args.command == "demo":
             return demo(args.section, args.out, args.seeds, args.epochs)
         if args.command == "benchmark":
             return run_benchmark(args)
+        return {"embed": run_embed, "fit": run_fit, "impute": run_impute}[args.command](args)
     except Exception as err:  # noqa: BLE001 - the CLI reports any failure as a message and an exit code
-        print(f"phg2st {args.command}: error: {err}", file=sys.stderr)
+        print(f"phg2st {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 1
-    return 2  # pragma: no cover - argparse rejects unknown commands
+    finally:
+        settings.progress = progress
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,14 +15,6 @@ import phg2st_sc as phg2st
 pytestmark = pytest.mark.data
 
 
-@pytest.fixture
-def predicted(c2):
-    work = phg2st.tl.prepare_targets(c2, "heldout", panel=["ERBB2", "KRT8", "COL3A1"])
-    phg2st.tl.select_prompts(work, seed=0)
-    phg2st.tl.baseline(work, method="idw")
-    return work
-
-
 def test_layout_colours_and_prompts(predicted, tmp_path):
     out = tmp_path / "fig.png"
     axes = phg2st.pl.spatial(predicted, ["ERBB2", "KRT8"], layers=(None, "baseline_idw"), save=out, show=False)

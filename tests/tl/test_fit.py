@@ -233,20 +233,10 @@ def test_ddp_two_cpu_processes(tmp_path):
 
 
 @pytest.mark.data
-def test_fit_on_real_sections_and_impute_an_unseen_one(load_her2st, colour_features):
+def test_fit_on_real_sections_and_impute_an_unseen_one(c2_imputed_by_colour_model):
     """Train briefly on C3 and C4 (colour features, prompt-only baseline comparison), impute C2."""
-    sections = {}
-    for s in ("C2", "C3", "C4"):
-        w = phg2st.tl.prepare_targets(load_her2st(s), "heldout", panel="her2st_785")
-        w.obsm["X_col"] = colour_features(w)
-        phg2st.pp.build_hypergraph(w, use_rep="X_col")
-        sections[s] = w
-    model = phg2st.tl.fit([sections["C3"], sections["C4"]], use_rep="X_col", max_epochs=3, use_neighbour_branch=False,
-                          hidden=64, accelerator="cpu")  # fmt: skip
+    c2, model = c2_imputed_by_colour_model
     assert model.info["normalization"]["protocol"] == "heldout"
-    c2 = sections["C2"]
-    phg2st.tl.select_prompts(c2, fraction=0.1, seed=0)
-    phg2st.tl.impute(c2, model)
     s = phg2st.tl.score(c2, layer="phg2st").summary
     assert s["n_spots"] == 168 and np.isfinite(s["pcc"]) and np.isfinite(s["mae"])
 

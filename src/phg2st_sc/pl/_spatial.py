@@ -10,17 +10,21 @@ import numpy as np
 from anndata import AnnData
 
 from phg2st_sc._constants import Keys
-from phg2st_sc._image import library_info
-from phg2st_sc._utils import _is_spatialdata, as_dense
-from phg2st_sc._validate import get_coordinates
+from phg2st_sc._utils import as_dense
+from phg2st_sc.pl._base import (
+    as_anndata,
+    check_genes_layers,
+    error_limit,
+    finish,
+    layer_label,
+    plot_docs,
+    section_view,
+    value_limits,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from spatialdata import SpatialData
-
-
-def _layer_label(layer: str | None) -> str:
-    return "measured" if layer is None else layer
 
 
 def _values(adata: AnnData, layer: str | None, cols: np.ndarray) -> np.ndarray:
@@ -28,6 +32,7 @@ def _values(adata: AnnData, layer: str | None, cols: np.ndarray) -> np.ndarray:
     return as_dense(x[:, cols])
 
 
+@plot_docs
 def spatial(
     adata: AnnData | SpatialData,
     genes: str | Sequence[str],
@@ -67,26 +72,15 @@ def spatial(
         Add an error panel (layer minus reference) for every layer after the first.
     prompt_key
         Boolean ``obs`` column of prompt spots to outline; ``None`` or a missing column outlines nothing.
-    library_id
-        Section whose image to draw; may be omitted when there is one.
-    image
-        Draw the H&E under the spots (when the section has one).
-    spot_scale
-        Multiplier of the drawn spot diameter.
+    {section}
     cmap, error_cmap
         Colour maps of expression and of errors.
     vmax_percentile
         Upper end of each gene's colour scale, as a percentile of its values over the panels.
     panel_size
         Height and width of one panel in inches.
-    table_key
-        Table of a SpatialData input.
-    show
-        Show the figure; by default it is shown unless ``save`` or ``return_fig`` is given.
-    save
-        Write the figure to this path (format from the extension).
-    return_fig
-        Return the Figure instead of the axes.
+    {table_key}
+    {figure}
 
     Returns
     -------
@@ -97,40 +91,12 @@ def spatial(
     >>> phg2st.pl.spatial(adata, ["ERBB2", "KRT19"], layers=(None, "baseline_idw"))  # doctest: +SKIP
     """
     import matplotlib.pyplot as plt
-    from matplotlib.collections import EllipseCollection
     from matplotlib.colors import Normalize, TwoSlopeNorm
 
-    if _is_spatialdata(adata):
-        from phg2st_sc.io import from_spatialdata
+    adata = as_anndata(adata, table_key)
+    genes, layers = check_genes_layers(adata, genes, layers, vmax_percentile)
 
-        adata = from_spatialdata(adata, table_key=table_key)
-    elif not isinstance(adata, AnnData):
-        raise TypeError(f"Expected an AnnData or a SpatialData object, got {type(adata).__name__}.")
-    genes = [genes] if isinstance(genes, str) else list(genes)
-    if not genes:
-        raise ValueError("`genes` is empty.")
-    absent = [g for g in genes if g not in adata.var_names]
-    if absent:
-        raise KeyError(f"Genes not in `adata.var_names`: {absent}.")
-    layers = list(layers)
-    if not layers:
-        raise ValueError("`layers` is empty.")
-    for layer in layers:
-        if layer is not None and layer not in adata.layers:
-            raise KeyError(f"No layer {layer!r} in `adata.layers` (it has {list(adata.layers)}).")
-    if not 0 < vmax_percentile <= 100:
-        raise ValueError(f"`vmax_percentile` must be in (0, 100], got {vmax_percentile}.")
-
-    coords = get_coordinates(adata)
-    lib, info = library_info(adata, library_id)
-    sf = info.get(Keys.SCALEFACTORS, {})
-    hires = info.get(Keys.IMAGES, {}).get(Keys.HIRES) if image else None
-    scalef = float(sf.get(Keys.HIRES_SCALEF, 1.0)) if hires is not None else 1.0
-    diameter = float(sf.get(Keys.SPOT_DIAMETER, np.nan))
-    if not np.isfinite(diameter):
-        diameter = float(np.median(np.diff(np.sort(coords[:, 0])))) or 1.0
-    xy = coords * scalef
-    d = diameter * scalef * spot_scale
+    view = section_view(adata, library_id, image=image, spot_scale=spot_scale)
     prompts = None
     if prompt_key is not None and prompt_key in adata.obs:
         prompts = adata.obs[prompt_key].to_numpy().astype(bool)
@@ -141,59 +107,33 @@ def spatial(
     if error:
         panels += [("error", layer) for layer in layers[1:]]
 
-    lo, hi = xy.min(axis=0) - d, xy.max(axis=0) + d
     fig, axes = plt.subplots(
         len(genes), len(panels), figsize=(panel_size * len(panels) * 1.15, panel_size * len(genes)), squeeze=False
     )
     for gi, gene in enumerate(genes):
-        stacked = np.concatenate([values[layer][:, gi] for layer in layers])
-        stacked = stacked[np.isfinite(stacked)]  # unmeasured spots (NaN) are drawn grey, outside the scale
-        vmin = float(stacked.min()) if stacked.size else 0.0
-        vmax = float(np.percentile(stacked, vmax_percentile)) if stacked.size else 1.0
-        norm = Normalize(vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1.0)
+        # unmeasured spots (NaN) are drawn grey, outside the scale
+        norm = Normalize(*value_limits([values[layer][:, gi] for layer in layers], vmax_percentile))
         for pi, (kind, layer) in enumerate(panels):
             ax = axes[gi, pi]
             if kind == "value":
-                c, cm, nrm, label = values[layer][:, gi], cmap, norm, _layer_label(layer)
+                c, cm, nrm, label = values[layer][:, gi], cmap, norm, layer_label(layer)
             else:
                 c = values[layer][:, gi] - values[layers[0]][:, gi]
-                finite = np.abs(c[np.isfinite(c)])
-                lim = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+                lim = error_limit(c)
                 cm, nrm, label = (
                     error_cmap,
                     TwoSlopeNorm(0.0, -lim, lim),
-                    f"{_layer_label(layer)} − {_layer_label(layers[0])}",
+                    f"{layer_label(layer)} − {layer_label(layers[0])}",
                 )
-            if hires is not None:
-                img = np.asarray(hires)
-                ax.imshow(img, extent=(0, img.shape[1], img.shape[0], 0))
-            spots = EllipseCollection(
-                widths=d, heights=d, angles=0, units="xy", offsets=xy, offset_transform=ax.transData,
-                array=np.asarray(c, dtype=float), cmap=plt.get_cmap(cm).with_extremes(bad="lightgray"), norm=nrm,
-                linewidths=0,
-            )  # fmt: skip
-            ax.add_collection(spots)
+            view.draw_image(ax)
+            cmap_ = plt.get_cmap(cm).with_extremes(bad="lightgray")
+            spots = view.spots(ax, array=np.asarray(c, dtype=float), cmap=cmap_, norm=nrm, linewidths=0)
             if prompts is not None and prompts.any():
-                ring = EllipseCollection(
-                    widths=d, heights=d, angles=0, units="xy", offsets=xy[prompts], offset_transform=ax.transData,
-                    facecolors="none", edgecolors="black", linewidths=0.8,
-                )  # fmt: skip
-                ax.add_collection(ring)
-            ax.set_xlim(lo[0], hi[0])
-            ax.set_ylim(hi[1], lo[1])
-            ax.set_aspect("equal")
-            ax.set_xticks([])
-            ax.set_yticks([])
+                view.spots(ax, prompts, facecolors="none", edgecolors="black", linewidths=0.8)
+            view.frame(ax)
             ax.set_title(f"{gene}: {label}", fontsize=9)
             fig.colorbar(spots, ax=ax, fraction=0.046, pad=0.02)
     if prompts is not None and prompts.any():
-        fig.suptitle(f"{lib}: black rings = {int(prompts.sum())} prompt spots", fontsize=10)
+        fig.suptitle(f"{view.library_id}: black rings = {int(prompts.sum())} prompt spots", fontsize=10)
     fig.tight_layout()
-    if save is not None:
-        fig.savefig(save, dpi=150, bbox_inches="tight")
-    if show is None:
-        show = save is None and not return_fig
-    if show:
-        plt.show()
-        return None
-    return fig if return_fig else axes
+    return finish(fig, axes, show=show, save=save, return_fig=return_fig)
