@@ -49,6 +49,12 @@ def no_progress():
 
 
 @pytest.fixture(scope="session")
+def embedding_cache(tmp_path_factory) -> Path:
+    """The package cache folder for the session: the demo fills ``embeddings/``, the quickstart tutorial reads it."""
+    return tmp_path_factory.mktemp("embedding_cache")
+
+
+@pytest.fixture(scope="session")
 def data_dir() -> Path:
     path = _data_dir()
     if path is None:

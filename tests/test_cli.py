@@ -16,9 +16,20 @@ def test_help(capsys):
 
 
 @pytest.mark.data
-def test_demo_runs_on_real_data(tmp_path, capsys):
+def test_demo_runs_on_real_data(tmp_path, capsys, embedding_cache):
     """The whole demo path on the real sections, with 2 epochs and one prompt seed to keep the suite short."""
-    assert main(["demo", "--out", str(tmp_path), "--seeds", "0", "--epochs", "2"]) == 0
+    args = [
+        "demo",
+        "--out",
+        str(tmp_path),
+        "--seeds",
+        "0",
+        "--epochs",
+        "2",
+        "--cache-dir",
+        str(embedding_cache / "embeddings"),
+    ]
+    assert main(args) == 0
     out = capsys.readouterr().out
     assert "Protocol 'heldout'" in out and "Protocol 'heldout_smoothed'" in out and "NOTE" in out
     assert "shared neighbour tiles" in out and "trained 'propagated'" in out and "trained 'paper'" in out

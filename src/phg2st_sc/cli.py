@@ -89,7 +89,11 @@ def compare_methods(target, models, *, baselines, use_rep, seeds, fraction=0.1, 
 
 
 def demo(
-    section: str = "C2", out: str | Path = "demo_output", seeds: Sequence[int] = (0, 1, 2), epochs: int | None = None
+    section: str = "C2",
+    out: str | Path = "demo_output",
+    seeds: Sequence[int] = (0, 1, 2),
+    epochs: int | None = None,
+    cache_dir: str | Path | None = None,
 ) -> int:
     """Run the demo: embed C2-C6, train PHG2ST on the other sections, impute ``section`` from 10% prompts."""
     import matplotlib
@@ -110,7 +114,7 @@ def demo(
     print(f"phg2st-sc {phg2st.__version__} demo: impute her2st {section} from 10% prompts; train on {train[:-1]}, "
           f"select the epoch on {train[-1]}")  # fmt: skip
     print(f"  data: {phg2st.settings.data_dir}; image features: efficientnet_lite0 (ImageNet weights, offline)")
-    embedded = prepare_sections(sections, cache_dir=out / "embedding_cache")
+    embedded = prepare_sections(sections, cache_dir=out / "embedding_cache" if cache_dir is None else cache_dir)
     p = embedded[section].uns[REP]["params"]
     print(f"  {section}: {embedded[section].n_obs} spots; {p['tiles_embedded']} tiles embedded ({p['spot_tiles']} spot + "
           f"{p['neighbour_tiles']} shared neighbour tiles; naive per-spot crops: {p['naive_crops']}) on "
@@ -545,6 +549,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_demo.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
     p_demo.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="prompt seeds (default: 0 1 2)")
     p_demo.add_argument("--epochs", type=int, default=None, help="cap the training epochs (a quick run, not a result)")
+    p_demo.add_argument("--cache-dir", default=None, help="tile embedding cache (default: OUT/embedding_cache)")
     p_bench = sub.add_parser(
         "benchmark",
         help="evaluate PHG2ST and baselines over folds of sections (resumable; results, summary and protocol in --out)",
@@ -595,7 +600,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings.progress = progress and not getattr(args, "no_progress", False)
     try:
         if args.command == "demo":
-            return demo(args.section, args.out, args.seeds, args.epochs)
+            return demo(args.section, args.out, args.seeds, args.epochs, args.cache_dir)
         if args.command == "benchmark":
             return run_benchmark(args)
         return {"embed": run_embed, "fit": run_fit, "impute": run_impute}[args.command](args)

@@ -71,7 +71,8 @@ class TileDataset(Dataset):
         if self.region != self.out:
             from PIL import Image
 
-            tile = np.asarray(Image.fromarray(tile).resize((self.out, self.out), Image.Resampling.BILINEAR))
+            # np.array, not np.asarray: Pillow's buffer is read-only, and torch warns about non-writable arrays
+            tile = np.array(Image.fromarray(tile).resize((self.out, self.out), Image.Resampling.BILINEAR))
         return torch.from_numpy(np.ascontiguousarray(tile)).permute(2, 0, 1)
 
 
