@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -10,6 +11,9 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "agg")
+# Helper modules of the suite (`from _compare import assert_adata_equal`): pytest's importlib mode does not put the
+# test folder on sys.path.
+sys.path.insert(0, str(Path(__file__).parent))
 
 # triton (loaded by torch's compiler stack, lightning, torch-geometric) must be imported before napari creates an
 # OpenGL context: imported after one on Mesa it crashes the process. pl.napari does this for users; the napari tests

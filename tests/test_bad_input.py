@@ -1,108 +1,661 @@
-"""Bad input from the foundation issue: a clear exception, raised before work, and the AnnData unchanged."""
+"""The bad-input catalogue (issue 7): malformed inputs across the public API.
+
+Every case corrupts an input, snapshots it with a deep copy, and checks that the call raises a specific exception
+whose message names the cause, that nothing expensive ran before the check (the functions doing the work are
+replaced by tripwires while the call runs), and that the user's object is unchanged afterwards
+(:func:`_compare.assert_unchanged`: X, layers, obs, var, obsm, obsp and uns, values and dtypes).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import gzip
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
 import numpy as np
+import pandas as pd
 import pytest
+from _compare import assert_adata_equal, assert_unchanged, snapshot
+from anndata import AnnData
+from scipy import sparse
 
 import phg2st_sc as phg2st
 
-pytestmark = pytest.mark.data
+pytestmark = [
+    pytest.mark.data,
+    pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning"),
+    pytest.mark.usefixtures("no_progress"),
+]
+
+SMALL = dict(use_rep="X_tiny", hidden=32, heads=2, spot_depth=1, neighbour_depth=1, accelerator="cpu")
 
 
-def assert_unchanged(a, b):
-    """Deep comparison of X, layers, obs, var, obsm, obsp and uns keys."""
-    assert (a.X != b.X).nnz == 0 if hasattr(a.X, "nnz") else np.array_equal(a.X, b.X, equal_nan=True)
-    assert a.obs.equals(b.obs) and a.var.equals(b.var)
-    assert set(a.layers) == set(b.layers) and set(a.obsm) == set(b.obsm) and set(a.obsp) == set(b.obsp)
-    for k in a.obsm:
-        np.testing.assert_array_equal(a.obsm[k], b.obsm[k])
-    assert set(a.uns) == set(b.uns)
+# -- inputs ------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def _sections(tmp_path_factory):
+    """Two small synthetic sections with a real image, tiny-encoder embeddings and hypergraphs (built once)."""
+    from conftest import _synthetic_section
+
+    tmp = tmp_path_factory.mktemp("sections")
+    train = _synthetic_section(tmp, seed=0, name="S0")
+    other = _synthetic_section(tmp, seed=4, name="S4")
+    phg2st.tl.select_prompts(other, fraction=0.1, seed=0)
+    return train, other
+
+
+@pytest.fixture(scope="module")
+def _trained(_sections, tmp_path_factory):
+    """A small model trained for one epoch on the first section, and the file it was saved to."""
+    model = phg2st.tl.fit(_sections[0], max_epochs=1, validation=None, **SMALL)
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    model.save(path)
+    return model, path
+
+
+class Env:
+    """The inputs of a case, built on first use: every attribute is a fresh object the case may corrupt."""
+
+    def __init__(self, request, tmp_path):
+        self.request, self.tmp_path = request, tmp_path
+
+    @cached_property
+    def counts(self) -> AnnData:
+        """C2 as read: raw counts (sparse float32), coordinates, image path, ``hires`` image."""
+        return self.request.getfixturevalue("c2")
+
+    @cached_property
+    def targets(self) -> AnnData:
+        """C2 normalised, log1p, her2st_785 panel, 10% prompts."""
+        return self.request.getfixturevalue("c2_targets")
+
+    @cached_property
+    def section(self) -> AnnData:
+        """A synthetic section with ``X_tiny`` embeddings, the hypergraph and 10% prompts."""
+        return self.request.getfixturevalue("_sections")[1].copy()
+
+    @property
+    def train(self) -> AnnData:
+        return self.request.getfixturevalue("_sections")[0].copy()
+
+    @property
+    def model(self):
+        return self.request.getfixturevalue("_trained")[0]
+
+    @property
+    def model_path(self):
+        return self.request.getfixturevalue("_trained")[1]
 
 
 @pytest.fixture
-def targets(c2_targets):
-    return c2_targets
+def env(request, tmp_path):
+    return Env(request, tmp_path)
 
 
-CASES = {
-    "missing obsm['spatial'] (idw)": (
-        lambda a: a.obsm.pop("spatial"),
-        dict(func="baseline", method="idw"),
-        KeyError,
-        "obsm\\['spatial'\\]",
-    ),
-    "missing obsm['spatial'] (blocks)": (
-        lambda a: a.obsm.pop("spatial"),
-        dict(func="select_prompts", strategy="blocks"),
-        KeyError,
-        "spatial",
-    ),
-    "NaN coordinates": (
-        lambda a: a.obsm["spatial"].__setitem__((0, 0), np.nan),
-        dict(func="baseline", method="gp"),
-        ValueError,
-        "NaN",
-    ),
-    "fraction above 1": (None, dict(func="select_prompts", fraction=1.2), ValueError, "\\(0, 1\\)"),
-    "fraction 0": (None, dict(func="select_prompts", fraction=0), ValueError, "\\(0, 1\\)"),
-    "fewer prompts than k": (None, dict(func="baseline", method="idw", k=25), ValueError, "fewer than `k=25`"),
-    "NaN in the data": (
-        lambda a: setattr(a, "X", np.where(np.arange(a.n_vars) == 3, np.nan, a.X.toarray())),
-        dict(func="baseline", method="mean"),
-        ValueError,
-        "NaN",
-    ),
-    "no prompt column": (
-        lambda a: a.obs.pop("phg2st_prompt"),
-        dict(func="baseline", method="mean"),
-        KeyError,
-        "select_prompts",
-    ),
-    "no prompts": (
-        lambda a: a.obs.__setitem__("phg2st_prompt", False),
-        dict(func="baseline", method="mean"),
-        ValueError,
-        "no spot",
-    ),
-    "prompt column not boolean": (
-        lambda a: a.obs.__setitem__("phg2st_prompt", "yes"),
-        dict(func="baseline", method="mean"),
-        TypeError,
-        "boolean",
-    ),
-    "shape of the coordinates": (
-        lambda a: a.obsm.__setitem__("spatial", np.ones((a.n_obs, 1))),
-        dict(func="baseline", method="idw"),
-        ValueError,
-        "shape",
-    ),
-    "a list instead of an AnnData": ("list", dict(func="baseline", method="idw"), TypeError, "AnnData"),
-    "table_key with an AnnData": (None, dict(func="baseline", method="idw", table_key="t"), ValueError, "table_key"),
-}
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_bad_input(targets, name):
-    corrupt, kwargs, exc, msg = CASES[name]
-    kwargs = dict(kwargs)
-    func = getattr(phg2st.tl, kwargs.pop("func"))
-    if corrupt == "list":
-        with pytest.raises(exc, match=msg):
-            func([targets], **kwargs)
-        return
-    if corrupt is not None:
-        corrupt(targets)
-    snapshot = targets.copy()
-    with pytest.raises(exc, match=msg):
-        func(targets, **kwargs)
-    assert_unchanged(targets, snapshot)
+class WorkStarted(AssertionError):
+    """Raised by a tripwire: the function did real work before refusing its input."""
 
 
-def test_reader_bad_input(tmp_path):
-    with pytest.raises(ValueError, match="Unknown her2st section"):
-        phg2st.datasets.her2st("C9")
-    with pytest.raises(phg2st.DataNotFoundError, match="Missing"):
-        phg2st.datasets.her2st("C2", data_dir=tmp_path)
-    with pytest.raises(ValueError, match="absent from the data"):
-        phg2st.tl.evaluate(phg2st.datasets.her2st("C2")[:, :50].copy(), panel="her2st_785")
+@contextlib.contextmanager
+def no_work():
+    """Replace the functions that do the expensive part of each API call with tripwires."""
+    import matplotlib.pyplot as plt
+    import scanpy as sc
+
+    import phg2st_sc._model._embed as embed
+    import phg2st_sc._model._model as model
+    import phg2st_sc._model._module as module
+    import phg2st_sc.pp._hypergraph as hypergraph
+    import phg2st_sc.pp._virtual as virtual
+    import phg2st_sc.tl._baselines as baselines
+    import phg2st_sc.tl._metrics as metrics
+
+    targets = [
+        (embed, "embed_regions"), (hypergraph, "spot_hyperedges"), (virtual, "_overview"),
+        (virtual, "otsu_tissue_mask"), (metrics, "gene_metrics"), (sc.pp, "normalize_total"), (plt, "subplots"),
+        (module.PHG2STModule, "forward"), (model.PHG2ST, "train"),
+        *((baselines, f"predict_{m}") for m in ("mean", "idw", "gp", "feature_knn", "ridge", "stack")),
+    ]  # fmt: skip
+
+    def tripwire(name):
+        def fail(*args, **kwargs):
+            raise WorkStarted(f"`{name}` ran before the input was refused")
+
+        return fail
+
+    with pytest.MonkeyPatch.context() as mp:
+        for owner, name in targets:
+            mp.setattr(owner, name, tripwire(name))
+        yield
+
+
+# -- corruptions -------------------------------------------------------------------------------------------------------
+def dense(x) -> np.ndarray:
+    return x.toarray() if sparse.issparse(x) else np.array(x)
+
+
+def set_x(fn: Callable[[np.ndarray], np.ndarray]) -> Callable:
+    """Replace ``.X`` by ``fn`` of its dense values (a copy)."""
+    return lambda a, e: setattr(a, "X", fn(dense(a.X).copy()))
+
+
+def at(index, value) -> Callable[[np.ndarray], np.ndarray]:
+    def put(x):
+        x = x.astype(np.result_type(x.dtype, np.asarray(value).dtype), copy=False)
+        x[index] = value
+        return x
+
+    return put
+
+
+def pop(slot: str, key: str) -> Callable:
+    return lambda a, e: getattr(a, slot).pop(key)
+
+
+def set_obs(col: str, value) -> Callable:
+    return lambda a, e: a.obs.__setitem__(col, value)
+
+
+def set_obsm(key: str, fn: Callable[[np.ndarray], Any]) -> Callable:
+    return lambda a, e: a.obsm.__setitem__(key, fn(np.asarray(a.obsm[key])))
+
+
+def dup_obs(a, e):
+    a.obs_names = [a.obs_names[0], *a.obs_names[:-1]]
+
+
+def dup_var(a, e):
+    a.var_names = [a.var_names[1], *a.var_names[1:]]
+
+
+def no_image(a, e):
+    lib = next(iter(a.uns["spatial"]))
+    a.uns["spatial"][lib]["metadata"].pop("source_image_path")
+    a.uns["spatial"][lib]["images"] = {}
+
+
+def image_moved(a, e):
+    lib = next(iter(a.uns["spatial"]))
+    a.uns["spatial"][lib]["metadata"]["source_image_path"] = str(e.tmp_path / "moved.png")
+
+
+def image_downscaled(a, e):
+    """Point the section at a half-size copy of its image, as if the hires image were given as full resolution."""
+    from PIL import Image
+
+    lib = next(iter(a.uns["spatial"]))
+    meta = a.uns["spatial"][lib]["metadata"]
+    with Image.open(meta["source_image_path"]) as im:
+        small = im.resize((im.width // 2, im.height // 2))
+    small.save(e.tmp_path / "half.png")
+    meta["source_image_path"] = str(e.tmp_path / "half.png")
+
+
+def no_diameter(a, e):
+    lib = next(iter(a.uns["spatial"]))
+    a.uns["spatial"][lib]["scalefactors"].pop("spot_diameter_fullres")
+
+
+def shift_spots(dx: float) -> Callable:
+    return set_obsm("spatial", lambda xy: xy + dx)
+
+
+def all_prompts(a, e):
+    a.obs["phg2st_prompt"] = True
+
+
+def no_prompts(a, e):
+    a.obs["phg2st_prompt"] = False
+
+
+def with_layer(name: str, fn: Callable[[np.ndarray], np.ndarray] = lambda x: x) -> Callable:
+    return lambda a, e: a.layers.__setitem__(name, fn(dense(a.X).astype(np.float32)))
+
+
+def predicted_layer(a, e):
+    """A baseline prediction layer made from the current prompts (computed before the snapshot)."""
+    phg2st.tl.baseline(a, method="mean")
+
+
+def redrawn_prompts(a, e):
+    phg2st.tl.baseline(a, method="mean")
+    phg2st.tl.select_prompts(a, fraction=0.1, seed=123)
+
+
+def empty(rows: bool = True) -> Callable:
+    return lambda e: (e.targets[:0] if rows else e.targets[:, :0]).copy()
+
+
+def one_spot(name: str = "targets") -> Callable:
+    return lambda e: getattr(e, name)[:1].copy()
+
+
+def sdata(n_tables: int, name: str = "targets") -> Callable:
+    """A SpatialData of the section with no, one or several tables."""
+
+    def make(e):
+        from spatialdata import SpatialData
+
+        full = phg2st.io.to_spatialdata(getattr(e, name), image=False)
+        table = full.tables["table"]
+        tables = {("table" if i == 0 else f"table_{i}"): table.copy() for i in range(n_tables)}
+        return SpatialData(shapes=dict(full.shapes), tables=tables)
+
+    return make
+
+
+def model_file(kind: str) -> Callable:
+    """A broken model file next to the good one: truncated, another format, another version, other weights."""
+    import torch
+
+    def make(e):
+        good = e.model_path
+        path = e.tmp_path / f"{kind}.pt"
+        if kind == "truncated":
+            path.write_bytes(good.read_bytes()[:2000])
+        elif kind == "garbage":
+            path.write_bytes(b"not a model" * 100)
+        elif kind == "missing":
+            pass
+        else:
+            payload = torch.load(good, map_location="cpu", weights_only=True)
+            if kind == "other_format":
+                payload = {"format": "something else", "state_dict": payload["state_dict"]}
+            elif kind == "version":
+                payload["format_version"] = 99
+            elif kind == "weights":
+                state = dict(payload["state_dict"])
+                key = next(iter(state))
+                state[key] = torch.zeros(3, 3, 3)
+                payload["state_dict"] = state
+            torch.save(payload, path)
+        return path
+
+    return make
+
+
+def her2st_files(corrupt: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable:
+    """A her2st folder holding C2's spot table and a small count table corrupted by ``corrupt``."""
+
+    def make(e):
+        root = e.tmp_path / "her2st"
+        (root / "ST-cnts").mkdir(parents=True)
+        (root / "ST-spotfiles").mkdir()
+        src = e.request.getfixturevalue("data_dir") / "her2st" / "ST-spotfiles" / "C2_selection.tsv"
+        spots = pd.read_csv(src, sep="\t")
+        spots.to_csv(root / "ST-spotfiles" / "C2_selection.tsv", sep="\t", index=False)
+        ids = [f"{round(x)}x{round(y)}" for x, y in zip(spots["x"], spots["y"], strict=True)][:20]
+        counts = pd.DataFrame(np.arange(60, dtype=float).reshape(20, 3), index=ids, columns=["A", "B", "C"])
+        with gzip.open(root / "ST-cnts" / "C2.tsv.gz", "wt") as f:
+            corrupt(counts).to_csv(f, sep="\t")
+        return root
+
+    return make
+
+
+def value_at(row: int, col: str, value) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    def put(df):
+        df = df.copy()
+        df.loc[df.index[row], col] = value
+        return df
+
+    return put
+
+
+# -- the catalogue -----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Case:
+    data: str | Callable[[Env], Any] | None  # an Env attribute, a builder, or None (no data object)
+    corrupt: Callable[[Any, Env], Any] | None  # modifies the object in place (its return value is ignored)
+    call: Callable[[Any, Env], Any]
+    exc: type[BaseException]
+    match: str
+
+
+def case(name, data, corrupt, call, exc, match, *, xfail: str | None = None):
+    marks = [pytest.mark.xfail(strict=True, reason=xfail)] if xfail else []
+    return pytest.param(Case(data, corrupt, call, exc, match), id=name, marks=marks)
+
+
+def _no_work_encoder(batch):
+    raise WorkStarted("the encoder ran before the input was refused")
+
+
+pp, tl, io, pl = phg2st.pp, phg2st.tl, phg2st.io, phg2st.pl
+embed = lambda a, e, **kw: pp.embed_tiles(a, encoder=_no_work_encoder, tile_size=16, grid_size=3, **kw)
+hyper = lambda a, e, **kw: pp.build_hypergraph(a, use_rep="X_tiny", k=3, **kw)
+impute = lambda a, e, **kw: tl.impute(a, e.model, **kw)
+fit = lambda a, e, **kw: tl.fit(a, max_epochs=1, validation=None, **{**SMALL, **kw})
+idw = lambda a, e, **kw: tl.baseline(a, method="idw", **kw)
+
+# fmt: off
+CASES = [
+    # ---- wrong types
+    case("baseline: a list instead of an AnnData", lambda e: [e.targets], None, idw, TypeError, "AnnData or a SpatialData"),
+    case("build_hypergraph: a DataFrame instead of an AnnData", lambda e: e.targets.obs, None, hyper, TypeError,
+         "AnnData or a SpatialData"),
+    case("impute: a path instead of a model", "section", None, lambda a, e: tl.impute(a, "model.pt"), TypeError,
+         "must be a trained phg2st_sc.PHG2ST"),
+    case("to_spatialdata: a list", lambda e: [e.targets], None, lambda a, e: io.to_spatialdata(a), TypeError,
+         "Expected an AnnData"),
+    case("pl.prompts: a dict", lambda e: {"X": 1}, None, lambda a, e: pl.prompts(a), TypeError,
+         "AnnData or a SpatialData"),
+    case("pl.metrics: one Scores instead of a dict", lambda e: tl.score(tl.baseline(e.targets, method="mean", copy=True),
+         layer="baseline_mean"), None, lambda s, e: pl.metrics(s), TypeError, r"dict \{method name: Scores\}"),
+    case("pl.training_curves: a string", None, None, lambda a, e: pl.training_curves("model.pt"), TypeError,
+         "Expected a PHG2ST model"),
+    case("table_key with an AnnData", "targets", None, lambda a, e: idw(a, e, table_key="t"), ValueError,
+         "only meaningful for SpatialData"),
+    case("prompt column of strings", "targets", set_obs("phg2st_prompt", "yes"),
+         lambda a, e: tl.baseline(a, method="mean"), TypeError, "must be boolean"),
+    # ---- missing slots
+    case("baseline idw: no obsm['spatial']", "targets", pop("obsm", "spatial"), idw, KeyError, r"obsm\['spatial'\]` is missing"),
+    case("select_prompts blocks: no obsm['spatial']", "targets", pop("obsm", "spatial"),
+         lambda a, e: tl.select_prompts(a, strategy="blocks"), KeyError, r"obsm\['spatial'\]` is missing"),
+    case("embed_tiles: no obsm['spatial']", "section", pop("obsm", "spatial"), embed, KeyError,
+         r"obsm\['spatial'\]` is missing"),
+    case("virtual_spots: no obsm['spatial']", "counts", pop("obsm", "spatial"), lambda a, e: pp.virtual_spots(a),
+         KeyError, r"obsm\['spatial'\]` is missing"),
+    case("pl.spatial: no obsm['spatial']", "targets", pop("obsm", "spatial"), lambda a, e: pl.spatial(a, "TNC"),
+         KeyError, r"obsm\['spatial'\]` is missing"),
+    case("to_spatialdata: no uns['spatial']", "targets", pop("uns", "spatial"), lambda a, e: io.to_spatialdata(a),
+         KeyError, r"uns\['spatial'\]` is missing"),
+    case("build_hypergraph: no embeddings", "section", pop("obsm", "X_tiny"), hyper, KeyError,
+         r"obsm\['X_tiny'\]` is missing: image features"),
+    case("baseline ridge: no embeddings", "targets", None, lambda a, e: tl.baseline(a, method="ridge", use_rep="X_uni"),
+         KeyError, r"obsm\['X_uni'\]` is missing"),
+    case("neighbour_embeddings: no tiles", "targets", None, lambda a, e: pp.neighbour_embeddings(a, "X_uni"), KeyError,
+         "run `phg2st.pp.embed_tiles"),
+    case("impute: no embeddings", "section", pop("obsm", "X_tiny"), impute, KeyError, r"obsm\['X_tiny'\]` is missing"),
+    case("impute: no hypergraph", "section", pop("obsp", "phg2st_incidence"), impute, KeyError, "build_hypergraph"),
+    case("fit: no hypergraph", "section", pop("obsp", "phg2st_incidence"), fit, KeyError, "build_hypergraph"),
+    case("baseline: no prompt column", "targets", pop("obs", "phg2st_prompt"), lambda a, e: tl.baseline(a, method="mean"),
+         KeyError, "mark the measured .*select_prompts"),
+    case("impute: no prompt column", "section", pop("obs", "phg2st_prompt"), impute, KeyError, "select_prompts"),
+    case("score: no prompt column", "targets", lambda a, e: (predicted_layer(a, e), a.obs.pop("phg2st_prompt")),
+         lambda a, e: tl.score(a, layer="baseline_mean"), KeyError, "select_prompts"),
+    case("pl.prompts: no prompt column", "targets", pop("obs", "phg2st_prompt"), lambda a, e: pl.prompts(a), KeyError,
+         "select_prompts"),
+    case("score: no prediction layer", "targets", None, lambda a, e: tl.score(a, layer="phg2st"), KeyError,
+         "No layer 'phg2st' with predictions"),
+    case("smooth: no array coordinates", "targets", pop("obs", "array_row"), lambda a, e: pp.smooth(a), KeyError,
+         "array_row"),
+    case("top_expressed_genes: no such layer", "counts", None, lambda a, e: pp.top_expressed_genes(a, layer="counts"),
+         KeyError, "No layer 'counts'"),
+    # ---- wrong shapes and lengths
+    case("coordinates of shape (n, 1)", "targets", set_obsm("spatial", lambda xy: xy[:, :1]), idw, ValueError,
+         r"must have shape \(n_spots, 2\)"),
+    case("embeddings of 3 dimensions", "section", set_obsm("X_tiny", lambda f: f[:, :, None]), hyper, ValueError,
+         r"must have shape \(n_spots, n_features\)"),
+    case("select_prompts: mask of the wrong length", "targets", None,
+         lambda a, e: tl.select_prompts(a, mask=np.ones(5, bool)), ValueError, "must have length"),
+    case("impute: embeddings of another size", "section", set_obsm("X_tiny", lambda f: np.hstack([f, f])), impute,
+         ValueError, "the model was trained on 6"),
+    case("gene_metrics: shapes differ", None, None, lambda a, e: tl.gene_metrics(np.ones((5, 3)), np.ones((5, 2))),
+         ValueError, "equal shape"),
+    case("virtual_spots: tissue mask of another aspect ratio", "counts", None,
+         lambda a, e: pp.virtual_spots(a, tissue_mask=np.ones((100, 300), bool)), ValueError, "aspect ratio"),
+    case("otsu_tissue_mask: a grey image", None, None, lambda a, e: pp.otsu_tissue_mask(np.zeros((20, 20))),
+         ValueError, r"RGB image \(height, width, 3\)"),
+    # ---- NaN, inf, negative and non-integer values
+    case("baseline: NaN in the data", "targets", set_x(at((slice(None), 3), np.nan)),
+         lambda a, e: tl.baseline(a, method="mean"), ValueError, "contains .* NaN or infinite"),
+    case("baseline: inf in a layer", "targets", with_layer("norm", at((0, 0), np.inf)),
+         lambda a, e: tl.baseline(a, method="mean", layer="norm"), ValueError, r"layers\['norm'\]` contains 1 NaN or infinite"),
+    case("NaN coordinates", "targets", lambda a, e: a.obsm["spatial"].__setitem__((0, 0), np.nan),
+         lambda a, e: tl.baseline(a, method="gp"), ValueError, "NaN or infinite coordinates"),
+    case("build_hypergraph: inf in the embeddings", "section", lambda a, e: a.obsm["X_tiny"].__setitem__((2, 1), np.inf),
+         hyper, ValueError, r"obsm\['X_tiny'\]` contains NaN or infinite"),
+    case("smooth: NaN in the data", "targets", set_x(at((4, 4), np.nan)), lambda a, e: pp.smooth(a), ValueError,
+         "NaN or infinite"),
+    case("score: NaN predictions", "targets", lambda a, e: a.layers.__setitem__("pred", np.full(a.shape, np.nan)),
+         lambda a, e: tl.score(a, layer="pred"), ValueError, r"layers\['pred'\]` contains .* NaN"),
+    case("gene_metrics: NaN predictions", None, None,
+         lambda a, e: tl.gene_metrics(np.ones((5, 2)), np.array([[np.nan, 1]] * 5)), ValueError, "`pred` contains .*NaN"),
+    case("prepare_targets: negative counts", "counts", set_x(at((0, 0), -3.0)),
+         lambda a, e: tl.prepare_targets(a, "heldout"), ValueError, "negative values; raw counts are expected"),
+    case("prepare_targets: non-integer counts", "counts", set_x(lambda x: np.log1p(x)),
+         lambda a, e: tl.prepare_targets(a, "heldout"), ValueError, "not integer: raw counts are expected"),
+    case("prepare_targets: NaN counts", "counts", set_x(at((1, 1), np.nan)), lambda a, e: tl.prepare_targets(a, "heldout"),
+         ValueError, "NaN or infinite"),
+    case("top_expressed_genes: negative counts", "counts", set_x(at((0, 0), -1.0)),
+         lambda a, e: pp.top_expressed_genes(a), ValueError, "negative values; raw counts are expected"),
+    case("top_expressed_genes: normalised data", "counts", set_x(lambda x: np.log1p(x)),
+         lambda a, e: pp.top_expressed_genes(a), ValueError, "not integer: raw counts are expected"),
+    case("evaluate: negative counts", "counts", set_x(at((0, 0), -1.0)), lambda a, e: tl.evaluate(a, seeds=[0]),
+         ValueError, "negative values"),
+    case("impute: NaN at a prompt spot", "section",
+         lambda a, e: a.X.__setitem__((np.flatnonzero(a.obs["phg2st_prompt"])[0], 0), np.nan), impute, ValueError,
+         "prompt spots' expression contains NaN"),
+    case("fit: inf in the expression", "section", lambda a, e: a.X.__setitem__((0, 0), np.inf), fit, ValueError,
+         "expression contains NaN or infinite"),
+    case("her2st: negative counts in the file", her2st_files(value_at(0, "A", -2)), None,
+         lambda p, e: phg2st.datasets.her2st("C2", data_dir=p), ValueError, "negative values"),
+    case("her2st: non-integer counts in the file", her2st_files(value_at(0, "A", 0.5)), None,
+         lambda p, e: phg2st.datasets.her2st("C2", data_dir=p), ValueError, "not integer"),
+    case("her2st: empty cells in the count file", her2st_files(value_at(3, "B", np.nan)), None,
+         lambda p, e: phg2st.datasets.her2st("C2", data_dir=p), ValueError, "missing values"),
+    # ---- wrong dtypes (uint8 counts and float16 features are accepted: see the tests below)
+    case("embeddings of strings", "section", set_obsm("X_tiny", lambda f: f.astype(str)), hyper, TypeError,
+         r"obsm\['X_tiny'\]` must be numeric"),
+    case("complex counts", "counts", set_x(lambda x: x.astype(np.complex64)), lambda a, e: tl.prepare_targets(a, "heldout"),
+         TypeError, "must be numeric"),
+    case("expression of strings", "targets", with_layer("text", lambda x: x.astype(str)),
+         lambda a, e: tl.baseline(a, method="mean", layer="text"), TypeError, r"layers\['text'\]` must be numeric"),
+    case("coordinates of strings", "targets", set_obsm("spatial", lambda xy: xy.astype(str)), idw, TypeError,
+         r"obsm\['spatial'\]` must be numeric"),
+    # ---- duplicate names
+    case("select_genes: duplicate var names", "counts", dup_var, lambda a, e: pp.select_genes(a, "her2st_785"),
+         ValueError, r"var_names_make_unique\(\)"),
+    case("prepare_targets: duplicate var names", "counts", dup_var,
+         lambda a, e: tl.prepare_targets(a, "heldout", panel="her2st_785"), ValueError, r"var_names_make_unique\(\)"),
+    case("baseline: duplicate obs names", "targets", dup_obs, idw, ValueError, r"obs_names_make_unique\(\)"),
+    case("select_prompts: duplicate obs names", "targets", dup_obs, lambda a, e: tl.select_prompts(a), ValueError,
+         r"obs_names_make_unique\(\)"),
+    case("build_hypergraph: duplicate obs names", "section", dup_obs, hyper, ValueError, r"obs_names_make_unique\(\)"),
+    case("score: duplicate var names", "targets", lambda a, e: (predicted_layer(a, e), dup_var(a, e)),
+         lambda a, e: tl.score(a, layer="baseline_mean"), ValueError, r"var_names_make_unique\(\)"),
+    case("to_spatialdata: duplicate obs names", "targets", dup_obs, lambda a, e: io.to_spatialdata(a, image=False),
+         ValueError, r"obs_names_make_unique\(\)"),
+    case("impute: duplicate var names", "section", dup_var, impute, ValueError, r"var_names_make_unique\(\)"),
+    case("fit: duplicate var names", "section", dup_var, fit, ValueError, r"var_names_make_unique\(\)"),
+    case("fit: a DataFrame", lambda e: e.section.obs, None, fit, TypeError, "AnnData or a SpatialData"),
+    # ---- empty AnnData, one spot, prompts
+    case("baseline: no spots", empty(), None, idw, ValueError, r"The AnnData is empty \(0 spots"),
+    case("select_genes: no genes", lambda e: e.counts[:, :0].copy(), None, lambda a, e: pp.select_genes(a, "her2st_785"),
+         ValueError, "empty"),
+    case("prepare_targets: no spots", lambda e: e.counts[:0].copy(), None, lambda a, e: tl.prepare_targets(a, "heldout"),
+         ValueError, "empty"),
+    case("embed_tiles: no spots", lambda e: e.section[:0].copy(), None, embed, ValueError, "empty"),
+    case("pl.spatial: no spots", empty(), None, lambda a, e: pl.spatial(a, "TNC"), ValueError, r"empty \(0 spots"),
+    case("to_spatialdata: no spots", empty(), None, lambda a, e: io.to_spatialdata(a, image=False), ValueError,
+         r"empty \(0 spots"),
+    case("select_prompts: one spot", one_spot(), None, lambda a, e: tl.select_prompts(a), ValueError,
+         "at least 2 spots"),
+    case("build_hypergraph: one spot", one_spot("section"), None, hyper, ValueError, "needs more than 3 spots"),
+    case("virtual_spots: one spot, no spacing", lambda e: e.counts[:1].copy(), None, lambda a, e: pp.virtual_spots(a),
+         ValueError, "give `spacing=`"),
+    case("fit: one spot", one_spot("section"), None, fit, ValueError, "fewer than 10 spots"),
+    case("baseline: every spot a prompt", "targets", all_prompts, idw, ValueError, "every spot as a prompt"),
+    case("score: every spot a prompt", "targets", lambda a, e: (predicted_layer(a, e), all_prompts(a, e)),
+         lambda a, e: tl.score(a, layer="baseline_mean"), ValueError, "every spot as a prompt"),
+    case("impute: every spot a prompt", "section", all_prompts, impute, ValueError, "every spot as a prompt"),
+    case("baseline: no prompt", "targets", no_prompts, lambda a, e: tl.baseline(a, method="mean"), ValueError,
+         "marks no spot as a prompt"),
+    case("impute: no prompt", "section", no_prompts, impute, ValueError, "marks no spot as a prompt"),
+    case("baseline: fewer prompts than k", "targets", None, lambda a, e: idw(a, e, k=25), ValueError,
+         "fewer than `k=25`"),
+    case("score: prompts redrawn after predicting", "targets", redrawn_prompts,
+         lambda a, e: tl.score(a, layer="baseline_mean"), ValueError, "predicted from other prompts"),
+    case("select_prompts: fraction above 1", "targets", None, lambda a, e: tl.select_prompts(a, fraction=1.2), ValueError,
+         r"must be in \(0, 1\)"),
+    case("select_prompts: fraction 0", "targets", None, lambda a, e: tl.select_prompts(a, fraction=0), ValueError,
+         r"must be in \(0, 1\)"),
+    # ---- genes
+    case("select_genes: genes absent", lambda e: e.counts[:, :50].copy(), None,
+         lambda a, e: pp.select_genes(a, "her2st_785"), ValueError, "absent from the data"),
+    case("prepare_targets: panel genes absent", lambda e: e.counts[:, :50].copy(), None,
+         lambda a, e: tl.prepare_targets(a, "heldout", panel="her2st_785"), ValueError, "absent from the data"),
+    case("evaluate: panel genes absent", lambda e: e.counts[:, :50].copy(), None,
+         lambda a, e: tl.evaluate(a, panel="her2st_785"), ValueError, "absent from the data"),
+    case("pl.spatial: gene absent", "targets", None, lambda a, e: pl.spatial(a, "NOT_A_GENE"), KeyError,
+         "Genes not in `adata.var_names`"),
+    case("pl.spatial: layer absent", "targets", None, lambda a, e: pl.spatial(a, "TNC", layers=(None, "phg2st")),
+         KeyError, "No layer 'phg2st'"),
+    case("impute: a model for other genes", "section",
+         lambda a, e: setattr(a, "var_names", [f"H{i}" for i in range(a.n_vars)]), impute, ValueError,
+         "trained for other genes"),
+    case("impute: half the model's genes", lambda e: e.section[:, :6].copy(), None, impute, ValueError,
+         "6 of the model's 12 genes are absent"),
+    # ---- images
+    case("embed_tiles: no image", "section", no_image, embed, phg2st.MissingImageError, "no full-resolution H&E image"),
+    case("embed_tiles: image file moved", "section", image_moved, embed, phg2st.MissingImageError,
+         "is not at .*moved.png"),
+    case("embed_tiles: image smaller than the coordinates imply", "section", image_downscaled, embed, ValueError,
+         "outside the 220 x 220 image.*full-resolution.*tissue_hires_scalef"),
+    case("embed_tiles: coordinates outside the image", "section", shift_spots(5000.0), embed, ValueError,
+         "lie outside the 440 x 440 image"),
+    case("embed_tiles: mpp without the image's microns per pixel", "section",
+         lambda a, e: a.uns["spatial"]["S4"]["metadata"].pop("microns_per_pixel"), lambda a, e: embed(a, e, mpp=0.5),
+         ValueError, "microns per pixel, which is not recorded"),
+    case("virtual_spots: coordinates outside the image", "counts", shift_spots(20000.0), lambda a, e: pp.virtual_spots(a),
+         ValueError, r"outside the 9274 x 9911 image.*tissue_hires_scalef"),
+    case("virtual_spots: no image", "targets", no_image, lambda a, e: pp.virtual_spots(a), ValueError,
+         "no image to find the tissue in"),
+    case("read_image: no image", "targets", no_image, lambda a, e: io.read_image(a), phg2st.MissingImageError,
+         "no full-resolution H&E image"),
+    case("to_spatialdata: no spot diameter", "targets", no_diameter, lambda a, e: io.to_spatialdata(a, image=False),
+         ValueError, "spot_diameter_fullres'\\]` must be positive"),
+    # ---- models
+    case("load: truncated model file", model_file("truncated"), None, lambda p, e: phg2st.PHG2ST.load(p), ValueError,
+         "not a readable phg2st-sc model file"),
+    case("load: not a model file", model_file("garbage"), None, lambda p, e: phg2st.PHG2ST.load(p), ValueError,
+         "not a readable phg2st-sc model file"),
+    case("load: another format", model_file("other_format"), None, lambda p, e: phg2st.PHG2ST.load(p), ValueError,
+         "not a phg2st-sc model file"),
+    case("load: another format version", model_file("version"), None, lambda p, e: phg2st.PHG2ST.load(p), ValueError,
+         "format version 99"),
+    case("load: weights of another architecture", model_file("weights"), None, lambda p, e: phg2st.PHG2ST.load(p),
+         ValueError, "weights do not match the stored architecture"),
+    case("load: no file", model_file("missing"), None, lambda p, e: phg2st.PHG2ST.load(p), FileNotFoundError,
+         "No model file"),
+    # ---- SpatialData tables
+    case("baseline: SpatialData without a table", sdata(0), None, idw, ValueError, "has no table"),
+    case("baseline: SpatialData with two tables, no table_key", sdata(2), None, idw, ValueError,
+         r"several tables \['table', 'table_1'\]; choose one with `table_key=`"),
+    case("baseline: SpatialData, table_key absent", sdata(2), None, lambda a, e: idw(a, e, table_key="nope"), KeyError,
+         "No table 'nope'"),
+    case("embed_tiles: SpatialData with two tables", sdata(2, "section"), None, embed, ValueError, "several tables"),
+    case("impute: SpatialData with two tables", sdata(2, "section"), None, impute, ValueError, "several tables"),
+    case("from_spatialdata: no table", sdata(0), None, lambda a, e: io.from_spatialdata(a), ValueError, "has no table"),
+    case("pl.spatial: SpatialData with two tables", sdata(2), None, lambda a, e: pl.spatial(a, "TNC"), ValueError,
+         "several tables"),
+    # ---- readers
+    case("her2st: unknown section", None, None, lambda a, e: phg2st.datasets.her2st("C9"), ValueError,
+         "Unknown her2st section 'C9'"),
+    case("her2st: empty data folder", None, None, lambda a, e: phg2st.datasets.her2st("C2", data_dir=e.tmp_path),
+         phg2st.DataNotFoundError, "Missing: ST-cnts/C2.tsv.gz"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize("c", CASES)
+def test_bad_input(c: Case, env: Env):
+    if c.call is impute:
+        env.model  # noqa: B018 - trained before the tripwires are set
+    obj = getattr(env, c.data) if isinstance(c.data, str) else (c.data(env) if c.data is not None else None)
+    if c.corrupt is not None:
+        c.corrupt(obj, env)
+    before = snapshot(obj)
+    with no_work(), pytest.raises(c.exc, match=c.match):
+        c.call(obj, env)
+    assert_unchanged(obj, before)
+
+
+def test_the_catalogue_covers_the_api():
+    """At least 35 cases, and every public function that takes data appears in one."""
+    assert len(CASES) >= 35
+    ids = [p.id for p in CASES]
+    assert len(set(ids)) == len(ids)
+    functions = (
+        "embed_tiles", "neighbour_embeddings", "build_hypergraph", "select_genes", "top_expressed_genes", "smooth",
+        "virtual_spots", "otsu_tissue_mask", "select_prompts", "baseline", "fit", "impute", "score", "gene_metrics",
+        "evaluate", "prepare_targets", "read_image", "to_spatialdata", "from_spatialdata", "pl.spatial", "pl.metrics",
+        "pl.prompts", "pl.training_curves", "load", "her2st",
+    )  # fmt: skip
+    untested = [f for f in functions if not any(i.startswith(f"{f}:") for i in ids)]
+    assert not untested, untested
+
+
+# -- narrow dtypes that are accepted -----------------------------------------------------------------------------------
+def test_uint8_counts_are_accepted(c2):
+    """Counts stored as uint8 give the same targets and gene ranking as the same counts in float32."""
+    clipped = c2[:, :300].copy()
+    clipped.X = sparse.csr_matrix(np.minimum(clipped.X.toarray(), 255).astype(np.float32))
+    narrow = clipped.copy()
+    narrow.X = sparse.csr_matrix(narrow.X.toarray().astype(np.uint8))
+    before = narrow.copy()
+    a, b = tl.prepare_targets(clipped, "heldout"), tl.prepare_targets(narrow, "heldout")
+    np.testing.assert_array_equal(a.X.toarray(), b.X.toarray())
+    assert pp.top_expressed_genes(narrow, n_top=50) == pp.top_expressed_genes(clipped, n_top=50)
+    assert_adata_equal(narrow, before)
+
+
+def test_float16_features_are_upcast(_sections):
+    """float16 embeddings are read as float32: the same hypergraph and ridge baseline as their float32 copy."""
+    half = _sections[1].copy()
+    half.obsm["X_tiny"] = half.obsm["X_tiny"].astype(np.float16)
+    single = half.copy()
+    single.obsm["X_tiny"] = single.obsm["X_tiny"].astype(np.float32)
+    before = half.copy()
+    out_half = pp.build_hypergraph(half, use_rep="X_tiny", k=3, copy=True)
+    out_single = pp.build_hypergraph(single, use_rep="X_tiny", k=3, copy=True)
+    assert (out_half.obsp["phg2st_incidence"] != out_single.obsp["phg2st_incidence"]).nnz == 0
+    r_half = tl.baseline(half, method="ridge", use_rep="X_tiny", copy=True).layers["baseline_ridge"]
+    r_single = tl.baseline(single, method="ridge", use_rep="X_tiny", copy=True).layers["baseline_ridge"]
+    np.testing.assert_array_equal(r_half, r_single)
+    assert_adata_equal(half, before)
+
+
+# -- the comparison helper itself ------------------------------------------------------------------------------------
+def test_compare_helper_sees_every_slot():
+    rng = np.random.default_rng(0)
+    a = AnnData(sparse.csr_matrix(rng.poisson(1.0, (6, 4)).astype(np.float32)))
+    a.layers["dense"] = np.where(rng.random((6, 4)) < 0.2, np.nan, 1.0)
+    a.obs["c"] = pd.Categorical(list("xxyyzz"))
+    a.obsm["spatial"] = rng.random((6, 2))
+    a.obsp["g"] = sparse.identity(6, format="csr")
+    a.uns["p"] = {"params": {"k": 3, "arr": np.arange(3), "df": pd.DataFrame({"v": [1.0, np.nan]}), "l": [1, "a"]}}
+    assert_adata_equal(a, a.copy())
+    edits = [
+        lambda b: b.X.__setitem__((0, 0), 7.0),
+        lambda b: setattr(b, "X", b.X.astype(np.float64)),
+        lambda b: b.layers["dense"].__setitem__((5, 3), 2.0),
+        lambda b: b.obs.__setitem__("c", b.obs["c"].cat.add_categories("w")),
+        lambda b: b.var.__setitem__("new", 1),
+        lambda b: b.obsm["spatial"].__setitem__((0, 0), -1.0),
+        lambda b: b.obsp["g"].__setitem__((0, 1), 1.0),
+        lambda b: b.uns["p"]["params"].__setitem__("k", 4),
+        lambda b: b.uns["p"]["params"]["arr"].__setitem__(0, 5),
+        lambda b: b.uns["p"]["params"]["df"].iloc.__setitem__((1, 0), 0.0),
+        lambda b: b.uns["p"]["params"]["l"].append(2),
+        lambda b: b.uns.__setitem__("extra", {}),
+    ]
+    for edit in edits:
+        b = a.copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            edit(b)
+        with pytest.raises(AssertionError):
+            assert_adata_equal(a, b)

@@ -230,6 +230,25 @@ def test_fit_writes_a_model_and_rerun_skips(trained, capsys):
     assert not (model_path.parent / "m2.pt").exists()
 
 
+def test_fit_checkpoints_and_a_rerun_continues_the_training(trained, tmp_path, capsys):
+    """`--checkpoint-dir`: a run stopped after one epoch is continued by the same command with more epochs."""
+    import phg2st_sc as phg2st
+
+    paths, _ = trained
+    ckpt = tmp_path / "ckpt"
+    base = ["fit", *paths[:2], *SMALL_FIT, "--checkpoint-dir", str(ckpt), "--seed", "3"]
+    assert main([*base, "--out", str(tmp_path / "one.pt"), "--max-epochs", "1"]) == 0
+    assert (ckpt / "last.ckpt").is_file()
+    assert main([*base, "--out", str(tmp_path / "three.pt"), "--max-epochs", "3"]) == 0
+    assert "resuming from" in capsys.readouterr().err
+    whole = tmp_path / "whole.pt"
+    assert main(["fit", *paths[:2], *SMALL_FIT, "--seed", "3", "--max-epochs", "3", "--out", str(whole)]) == 0
+    resumed, direct = phg2st.PHG2ST.load(tmp_path / "three.pt"), phg2st.PHG2ST.load(whole)
+    assert list(resumed.history_["epoch"]) == [0, 1, 2]
+    for k, v in direct.module.state_dict().items():
+        assert resumed.module.state_dict()[k].equal(v), k
+
+
 def test_impute_matches_python_and_resumes(trained, tmp_path, capsys):
     """Predictions equal `tl.impute` with the same prompts; a rerun redoes only the missing output."""
     import anndata as ad

@@ -5,6 +5,7 @@ from importlib.metadata import PackageNotFoundError, version
 from . import datasets, io, pl, pp, tl
 from ._errors import (
     DataNotFoundError,
+    InsufficientMemoryError,
     MissingImageError,
     MissingImageWarning,
     Phg2stError,
@@ -38,6 +39,7 @@ __all__ = [
     "Settings",
     "Phg2stError",
     "DataNotFoundError",
+    "InsufficientMemoryError",
     "MissingImageError",
     "MissingImageWarning",
     "SmoothedTargetWarning",

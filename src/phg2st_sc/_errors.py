@@ -15,6 +15,10 @@ class MissingImageError(Phg2stError, FileNotFoundError):
     """A step needs the full-resolution H&E image of a section, which is not available."""
 
 
+class InsufficientMemoryError(Phg2stError, MemoryError):
+    """A step would need more memory than the machine has available; the message says which setting lowers it."""
+
+
 class MissingImageWarning(UserWarning):
     """A section was loaded without its H&E image."""
 

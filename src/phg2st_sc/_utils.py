@@ -62,7 +62,8 @@ def finish(adata: AnnData, writes: Mapping[tuple[str, str], Any], *, copy: bool)
     """Write computed results into ``adata`` (or a copy) and honour the ``copy`` contract.
 
     All computation must be done before calling this: it only assigns, so a failure earlier leaves the
-    user's object untouched.
+    user's object untouched. The assignments themselves are all or nothing: values are checked against the
+    object's shape first, and if an assignment still fails (or the run is interrupted), the ones made are undone.
 
     Parameters
     ----------
@@ -74,27 +75,109 @@ def finish(adata: AnnData, writes: Mapping[tuple[str, str], Any], *, copy: bool)
     copy
         Write into a copy and return it, instead of writing in place and returning ``None``.
     """
-    for slot, _ in writes:
+    for (slot, key), value in writes.items():
         if slot not in _SLOTS:
             raise ValueError(f"Unknown AnnData slot {slot!r}.")
+        _check_shape(adata, slot, key, value)
     target = adata.copy() if copy else adata
-    for (slot, key), value in writes.items():
-        container = getattr(target, slot)
-        if value is None:  # a stale entry that the new result replaces with nothing
-            if key in container:
-                del container[key]
-                logger.info("Removing `adata.%s[%r]`", slot, key)
-            continue
-        container[key] = value
-        logger.info("Adding `adata.%s[%r]`", slot, key)
+    done: list[tuple[str, str, bool, Any]] = []
+    try:
+        for (slot, key), value in writes.items():
+            container = getattr(target, slot)
+            had = key in container
+            if value is None and not had:  # a stale entry that the new result replaces with nothing: none here
+                continue
+            done.append((slot, key, had, container[key] if had else None))  # recorded before the write
+            _assign(container, key, value)
+            logger.info("%s `adata.%s[%r]`", "Removing" if value is None else "Adding", slot, key)
+    except BaseException:
+        # Undo, newest first. The containers are looked up again: writing into a view makes it an actual
+        # AnnData, with new containers.
+        for slot, key, had, old in reversed(done):
+            try:
+                container = getattr(target, slot)
+                if had:
+                    container[key] = old
+                elif key in container:
+                    del container[key]
+            except Exception:  # pragma: no cover - keep undoing the others
+                logger.exception("Could not undo `adata.%s[%r]`", slot, key)
+        raise
     return target if copy else None
 
 
-def as_dense(x: Any, dtype: np.dtype | type = np.float64) -> np.ndarray:
-    """Return ``x`` (dense or sparse) as a dense array of ``dtype``."""
+def _assign(container: Any, key: str, value: Any) -> None:
+    """One write of :func:`finish` (``None`` deletes); a function of its own so tests can make it fail."""
+    if value is None:
+        del container[key]
+    else:
+        container[key] = value
+
+
+def _check_shape(adata: AnnData, slot: str, key: str, value: Any) -> None:
+    """Refuse a value whose length does not fit the slot before anything is written."""
+    if value is None or slot == "uns":
+        return
+    shape = np.shape(value)
+    if len(shape) == 0:  # a scalar: broadcast by pandas (obs, var), refused by anndata elsewhere
+        return
+    n = adata.n_obs if slot in ("obs", "obsm", "obsp", "layers") else adata.n_vars
+    want = {"layers": (adata.n_obs, adata.n_vars), "obsp": (n, n)}.get(slot, (n,))
+    if tuple(shape[: len(want)]) != want:
+        raise ValueError(f"Internal error: `{slot}[{key!r}]` of shape {tuple(shape)} does not fit {adata.shape}.")
+
+
+def as_dense(x: Any, dtype: np.dtype | type = np.float64, *, what: str = "a sparse matrix") -> np.ndarray:
+    """Return ``x`` (dense or sparse) as a dense array of ``dtype``.
+
+    Densifying a sparse matrix is checked against the available memory first (:func:`check_memory`).
+    """
     if hasattr(x, "toarray"):
+        check_memory(
+            int(np.prod(x.shape)) * np.dtype(dtype).itemsize,
+            f"Making {what} of shape {tuple(x.shape)} dense",
+            "select the genes to use first (`phg2st.pp.select_genes`, a panel, or "
+            "`phg2st.pp.top_expressed_genes`), or work on fewer spots at a time",
+        )
         x = x.toarray()
     return np.asarray(x, dtype=dtype)
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (psutil when installed, else the OS page counts)."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:  # pragma: no cover - psutil comes with lightning's dependencies on most installs
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+#: Share of the available memory that one allocation may take before :func:`check_memory` refuses it.
+MEMORY_LIMIT = 0.8
+
+
+def check_memory(nbytes: int, what: str, advice: str, *, available: int | None = None, device: str = "") -> None:
+    """Refuse an allocation of ``nbytes`` that would not fit in the available memory, before it is attempted.
+
+    Raises :class:`~phg2st_sc.InsufficientMemoryError` naming the step, the estimate and what to change, instead
+    of letting the operating system kill the process (and the user's notebook) halfway.
+    """
+    from phg2st_sc._errors import InsufficientMemoryError
+
+    free = available_memory() if available is None else available
+    if nbytes > MEMORY_LIMIT * free:
+        raise InsufficientMemoryError(
+            f"{what} needs about {_size(nbytes)}, more than the {_size(free)} available"
+            f"{' on ' + device if device else ''}: {advice}."
+        )
+
+
+def _size(nbytes: float) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= 0.1 * scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{int(nbytes)} bytes"
 
 
 def spot_pitch(coords: np.ndarray) -> float:
@@ -135,3 +218,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def load_tensors_only(path: str | os.PathLike, what: str, hint: str = "") -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, or a ``ValueError`` naming ``what`` the file should be.
+
+    A file that needs more than tensors and plain values to load (pickled code, arbitrary objects), a truncated or
+    otherwise unreadable one, is refused without running anything from it.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No {what} at {path}.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(
+            f"{path} is not a readable {what} ({type(err).__name__}: {str(err)[:200]}){'; ' + hint if hint else ''}."
+        ) from err

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 from anndata import AnnData
+from scipy import sparse
 
 from ._constants import Keys
 from ._utils import as_dense
@@ -40,7 +41,59 @@ def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
 def check_nonempty(adata: AnnData) -> None:
     """Fail on an AnnData without spots or genes."""
     if adata.n_obs == 0 or adata.n_vars == 0:
-        raise ValueError(f"The AnnData is empty ({adata.n_obs} spots x {adata.n_vars} genes).")
+        raise ValueError(
+            f"The AnnData is empty ({adata.n_obs} spots x {adata.n_vars} genes); check the subsetting or filtering "
+            "that produced it."
+        )
+
+
+def check_unique_names(adata: AnnData, *, obs: bool = True, var: bool = True) -> None:
+    """Fail on duplicated spot (``obs``) or gene (``var``) names (genes are matched by name, spots written by it)."""
+    for axis, names, what in (("obs", adata.obs_names, "spot"), ("var", adata.var_names, "gene")):
+        if not (obs if axis == "obs" else var) or names.is_unique:
+            continue
+        dup = names[names.duplicated()].unique()
+        raise ValueError(
+            f"`adata.{axis}_names` has {len(dup)} duplicated {what} names (e.g. {dup[:3].tolist()}): each {what} must "
+            f"be identifiable by its name. Run `adata.{axis}_names_make_unique()` first."
+        )
+
+
+def check_numeric(x: Any, where: str) -> None:
+    """Fail on arrays (dense or sparse) that do not hold real numbers (strings, objects, complex numbers).
+
+    Booleans, integers of any width (``uint8`` included) and floats (``float16`` included) pass: readers convert
+    them to a wider float type before any arithmetic.
+    """
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        dtype = np.asarray(x).dtype
+    if np.dtype(dtype).kind not in "biuf":
+        raise TypeError(
+            f"`{where}` must be numeric (integers or floats), got dtype {dtype}; convert it, e.g. "
+            f"`.astype(np.float32)`."
+        )
+
+
+def check_counts(x: Any, where: str = "adata.X", *, fix: str = "") -> None:
+    """Fail unless ``x`` (dense or sparse) holds raw counts: finite, non-negative integers of a numeric dtype.
+
+    Counts of any numeric dtype (``uint8``, ``int32``, ``float32``, ...) are accepted; callers convert them to
+    floats before any arithmetic, so narrow integer types cannot overflow. ``fix`` is appended to the message of
+    non-integer values (where to find the counts).
+    """
+    check_numeric(x, where)
+    values = x.data if sparse.issparse(x) else np.asarray(x)
+    if values.dtype.kind == "f":
+        if not np.isfinite(values).all():
+            raise ValueError(f"`{where}` contains NaN or infinite values; raw counts are expected.")
+        if not np.allclose(values, np.round(values)):
+            raise ValueError(
+                f"`{where}` is not integer: raw counts are expected (is it normalised or log-transformed?). "
+                + (fix or "Pass the raw counts.")
+            )
+    if values.dtype.kind in "if" and (values < 0).any():
+        raise ValueError(f"`{where}` has negative values; raw counts are expected.")
 
 
 def get_coordinates(adata: AnnData, spatial_key: str = Keys.SPATIAL) -> np.ndarray:
@@ -50,6 +103,7 @@ def get_coordinates(adata: AnnData, spatial_key: str = Keys.SPATIAL) -> np.ndarr
             f"`adata.obsm[{spatial_key!r}]` is missing: spot coordinates are needed. Read the data with a "
             "`phg2st.datasets` reader, or set `adata.obsm['spatial']` to an (n_spots, 2) array of pixel (x, y)."
         )
+    check_numeric(adata.obsm[spatial_key], f"adata.obsm[{spatial_key!r}]")
     coords = np.asarray(adata.obsm[spatial_key], dtype=np.float64)
     if coords.ndim != 2 or coords.shape[1] < 2 or coords.shape[0] != adata.n_obs:
         raise ValueError(f"`adata.obsm[{spatial_key!r}]` must have shape (n_spots, 2), got {coords.shape}.")
@@ -90,6 +144,7 @@ def get_matrix(
         where = f"adata.layers[{layer!r}]"
     if x is None:
         raise ValueError(f"`{where}` is empty.")
+    check_numeric(x, where)
     arr = as_dense(x, dtype=dtype)
     bad = ~np.isfinite(arr)
     if unmeasured_rows:
@@ -118,12 +173,16 @@ def get_prompt_mask(adata: AnnData, prompt_key: str) -> np.ndarray:
 
 
 def get_representation(adata: AnnData, use_rep: str, *, dtype: type = np.float64) -> np.ndarray:
-    """Return ``adata.obsm[use_rep]`` as a finite 2-D float array of ``dtype``."""
+    """Return ``adata.obsm[use_rep]`` as a finite 2-D float array of ``dtype``.
+
+    Any real dtype is accepted: ``float16`` (or integer) features are upcast to ``dtype``.
+    """
     if use_rep not in adata.obsm:
         raise KeyError(
             f"`adata.obsm[{use_rep!r}]` is missing: image features are needed. Compute tile embeddings into `adata.obsm` "
             f"first, or name an existing representation with `use_rep=` (has {list(adata.obsm)})."
         )
+    check_numeric(adata.obsm[use_rep], f"adata.obsm[{use_rep!r}]")
     rep = as_dense(adata.obsm[use_rep], dtype=dtype)
     if rep.ndim != 2 or rep.shape[0] != adata.n_obs:
         raise ValueError(f"`adata.obsm[{use_rep!r}]` must have shape (n_spots, n_features), got {rep.shape}.")

@@ -376,6 +376,10 @@ def run_fit(args: argparse.Namespace) -> int:
               "accelerator": args.accelerator, "devices": args.devices}  # fmt: skip
     kwargs.update({k: v for k, v in {"hidden": args.hidden, "max_epochs": args.max_epochs}.items() if v is not None})
     kwargs.update(_key_values(args.fit))
+    if args.checkpoint_dir is not None:
+        kwargs.update(checkpoint_dir=args.checkpoint_dir, resume=True)
+        if (Path(args.checkpoint_dir) / "last.ckpt").is_file():
+            _say(f"phg2st fit: resuming from {Path(args.checkpoint_dir) / 'last.ckpt'}")
     _say(f"phg2st fit: training {args.variant!r} on {len(targets)} sections (targets: {args.protocol})")
     model = phg2st.tl.fit(targets, use_rep=args.use_rep, genes=genes, **kwargs)
     model.save(out, overwrite=True)  # atomic
@@ -482,7 +486,10 @@ Targets: the raw counts in .X are normalised as --protocol says and restricted t
 (tl.prepare_targets); --protocol none takes .X as it is (your own normalisation). The model records the
 protocol and genes, and `phg2st impute` prepares its inputs the same way. Validation (tl.fit's "auto"):
 with three or more inputs the last one selects the epoch, otherwise 10% of each section's spots.
-Resume: if OUT exists, nothing is done (exit 0); --overwrite trains again.""",
+Resume: if OUT exists, nothing is done (exit 0); --overwrite trains again. With --checkpoint-dir, a complete
+checkpoint is written after every epoch and a rerun of the same command continues an interrupted training
+from its last epoch (same result as an uninterrupted run); --overwrite then still continues the run in DIR
+(give a new DIR to train from scratch).""",
         "Exit codes: 0 trained (or OUT already there), 1 an input could not be used or training failed, "
         "2 bad arguments.",
     )
@@ -504,6 +511,8 @@ Resume: if OUT exists, nothing is done (exit 0); --overwrite trains again.""",
     p_fit.add_argument("--devices", type=_devices, default="auto", help="device count or list (Lightning)")
     p_fit.add_argument("--fit", nargs="+", metavar="KEY=VALUE",
                        help="more tl.fit settings, values read as JSON, e.g. patience=10 prompt_fraction=0.2")  # fmt: skip
+    p_fit.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                       help="write a checkpoint after every epoch and resume from DIR/last.ckpt when it exists")  # fmt: skip
     p_fit.add_argument("--overwrite", action="store_true", help="train again even if OUT exists")
 
     p_impute = command(

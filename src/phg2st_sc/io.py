@@ -13,7 +13,7 @@ from ._constants import Keys, SpatialDataKeys
 from ._errors import MissingImageError
 from ._image import HIRES_MAX_SIZE, full_resolution_path, library_info, read_downscaled, read_full
 from ._utils import get_table
-from ._validate import get_coordinates
+from ._validate import check_nonempty, check_unique_names, get_coordinates
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -87,6 +87,8 @@ def to_spatialdata(
 
     if not isinstance(adata, AnnData):
         raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
+    check_nonempty(adata)
+    check_unique_names(adata)
     coords = get_coordinates(adata)
     lib, info = library_info(adata, library_id)
     diameter = float(info.get(Keys.SCALEFACTORS, {}).get(Keys.SPOT_DIAMETER, np.nan))

@@ -121,3 +121,119 @@ def test_bad_input():
     with pytest.raises(KeyError, match="tile_embeddings"):
         phg2st.pp.build_hypergraph(a, use_rep="X_f", k=2)
     assert not a.obsp and set(a.uns) == set(snapshot.uns)
+
+
+# --- structure, self-inclusion, determinism, permutations (hypothesis) --------------------------------------------
+
+
+def random_section(n: int, seed: int, *, duplicates: bool = False, d: int = 4) -> AnnData:
+    """``n`` spots with features; with ``duplicates``, spots share positions (a coarse lattice) and some share
+    features too."""
+    rng = np.random.default_rng(seed)
+    a = AnnData(np.zeros((n, 1)))
+    if duplicates:
+        a.obsm["spatial"] = rng.integers(0, 5, (n, 2)).astype(float)
+        a.obsm["X_f"] = rng.integers(0, 3, (n, d)).astype(float)
+    else:
+        a.obsm["spatial"] = rng.uniform(0, 100, (n, 2))
+        a.obsm["X_f"] = rng.normal(size=(n, d))
+    return a
+
+
+@settings(max_examples=25, deadline=None)
+@given(data=st.data(), k=st.integers(1, 6), seed=st.integers(0, 10_000), duplicates=st.booleans())
+def test_every_hyperedge_is_its_spot_and_its_k_nearest(data, k, seed, duplicates):
+    """As documented: column j of the incidence holds j (weight 1) and exactly k other spots, the k nearest under
+    I; the distances hold the same k positions and never the diagonal."""
+    n = data.draw(st.integers(k + 1, 90), label="n")
+    a = random_section(n, seed, duplicates=duplicates)
+    phg2st.pp.build_hypergraph(a, use_rep="X_f", k=k)
+    params = a.uns["phg2st_hypergraph"]["params"]
+    h = a.obsp["phg2st_incidence"].tocsc()
+    d = a.obsp["phg2st_distances"].tocsc()
+    assert h.shape == d.shape == (n, n)
+    assert (np.diff(h.indptr) == k + 1).all() and (np.diff(d.indptr) == k).all()
+    np.testing.assert_array_equal(h.diagonal(), 1.0)
+    ref, ref_d = brute_force(
+        a.obsm["X_f"].astype(np.float32), a.obsm["spatial"], k, params["feature_scale"], params["position_scale"]
+    )
+    tau = params["tau"]  # the mean I over all neighbour pairs
+    assert tau == pytest.approx(d.data.mean() or 1.0)
+    for j in range(n):
+        rows = d.indices[d.indptr[j] : d.indptr[j + 1]]
+        dist = d.data[d.indptr[j] : d.indptr[j + 1]]
+        assert j not in rows and len(set(rows)) == k  # no self-loop among the neighbours, no repeats
+        np.testing.assert_allclose(np.sort(dist), ref_d[j], rtol=1e-6, atol=1e-12)  # not float32 dot products
+        col = dict(zip(h.indices[h.indptr[j] : h.indptr[j + 1]], h.data[h.indptr[j] : h.indptr[j + 1]], strict=True))
+        assert set(col) == {j, *rows} and col[j] == 1.0  # the spot itself, then its k neighbours weighted
+        np.testing.assert_allclose([col[i] for i in rows], np.exp(-((dist / tau) ** 2)), rtol=1e-12)
+    assert (h.data > 0).all() and (h.data <= 1).all()
+    if not duplicates:  # without ties the neighbours are exactly the brute-force ones
+        np.testing.assert_array_equal(np.sort(d.tocsc().indices.reshape(n, k), axis=1), np.sort(ref, axis=1))
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.sampled_from([40, 700]), duplicates=st.booleans())
+def test_building_twice_gives_identical_results(seed, n, duplicates):
+    a = random_section(n, seed, duplicates=duplicates)
+    b = a.copy()
+    phg2st.pp.build_hypergraph(a, use_rep="X_f", k=4, seed=3)
+    phg2st.pp.build_hypergraph(b, use_rep="X_f", k=4, seed=3)
+    for key in ("phg2st_incidence", "phg2st_distances"):
+        x, y = a.obsp[key].tocsr(), b.obsp[key].tocsr()
+        for part in ("indptr", "indices", "data"):
+            np.testing.assert_array_equal(getattr(x, part), getattr(y, part), err_msg=f"{key}.{part}")
+    assert a.uns["phg2st_hypergraph"] == b.uns["phg2st_hypergraph"]
+
+
+@pytest.mark.parametrize("duplicates", [False, True])
+def test_permuting_more_spots_than_the_scale_sample_permutes_the_hypergraph(duplicates):
+    """Above 512 spots the feature scale comes from a sample of spots; it must not depend on the spots' order."""
+    from phg2st_sc.pp._hypergraph import SCALE_SAMPLE
+
+    n = SCALE_SAMPLE + 188
+    a = random_section(n, 5, duplicates=duplicates)
+    if duplicates:  # many spots per position, distinct features (ties between spots would make the order matter)
+        a.obsm["X_f"] = np.random.default_rng(6).normal(size=(n, 4))
+    order = np.random.default_rng(7).permutation(n)
+    b = a[order].copy()
+    phg2st.pp.build_hypergraph(a, use_rep="X_f", k=4)
+    phg2st.pp.build_hypergraph(b, use_rep="X_f", k=4)
+    pa, pb = a.uns["phg2st_hypergraph"]["params"], b.uns["phg2st_hypergraph"]["params"]
+    assert pb["feature_scale"] == pytest.approx(pa["feature_scale"], rel=1e-6)
+    for key in ("phg2st_incidence", "phg2st_distances"):
+        ha = a.obsp[key].toarray()[np.ix_(order, order)]  # P A P^T
+        hb = b.obsp[key].toarray()
+        np.testing.assert_array_equal(hb != 0, ha != 0, err_msg=key)
+        np.testing.assert_allclose(hb, ha, rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.data(), k=st.integers(1, 10), seed=st.integers(0, 10_000))
+def test_tile_hyperedges_hold_the_nearest_other_valid_tiles(data, k, seed):
+    """Documented: per tile, the window positions of its k nearest *other* valid tiles, nearest first; -1 for masked
+    tiles and where the window has fewer than k other valid tiles."""
+    rng = np.random.default_rng(seed)
+    n, g = data.draw(st.integers(1, 6), label="spots"), data.draw(st.sampled_from([4, 9, 25]), label="grid")
+    tiles = rng.normal(size=(40, 3)).astype(np.float32)
+    index = rng.integers(0, 40, (n, g))
+    index[rng.uniform(size=(n, g)) < data.draw(st.floats(0, 0.8), label="masked")] = -1
+    out = neighbour_hyperedges(tiles, index, k)
+    assert out.shape == (n, g, k) and out.dtype == np.int8
+    for s in range(n):
+        valid = np.flatnonzero(index[s] >= 0)
+        emb = tiles[np.maximum(index[s], 0)]
+        for t in range(g):
+            got = out[s, t]
+            if index[s, t] < 0:
+                assert (got == -1).all()
+                continue
+            others = valid[valid != t]
+            m = min(k, len(others))
+            assert (got[m:] == -1).all() and len(set(got[:m])) == m
+            assert set(got[:m]) <= set(others) and t not in got  # no self-loop
+            dist = np.linalg.norm(emb[others] - emb[t], axis=1)
+            chosen = np.linalg.norm(emb[got[:m]] - emb[t], axis=1)
+            assert (np.diff(chosen) >= -1e-5).all()  # nearest first
+            if m:
+                assert chosen.max() <= np.sort(dist)[m - 1] + 1e-5  # and they are the m nearest

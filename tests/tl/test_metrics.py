@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from anndata import AnnData
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -109,3 +110,148 @@ def test_score_errors_leave_adata_unchanged(c2_targets):
     del adata.obs["phg2st_prompt"]
     with pytest.raises(KeyError, match="select_prompts"):
         phg2st.tl.score(adata, layer="baseline_mean")
+
+
+# --- properties of each metric, one clause per test (hypothesis) -------------------------------------------------
+
+PROPS = settings(max_examples=40, deadline=None)
+column = arrays(np.float64, 15, elements=finite)
+
+
+def one_gene(t, p) -> dict[str, float]:
+    m = gene_metrics(np.asarray(t, dtype=np.float64)[:, None], np.asarray(p, dtype=np.float64)[:, None])
+    return {key: m[key][0] for key in ("pcc", "ccc", "mae", "skipped")}
+
+
+def varies(x) -> bool:
+    return bool(np.std(x) > 1e-3)
+
+
+@PROPS
+@given(t=column, p=column)
+def test_bounds(t, p):
+    assume(varies(t))
+    m = one_gene(t, p)
+    assert -1.0 <= m["pcc"] <= 1.0
+    assert -1.0 <= m["ccc"] <= 1.0
+    assert abs(m["ccc"]) <= abs(m["pcc"]) + 1e-12
+    assert m["mae"] >= 0.0
+
+
+@PROPS
+@given(t=column, p=column, a=st.floats(0.1, 10), b=st.floats(-10, 10))
+def test_pcc_invariant_to_positive_affine_maps_of_either_argument(t, p, a, b):
+    assume(t.std() > 0.1 and p.std() > 0.1)  # well above rounding, so that 1e-9 is a fair tolerance
+    ref = one_gene(t, p)["pcc"]
+    assert one_gene(a * t + b, p)["pcc"] == pytest.approx(ref, abs=1e-9)
+    assert one_gene(t, a * p + b)["pcc"] == pytest.approx(ref, abs=1e-9)
+    assert one_gene(a * t + b, a * p - b)["pcc"] == pytest.approx(ref, abs=1e-9)
+
+
+@PROPS
+@given(t=column, p=column)
+def test_negation_flips_the_sign_of_pcc_and_ccc(t, p):
+    assume(varies(t) and varies(p))
+    m, neg_p, neg_both = one_gene(t, p), one_gene(t, -p), one_gene(-t, -p)
+    assert neg_p["pcc"] == pytest.approx(-m["pcc"], abs=1e-12)
+    assert one_gene(-t, p)["pcc"] == pytest.approx(-m["pcc"], abs=1e-12)
+    assert neg_both["pcc"] == pytest.approx(m["pcc"], abs=1e-12)  # negating both changes nothing
+    assert neg_both["ccc"] == pytest.approx(m["ccc"], abs=1e-12)
+    assert neg_both["mae"] == pytest.approx(m["mae"], rel=1e-12)
+
+
+@PROPS
+@given(t=column, p=column)
+def test_symmetric_in_truth_and_prediction(t, p):
+    assume(varies(t) and varies(p))  # a constant truth is skipped and a constant prediction scores 0: not symmetric
+    m, r = one_gene(t, p), one_gene(p, t)
+    for key in ("pcc", "ccc", "mae"):
+        assert r[key] == pytest.approx(m[key], abs=1e-12), key
+
+
+@PROPS
+@given(t=column, p=column)
+def test_ccc_is_one_only_for_identical_vectors(t, p):
+    assume(varies(t))
+    assert one_gene(t, t.copy())["ccc"] == 1.0
+    assume(np.abs(p - t).max() > 1e-3)
+    m = one_gene(t, p)
+    assert m["ccc"] < 1.0
+    # Lin's identity: 1 - CCC = mean squared error / (var t + var p + (mean t - mean p)^2); zero only when p == t
+    denom = t.var() + p.var() + (t.mean() - p.mean()) ** 2
+    assert 1.0 - m["ccc"] == pytest.approx(((p - t) ** 2).mean() / denom, rel=1e-7, abs=1e-12)
+
+
+@PROPS
+@given(t=column, b=st.floats(0.01, 50), a=st.floats(0.05, 20))
+def test_ccc_drops_under_shifts_and_scales(t, b, a):
+    assume(varies(t))
+    # a perfect ranking that is shifted: PCC stays 1, CCC = 2 var / (2 var + b^2) < 1
+    shifted = one_gene(t, t + b)
+    assert shifted["pcc"] == pytest.approx(1.0)
+    assert shifted["ccc"] == pytest.approx(2 * t.var() / (2 * t.var() + b**2), rel=1e-9)
+    assert shifted["ccc"] < 1.0
+    assert one_gene(t, t + 2 * b)["ccc"] < shifted["ccc"]  # further off, lower
+    assume(abs(a - 1) > 1e-3)
+    scaled = one_gene(t, a * t)
+    assert scaled["pcc"] == pytest.approx(1.0)
+    assert scaled["ccc"] < 1.0 - 1e-9
+
+
+@PROPS
+@given(t=column, p=column, s=st.floats(0.5, 50))
+def test_moving_the_prediction_mean_away_lowers_a_positive_ccc(t, p, s):
+    assume(varies(t) and varies(p))
+    cov = ((t - t.mean()) * (p - p.mean())).mean()
+    assume(abs(cov) > 1e-6)
+    away = s if p.mean() >= t.mean() else -s
+    before, after = one_gene(t, p)["ccc"], one_gene(t, p + away)["ccc"]
+    assert after < before if cov > 0 else after > before  # the bias term only grows the denominator
+    assert one_gene(t, p + away)["pcc"] == pytest.approx(one_gene(t, p)["pcc"], abs=1e-9)
+
+
+constant = st.floats(-1e6, 1e6, allow_nan=False)
+
+
+@PROPS
+@given(c=constant, p=column, t=column, d=constant)
+def test_constant_genes(c, p, t, d):
+    """Documented: a constant truth is skipped (NaN for every metric); a constant prediction has PCC 0 and CCC 0."""
+    n = len(t)
+    # constant truth, any prediction (constant or not): skipped
+    for pred in (p, np.full(n, d)):
+        m = one_gene(np.full(n, c), pred)
+        assert m["skipped"]
+        assert np.isnan(m["pcc"]) and np.isnan(m["ccc"]) and np.isnan(m["mae"])
+    # constant prediction of a varying truth: scored, no correlation
+    assume(varies(t))
+    m = one_gene(t, np.full(n, d))
+    assert not m["skipped"]
+    assert m["pcc"] == 0.0
+    assert m["ccc"] == pytest.approx(0.0, abs=1e-12)
+    assert m["mae"] == pytest.approx(np.abs(t - d).mean())
+
+
+@PROPS
+@given(t=arrays(np.float64, (10, 4), elements=finite), p=arrays(np.float64, (10, 4), elements=finite),
+       const=st.lists(st.booleans(), min_size=4, max_size=4))  # fmt: skip
+def test_constant_genes_do_not_affect_the_others_and_are_left_out_of_the_summary(t, p, const):
+    assume(all(varies(t[:, g]) for g in range(4)))
+    t = t.copy()
+    const = np.array(const)
+    t[:, const] = 3.0
+    m = gene_metrics(t, p)
+    np.testing.assert_array_equal(m["skipped"].to_numpy(), const)
+    for g in np.flatnonzero(~const):
+        alone = one_gene(t[:, g], p[:, g])
+        assert m["pcc"][g] == pytest.approx(alone["pcc"], abs=1e-12)  # column sums may round differently
+        assert m["ccc"][g] == pytest.approx(alone["ccc"], abs=1e-12)
+    adata = AnnData(t.astype(np.float32))
+    adata.layers["pred"] = p.astype(np.float32)
+    phg2st.tl.select_prompts(adata, n_prompts=1, seed=0)
+    s = phg2st.tl.score(adata, layer="pred", spots="all")
+    assert s.summary["n_genes_skipped"] == const.sum() and s.summary["n_genes"] == (~const).sum()
+    kept = ~s.per_gene["skipped"].to_numpy()
+    expected = s.per_gene["pcc"][kept].mean() if kept.any() else np.nan
+    np.testing.assert_equal(s.summary["pcc"], expected)
+    assert not np.isnan(s.summary["ccc"]) if kept.any() else np.isnan(s.summary["ccc"])

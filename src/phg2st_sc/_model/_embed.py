@@ -94,9 +94,15 @@ class TileCache:
 
     def _atomic(self, path: Path, data: bytes) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
     def _path(self, b: int) -> Path:
         return self.dir / f"batch_{b:07d}.npy"

@@ -86,31 +86,50 @@ class PHG2ST:
         accelerator: str,
         devices: Any,
         progress: bool,
+        checkpoint_dir: str | os.PathLike | None = None,
+        resume_from: str | os.PathLike | None = None,
+        fingerprint: str = "",
         **trainer_kwargs: Any,
     ) -> None:
-        """Fit with Lightning; keeps the weights of the best validation epoch when there is a validation set."""
+        """Fit with Lightning; keeps the weights of the best validation epoch when there is a validation set.
+
+        With ``checkpoint_dir``, a complete checkpoint (``last.ckpt``: weights, optimiser, schedule, random
+        generators, history) is written atomically after every epoch, beside the best epoch's; ``resume_from``
+        continues from such a checkpoint.
+        """
+        import inspect
+
         import lightning as L
-        from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
         from torch.utils.data import DataLoader
 
-        from phg2st_sc._model._plan import History, PHG2STPlan
+        from phg2st_sc._model._plan import Checkpoints, EarlyStopping, History, PHG2STPlan, TrainingState
 
         L.seed_everything(seed, workers=True, verbose=False)
         plan = PHG2STPlan(self.config, lr=lr, step_size=step_size, gamma=gamma)
         plan.module.load_state_dict(self.module.state_dict())
         train_set = TrainSlides(slides, prompt_fraction, self.config["prompt_k"], seed)
         history = History(train_set)
-        callbacks: list[Any] = [history]
+        callbacks: list[Any] = [history, TrainingState(history, fingerprint)]
+        extra = trainer_kwargs.pop("callbacks", None) or []
+        callbacks += list(extra) if isinstance(extra, (list, tuple)) else [extra]
         with tempfile.TemporaryDirectory(prefix="phg2st-fit-") as tmp:
+            folder = Path(checkpoint_dir) if checkpoint_dir is not None else Path(tmp)
             val_loader = None
-            ckpt = None
             if validation:
                 val_loader = DataLoader(FixedSlides(validation, self.config["prompt_k"]), batch_size=None)
-                ckpt = ModelCheckpoint(dirpath=tmp, monitor="val_pcc", mode="max", save_top_k=1, save_weights_only=True)
-                callbacks += [ckpt, EarlyStopping(monitor="val_pcc", mode="max", patience=patience)]
+                callbacks.append(EarlyStopping(monitor="val_pcc", mode="max", patience=patience))
+            # One checkpoint callback: the best epoch by validation PCC (if any) and, with a checkpoint folder, the
+            # last epoch, both complete, written at the end of each training epoch (after its validation).
+            ckpt = Checkpoints(
+                dirpath=folder, monitor="val_pcc" if validation else None, mode="max",
+                save_top_k=1 if validation else 0, save_last=checkpoint_dir is not None,
+                save_on_train_epoch_end=True, filename="best-{epoch}", enable_version_counter=False,
+            )  # fmt: skip
+            if validation or checkpoint_dir is not None:
+                callbacks.append(ckpt)
             kwargs = {
                 "max_epochs": max_epochs, "accelerator": accelerator, "devices": devices, "logger": False,
-                "enable_checkpointing": ckpt is not None, "enable_progress_bar": progress,
+                "enable_checkpointing": ckpt in callbacks, "enable_progress_bar": progress,
                 "enable_model_summary": False, "default_root_dir": tmp, "deterministic": True,
                 "num_sanity_val_steps": 0, "callbacks": callbacks, "log_every_n_steps": 1,
             }  # fmt: skip
@@ -124,15 +143,24 @@ class PHG2ST:
                     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
                     warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
                     warnings.filterwarnings("ignore", message=".*treespec.*")  # lightning's own deprecation notice
-                    trainer.fit(plan, DataLoader(train_set, batch_size=None, shuffle=True), val_loader)
+                    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # resuming
+                    warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")  # validation=None
+                    # tensors and plain values only (tl.fit has already refused a checkpoint that needs more)
+                    safe = {"weights_only": True} if "weights_only" in inspect.signature(trainer.fit).parameters else {}
+                    trainer.fit(
+                        plan, DataLoader(train_set, batch_size=None, shuffle=True), val_loader, ckpt_path=resume_from,
+                        **safe,
+                    )  # fmt: skip
             finally:
                 lightning_log.setLevel(level)
-            if ckpt is not None and ckpt.best_model_path:
+            if validation and ckpt.best_model_path:
                 state = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
                 plan.load_state_dict(state)
                 self.info["best_epoch_val_pcc"] = float(ckpt.best_model_score)
             self.info["epochs_trained"] = int(trainer.current_epoch)
             self.info["world_size"] = int(trainer.world_size)
+            if resume_from is not None:
+                self.info["resumed_from"] = str(resume_from)
         self.module.load_state_dict({k: v.cpu() for k, v in plan.module.state_dict().items()})
         self.history_ = pd.DataFrame(history.rows)
 
@@ -147,6 +175,9 @@ class PHG2ST:
             )
         if not prompt.any():
             raise ValueError("The prompt mask marks no spot.")
+        from phg2st_sc._model._plan import check_attention_memory
+
+        check_attention_memory(adata.n_obs, self.config, training=False, device=torch.device(device))
         slide = self.slide(adata, prompt=prompt)
         batch = slide_batch(slide, prompt, np.zeros(slide.n, dtype=bool), self.config["prompt_k"])
         module = self.module.to(device).eval()
@@ -175,7 +206,10 @@ class PHG2ST:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         os.close(fd)
         try:
-            torch.save(payload, tmp)
+            with open(tmp, "wb") as fh:
+                torch.save(payload, fh)
+                fh.flush()
+                os.fsync(fh.fileno())  # on disk before the rename makes it the model file
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
@@ -184,15 +218,12 @@ class PHG2ST:
     @classmethod
     def load(cls, path: str | os.PathLike) -> PHG2ST:
         """Read a model written by :meth:`save` (``weights_only=True``: a file carrying code is refused)."""
+        from phg2st_sc._utils import load_tensors_only
+
         path = Path(path).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"No model file at {path}.")
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise ValueError(
-                f"{path} is not a readable phg2st-sc model file ({type(err).__name__}: {str(err)[:200]})."
-            ) from err
+        payload = load_tensors_only(path, "phg2st-sc model file")
         if not isinstance(payload, dict) or payload.get("format") != FORMAT:
             raise ValueError(f"{path} is not a phg2st-sc model file.")
         if payload.get("format_version") != FORMAT_VERSION:

@@ -118,9 +118,20 @@ def build_anndata(
     counts = counts.loc[keep]
     spots = spots.loc[keep]
 
-    values = counts.to_numpy()
+    values = counts.to_numpy(dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError(
+            f"{section}: the count table has {int((~np.isfinite(values)).sum())} missing values (empty cells, NaN or "
+            "infinite); is the file complete? Download it again or check how it was written."
+        )
     if (values < 0).any():
-        raise ValueError(f"{section}: the count table has negative values.")
+        raise ValueError(f"{section}: the count table has negative values; raw UMI counts are expected.")
+    if not np.array_equal(values, np.round(values)):
+        example = values[values != np.round(values)][0]
+        raise ValueError(
+            f"{section}: the count table is not integer (e.g. {example}); raw UMI counts are expected, not "
+            "normalised values. Point the reader at the published count files."
+        )
     X = sparse.csr_matrix(values.astype(np.float32))
 
     obs = pd.DataFrame(

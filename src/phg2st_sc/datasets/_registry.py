@@ -101,17 +101,27 @@ class RemoteDataset:
                 f"or set ${DATA_DIR_ENV}."
             )
         import pooch
+        import requests
 
         root = settings.cache_dir / self.name / self.download_prefix
         for rel, full in remote.items():
             logger.info("Fetching %s/%s", self.name, full)
-            pooch.retrieve(
-                url=f"{self.base_url}/{full}",
-                known_hash=f"sha256:{self.sha256[full]}",
-                fname=Path(rel).name,
-                path=root / Path(rel).parent,
-                progressbar=settings.progress,
-            )
+            url = f"{self.base_url}/{full}"
+            try:
+                pooch.retrieve(
+                    url=url,
+                    known_hash=f"sha256:{self.sha256[full]}",
+                    fname=Path(rel).name,
+                    path=root / Path(rel).parent,
+                    progressbar=settings.progress,
+                )
+            except requests.exceptions.RequestException as err:  # no network, proxy, 404...: one clear line
+                reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+                raise DataNotFoundError(
+                    f"Could not download the {self.name} file {full} from {url} ({type(err).__name__}: {reason}). "
+                    f"Without network access, download the published {self.name} files yourself and pass "
+                    f"`data_dir=` or set ${DATA_DIR_ENV}."
+                ) from None
         return root
 
 

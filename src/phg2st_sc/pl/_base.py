@@ -15,7 +15,7 @@ from phg2st_sc._constants import Keys
 from phg2st_sc._docs import DOCS
 from phg2st_sc._image import library_info
 from phg2st_sc._utils import _is_spatialdata
-from phg2st_sc._validate import get_coordinates
+from phg2st_sc._validate import check_nonempty, check_unique_names, get_coordinates
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -47,13 +47,17 @@ def plot_docs(func: F) -> F:
 
 
 def as_anndata(data: AnnData | SpatialData, table_key: str | None = None) -> AnnData:
-    """The AnnData to plot: ``data`` itself, or a SpatialData table in the scanpy convention (a new object)."""
+    """The AnnData to plot: ``data`` itself, or a SpatialData table in the scanpy convention (a new object).
+
+    Fails on an object without spots or genes.
+    """
     if _is_spatialdata(data):
         from phg2st_sc.io import from_spatialdata
 
-        return from_spatialdata(data, table_key=table_key)
-    if not isinstance(data, AnnData):
+        data = from_spatialdata(data, table_key=table_key)
+    elif not isinstance(data, AnnData):
         raise TypeError(f"Expected an AnnData or a SpatialData object, got {type(data).__name__}.")
+    check_nonempty(data)
     return data
 
 
@@ -135,6 +139,7 @@ def check_genes_layers(
     genes = [genes] if isinstance(genes, str) else list(genes)
     if not genes:
         raise ValueError("`genes` is empty.")
+    check_unique_names(adata, obs=False)  # genes are looked up by name
     absent = [g for g in genes if g not in adata.var_names]
     if absent:
         raise KeyError(f"Genes not in `adata.var_names`: {absent[:10]}{' ...' if len(absent) > 10 else ''}.")

@@ -15,7 +15,7 @@ from scipy import sparse
 from phg2st_sc._constants import Keys
 from phg2st_sc._docs import inject_docs
 from phg2st_sc._utils import finish, get_table
-from phg2st_sc._validate import check_nonempty, check_positive_int
+from phg2st_sc._validate import check_counts, check_nonempty, check_positive_int, check_unique_names
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -58,7 +58,8 @@ def top_expressed_genes(
     Parameters
     ----------
     adatas
-        One section or several, with raw counts.
+        One section or several, with raw counts: finite, non-negative integers of any numeric dtype (``uint8``
+        and other integer types are summed without overflow), unique gene names.
     n_top
         How many genes to return (fewer if fewer qualify).
     min_fraction
@@ -76,6 +77,18 @@ def top_expressed_genes(
     n_top = check_positive_int(n_top, "n_top")
     if not 0 <= min_fraction <= 1:
         raise ValueError(f"`min_fraction` must be in [0, 1], got {min_fraction}.")
+    for i, a in enumerate(adatas):
+        if not isinstance(a, AnnData):
+            raise TypeError(f"`adatas` must be AnnData objects; item {i} is a {type(a).__name__}.")
+        check_unique_names(a, obs=False)
+        if layer is not None and layer not in a.layers:
+            raise KeyError(f"No layer {layer!r} with counts in `adata.layers` (it has {list(a.layers)}).")
+        where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+        check_counts(
+            a.X if layer is None else a.layers[layer],
+            where if len(adatas) == 1 else f"{where} of section {i}",
+            fix="The rule ranks raw counts: name their layer with `layer=`.",
+        )
     shared = adatas[0].var_names
     for a in adatas[1:]:
         shared = shared.intersection(a.var_names, sort=False)
@@ -86,13 +99,50 @@ def top_expressed_genes(
     n_spots = 0
     for a in adatas:
         x = a[:, shared].X if layer is None else a[:, shared].layers[layer]
-        x = sparse.csr_matrix(x)
+        x = sparse.csr_matrix(x, dtype=np.float64)
         total += np.asarray(x.sum(axis=0)).ravel()
         detected += np.asarray((x > 0).sum(axis=0)).ravel()
         n_spots += a.n_obs
     ok = detected >= min_fraction * n_spots
     order = np.argsort(-total, kind="stable")
     return [shared[i] for i in order if ok[i]][:n_top]
+
+
+def resolve_panel(
+    adata: AnnData,
+    panel: str | Sequence[str],
+    *,
+    n_top: int = 1000,
+    min_fraction: float = 0.1,
+    fill_missing: bool = False,
+) -> tuple[str, list[str], pd.Index]:
+    """The panel's name, its genes, and those of its genes absent from ``adata``.
+
+    Fails on duplicated gene names and (unless ``fill_missing``) on absent genes; ``adata`` is not modified.
+    """
+    check_unique_names(adata, obs=False)
+    if isinstance(panel, str):
+        name = panel
+        genes = (
+            top_expressed_genes(adata, n_top=n_top, min_fraction=min_fraction)
+            if panel == "top_expressed"
+            else panel_genes(panel)
+        )
+    else:
+        name = "custom"
+        genes = [str(g) for g in panel]
+        if not genes:
+            raise ValueError("`panel` is an empty list.")
+    if len(set(genes)) != len(genes):
+        raise ValueError("The panel lists some genes twice.")
+    missing = pd.Index(genes).difference(adata.var_names)
+    if len(missing) and not fill_missing:
+        raise ValueError(
+            f"{len(missing)} of the {len(genes)} genes of panel {name!r} are absent from the data "
+            f"(e.g. {missing[:5].tolist()}). Pass `fill_missing=True, copy=True` to add them as zeros, or use "
+            "another panel."
+        )
+    return name, genes, missing
 
 
 @inject_docs
@@ -136,29 +186,9 @@ def select_genes(
     """
     adata = get_table(adata, table_key)
     check_nonempty(adata)
-    if isinstance(panel, str):
-        name = panel
-        genes = (
-            top_expressed_genes(adata, n_top=n_top, min_fraction=min_fraction)
-            if panel == "top_expressed"
-            else panel_genes(panel)
-        )
-    else:
-        name = "custom"
-        genes = [str(g) for g in panel]
-        if not genes:
-            raise ValueError("`panel` is an empty list.")
-    if len(set(genes)) != len(genes):
-        raise ValueError("The panel lists some genes twice.")
-    if not adata.var_names.is_unique:
-        raise ValueError("`adata.var_names` has duplicates; run `adata.var_names_make_unique()` first.")
-    missing = pd.Index(genes).difference(adata.var_names)
-    if len(missing) and not fill_missing:
-        raise ValueError(
-            f"{len(missing)} of the {len(genes)} genes of panel {name!r} are absent from the data "
-            f"(e.g. {missing[:5].tolist()}). Pass `fill_missing=True, copy=True` to add them as zeros, or use "
-            "another panel."
-        )
+    name, genes, missing = resolve_panel(
+        adata, panel, n_top=n_top, min_fraction=min_fraction, fill_missing=fill_missing
+    )
     if len(missing) and not copy:
         raise ValueError(
             "Adding absent genes as zeros changes the gene axis: pass `copy=True` with `fill_missing=True`."
@@ -171,8 +201,16 @@ def select_genes(
             out = adata[:, idx].copy()
             out.uns[Keys.GENES_UNS] = {"params": params}
             return out
-        adata._inplace_subset_var(idx)
+        had, old = Keys.GENES_UNS in adata.uns, adata.uns.get(Keys.GENES_UNS)
         finish(adata, {("uns", Keys.GENES_UNS): {"params": params}}, copy=False)
+        try:
+            adata._inplace_subset_var(idx)  # last: the record is undone if the subset fails
+        except BaseException:
+            if had:
+                adata.uns[Keys.GENES_UNS] = old
+            else:
+                del adata.uns[Keys.GENES_UNS]
+            raise
         return None
     return _with_zero_genes(adata, genes, params)
 

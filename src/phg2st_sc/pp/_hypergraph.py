@@ -8,13 +8,17 @@ with ``Norm_x(d) = d / s_x`` and ``s_x`` the mean distance from a spot to its k-
 space (features f, positions p). The paper does not define Norm; this choice makes one "typical neighbour
 step" in feature space weigh as much as one in space, whatever the units, the tissue size or the feature
 dimension (a min-max scaling by the largest pairwise distance would let the tissue's size set the balance).
-``s_p`` is exact; ``s_f`` is the mean over a fixed random sample of spots (exact kNN against all spots).
+``s_p`` is exact; ``s_f`` is the mean over a fixed random sample of spots (exact kNN against all spots), drawn
+from the spots in a canonical order (by position, then features) so that the order of the spots does not change
+the hypergraph: permuting the spots permutes the result.
 
 Each spot j's hyperedge is j and its k nearest spots under I (the official code instead adds the single most
 dissimilar spot, which the paper does not describe; it is not reproduced). The search is exact without an
 n x n matrix: candidates are the spatially nearest spots, and a spot whose k-th best combined distance exceeds
 ``r_c / s_p`` (r_c: distance to its farthest candidate, a lower bound on I for every non-candidate) is searched
-again with twice as many candidates, until none is left.
+again with twice as many candidates, until none is left. Candidate distances come from float32 dot products (BLAS);
+those that rounding could move into a spot's k nearest are recomputed exactly, so that the hyperedges and the
+stored distances are those of an exact search (identical features are at distance 0).
 """
 
 from __future__ import annotations
@@ -29,7 +33,13 @@ from scipy.spatial import cKDTree
 from phg2st_sc._constants import Keys
 from phg2st_sc._docs import inject_docs
 from phg2st_sc._utils import finish, get_table
-from phg2st_sc._validate import check_nonempty, check_positive_int, get_coordinates, get_representation
+from phg2st_sc._validate import (
+    check_nonempty,
+    check_positive_int,
+    check_unique_names,
+    get_coordinates,
+    get_representation,
+)
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -43,10 +53,25 @@ def _sq_norms(x: np.ndarray) -> np.ndarray:
     return np.einsum("nd,nd->n", x, x)
 
 
-def _feature_scale(f: np.ndarray, k: int, rng: np.random.Generator) -> float:
-    """Mean distance to the k-th nearest neighbour in feature space, over a sample of query spots."""
+def _canonical_order(f: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """The spots sorted by position, ties (spots at one position) by their features.
+
+    The same spots given in any order give the same sequence of spots.
+    """
+    order = np.lexsort((p[:, 1], p[:, 0]))
+    sorted_p = p[order]
+    if (sorted_p[1:] == sorted_p[:-1]).all(axis=1).any():
+        order = np.lexsort((*f.T[::-1], p[:, 1], p[:, 0]))
+    return order
+
+
+def _feature_scale(f: np.ndarray, k: int, rng: np.random.Generator, canonical: np.ndarray | None) -> float:
+    """Mean distance to the k-th nearest neighbour in feature space, over a sample of query spots.
+
+    The sample is drawn from the spots in ``canonical`` order, so that it holds the same spots whatever their order.
+    """
     n = len(f)
-    q = rng.choice(n, size=min(n, SCALE_SAMPLE), replace=False) if n > SCALE_SAMPLE else np.arange(n)
+    q = canonical[rng.choice(n, size=SCALE_SAMPLE, replace=False)] if n > SCALE_SAMPLE else np.arange(n)
     fq = f[q]
     kth = np.empty(len(q))
     norms = _sq_norms(f)
@@ -84,6 +109,33 @@ def _candidate_distances(
     return out
 
 
+def _refine(raw: np.ndarray, sq: np.ndarray, p: np.ndarray, rows: np.ndarray, cand: np.ndarray, comb: np.ndarray,
+            k: int, sf: float, sp: float) -> np.ndarray:  # fmt: skip
+    """Recompute exactly the candidate distances that float32 rounding could move into a row's k nearest.
+
+    ``comb`` comes back with exact distances (feature differences, summed in float64) at every candidate that the
+    float32 dot-product distances cannot rule out. The squared feature distance ``|f_i|^2 + |f_j|^2 - 2 f_i.f_j``
+    in float32 is off by at most ``e = (d + 2) eps32 (|f_i|^2 + |f_j|^2)``, so the distance by at most ``sqrt(e)``
+    (large relative to very close pairs: identical features get a distance of about ``3e-4 |f|``). A candidate
+    further than twice that bound beyond a row's k-th smallest value cannot be among its k nearest; the others are
+    recomputed exactly.
+    """
+    d = raw.shape[1]
+    gamma = (d + 2) * float(np.finfo(np.float32).eps)
+    slack = 2.0 * np.sqrt(gamma * (sq[rows] + sq[cand].max(axis=1))) / sf
+    kth = np.partition(comb, k - 1, axis=1)[:, k - 1]
+    hit_r, hit_c = np.nonzero(comb <= (kth + slack + 1e-9 * kth)[:, None])
+    out = comb.copy()
+    step = max(1, 2**22 // max(d, 1))  # pairs per chunk: at most 4M feature differences (16 MB)
+    for s in range(0, len(hit_r), step):
+        i, j = hit_r[s : s + step], hit_c[s : s + step]
+        a, b = rows[i], cand[i, j]
+        diff = raw[a] - raw[b]  # exact for close values (Sterbenz), else within float32 rounding of the difference
+        df = np.sqrt(np.einsum("nd,nd->n", diff, diff, dtype=np.float64))
+        out[i, j] = df / sf + np.linalg.norm(p[b] - p[a], axis=1) / sp
+    return out
+
+
 def spot_hyperedges(
     features: np.ndarray, coords: np.ndarray, k: int, *, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
@@ -93,8 +145,8 @@ def spot_hyperedges(
     -------
     ``members`` (n, k) int, ``dist`` (n, k) the combined distances (ascending), and the two scales.
     """
-    f = np.asarray(features, dtype=np.float32)
-    f = np.ascontiguousarray(f - f.mean(axis=0))  # centring keeps dot-product distances precise in float32
+    raw = np.asarray(features, dtype=np.float32)
+    f = np.ascontiguousarray(raw - raw.mean(axis=0))  # centring keeps dot-product distances precise in float32
     sq = _sq_norms(f).astype(np.float64)
     p = np.asarray(coords, dtype=np.float64)
     n = len(f)
@@ -103,7 +155,8 @@ def spot_hyperedges(
     tree = cKDTree(p)
     dk, _ = tree.query(p, k=k + 1)
     sp = float(dk[:, k].mean()) or 1.0
-    sf = _feature_scale(f, k, np.random.default_rng(seed))
+    canonical = _canonical_order(raw, p) if n > SCALE_SAMPLE else None
+    sf = _feature_scale(f, k, np.random.default_rng(seed), canonical)
 
     members = np.empty((n, k), dtype=np.int64)
     dist = np.empty((n, k), dtype=np.float64)
@@ -117,6 +170,7 @@ def spot_hyperedges(
         rc = rc.reshape(len(todo), c)
         comb = _candidate_distances(f, sq, p, todo, cand, sf, sp)
         comb[cand == todo[:, None]] = np.inf  # a spot is not its own neighbour
+        comb = _refine(raw, sq, p, todo, cand, comb, k, sf, sp)
         order = np.argsort(comb, axis=1, kind="stable")[:, :k]
         best = np.take_along_axis(comb, order, axis=1)
         exact = (c >= n) | (rc[:, -1] / sp >= best[:, -1])
@@ -190,8 +244,8 @@ def build_hypergraph(
     ----------
     {adata}
     use_rep
-        ``obsm`` key of the spot features (``embed_tiles``' ``key_added``). Its neighbour tiles, if stored, are
-        used for the sub-hypergraphs.
+        ``obsm`` key of the spot features (``embed_tiles``' ``key_added``), of any real dtype (``float16`` is
+        upcast to ``float32``). Its neighbour tiles, if stored, are used for the sub-hypergraphs.
     k
         Neighbours per spot hyperedge (the paper uses 4).
     neighbour_k
@@ -228,6 +282,7 @@ def build_hypergraph(
     """
     table = get_table(adata, table_key)
     check_nonempty(table)
+    check_unique_names(table, var=False)
     k = check_positive_int(k, "k")
     neighbour_k = k if neighbour_k is None else check_positive_int(neighbour_k, "neighbour_k")
     if neighbour_k > 127:

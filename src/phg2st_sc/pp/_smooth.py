@@ -12,7 +12,13 @@ from scipy import sparse
 from phg2st_sc._constants import Keys
 from phg2st_sc._docs import inject_docs
 from phg2st_sc._utils import finish, get_table
-from phg2st_sc._validate import check_nonempty, check_positive_int, get_array_coordinates, get_matrix
+from phg2st_sc._validate import (
+    check_nonempty,
+    check_positive_int,
+    check_unique_names,
+    get_array_coordinates,
+    get_matrix,
+)
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -93,6 +99,7 @@ def smooth(
     """
     adata = get_table(adata, table_key)
     check_nonempty(adata)
+    check_unique_names(adata, var=False)
     radius = check_positive_int(radius, "radius")
     if not isinstance(layer_added, str) or not layer_added:
         raise TypeError("`layer_added` must be a non-empty string.")

@@ -14,6 +14,7 @@ from scipy import sparse
 from phg2st_sc._constants import Keys, SpatialDataKeys
 from phg2st_sc._docs import inject_docs
 from phg2st_sc._utils import _is_spatialdata, get_table, spot_pitch
+from phg2st_sc._validate import check_nonempty, check_unique_names, get_coordinates
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -77,6 +78,48 @@ def _overview(adata: AnnData, library_id: str | None) -> tuple[np.ndarray, float
     if hires is None or scalef is None:
         raise ValueError("The section has no image to find the tissue in; pass `tissue_mask=`.")
     return np.asarray(hires), float(scalef)
+
+
+def _image_extent(adata: AnnData, library_id: str | None) -> tuple[float, float, float, str]:
+    """The (width, height) of the section's full-resolution image, read without decoding it.
+
+    Also returns the uncertainty of that size in pixels and the section's name; fails when the section has no image.
+    """
+    from phg2st_sc._image import full_resolution_path, image_size, library_info
+
+    lib, info = library_info(adata, library_id)
+    if info.get(Keys.METADATA, {}).get(Keys.IMAGE_PATH):
+        width, height = image_size(full_resolution_path(adata, library_id))
+        return float(width), float(height), 0.0, lib
+    hires = info.get(Keys.IMAGES, {}).get(Keys.HIRES)
+    scalef = info.get(Keys.SCALEFACTORS, {}).get(Keys.HIRES_SCALEF)
+    if hires is None or scalef is None:
+        raise ValueError(
+            f"Section {lib!r} has no image to find the tissue in (neither a full-resolution file nor a `hires` "
+            "image in `uns['spatial']`); load the section with its H&E image."
+        )
+    shape = np.shape(hires)
+    return shape[1] / float(scalef), shape[0] / float(scalef), 1.0 / float(scalef), lib
+
+
+def _check_inside(coords: np.ndarray, extent: tuple[float, float, float, str], adata: AnnData) -> None:
+    """Fail when spot centres lie outside the image: their coordinates are not full-resolution pixels of it."""
+    width, height, slack, lib = extent
+    outside = (
+        (coords[:, 0] < -slack)
+        | (coords[:, 1] < -slack)
+        | (coords[:, 0] >= width + slack)
+        | (coords[:, 1] >= height + slack)
+    )
+    if outside.any():
+        scalef = adata.uns[Keys.SPATIAL][lib].get(Keys.SCALEFACTORS, {}).get(Keys.HIRES_SCALEF)
+        raise ValueError(
+            f"{int(outside.sum())} of {len(coords)} spot centres lie outside the {width:.0f} x {height:.0f} image "
+            f"(e.g. {coords[outside][0].round(1).tolist()}): `obsm['spatial']` must be in full-resolution pixels. "
+            "Coordinates in the pixels of the `hires` image must be divided by "
+            f"`uns['spatial'][{lib!r}]['scalefactors']['tissue_hires_scalef']` ({scalef}); if the image file is a "
+            "downscaled copy, point `metadata['source_image_path']` at the full-resolution image."
+        )
 
 
 @inject_docs
@@ -150,11 +193,9 @@ def virtual_spots(
         table = from_spatialdata(sdata, table_key=table_key, image_key=image_key)
     else:
         table = get_table(adata, table_key)
-    if Keys.SPATIAL not in table.obsm:
-        raise KeyError("`obsm['spatial']` is missing: the measured spots' coordinates are needed.")
-    coords = np.asarray(table.obsm[Keys.SPATIAL], dtype=np.float64)
-    if coords.ndim != 2 or coords.shape[1] != 2 or not np.isfinite(coords).all():
-        raise ValueError("`obsm['spatial']` must be finite (n_spots, 2) coordinates.")
+    check_nonempty(table)
+    check_unique_names(table, var=False)
+    coords = get_coordinates(table)
     if not 0 < min_tissue <= 1:
         raise ValueError(f"`min_tissue` must be in (0, 1], got {min_tissue}.")
     if spacing is None:
@@ -163,6 +204,17 @@ def virtual_spots(
         spacing = spot_pitch(coords)
     if not np.isfinite(spacing) or spacing <= 0:
         raise ValueError(f"`spacing` must be a positive number of pixels, got {spacing}.")
+    extent = _image_extent(table, library_id)  # the image's size from its header: every check before reading it
+    _check_inside(coords, extent, table)
+    if tissue_mask is not None:
+        mask = np.asarray(tissue_mask)
+        if mask.ndim != 2:
+            raise ValueError(f"`tissue_mask` must be a 2-D (height, width) array, got shape {mask.shape}.")
+        if mask.dtype != bool:
+            if not np.isin(np.unique(mask), [0, 1]).all():
+                raise ValueError("`tissue_mask` must be boolean (or 0/1).")
+            mask = mask.astype(bool)
+        _check_aspect(mask, extent[1], extent[0])
 
     overview, scalef = _overview(table, library_id)
     full_h, full_w = overview.shape[0] / scalef, overview.shape[1] / scalef
@@ -171,19 +223,8 @@ def virtual_spots(
         mask_scale = scalef
         method = "otsu_saturation"
     else:
-        mask = np.asarray(tissue_mask)
-        if mask.ndim != 2:
-            raise ValueError(f"`tissue_mask` must be a 2-D (height, width) array, got shape {mask.shape}.")
-        if mask.dtype != bool:
-            if not np.isin(np.unique(mask), [0, 1]).all():
-                raise ValueError("`tissue_mask` must be boolean (or 0/1).")
-            mask = mask.astype(bool)
         mask_scale = mask.shape[1] / full_w
-        if abs(mask.shape[0] / full_h - mask_scale) > 0.02 * mask_scale + 1 / full_h:
-            raise ValueError(
-                f"`tissue_mask` of shape {mask.shape} does not have the image's aspect ratio ({full_h:.0f} x "
-                f"{full_w:.0f} pixels at full resolution)."
-            )
+        _check_aspect(mask, full_h, full_w)
         method = "given"
     if not mask.any():
         raise ValueError("No tissue found in the image; pass `tissue_mask=` to mark it.")
@@ -212,6 +253,15 @@ def virtual_spots(
     if sdata is None:
         return out
     return _to_spatialdata(sdata, out, radius)
+
+
+def _check_aspect(mask: np.ndarray, full_h: float, full_w: float) -> None:
+    mask_scale = mask.shape[1] / full_w
+    if abs(mask.shape[0] / full_h - mask_scale) > 0.02 * mask_scale + 1 / full_h:
+        raise ValueError(
+            f"`tissue_mask` of shape {mask.shape} does not have the image's aspect ratio ({full_h:.0f} x "
+            f"{full_w:.0f} pixels at full resolution)."
+        )
 
 
 def _spot_diameter(adata: AnnData, library_id: str | None) -> float | None:

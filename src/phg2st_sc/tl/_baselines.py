@@ -21,6 +21,7 @@ from phg2st_sc._validate import (
     check_choice,
     check_nonempty,
     check_positive_int,
+    check_unique_names,
     get_coordinates,
     get_matrix,
     get_prompt_mask,
@@ -94,7 +95,9 @@ def predict_gp(
     from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 
     if len(xy_prompt) > GP_MAX_PROMPTS:
-        raise MemoryError(
+        from phg2st_sc._errors import InsufficientMemoryError
+
+        raise InsufficientMemoryError(
             f"The exact Gaussian process on {len(xy_prompt)} prompts needs a {len(xy_prompt)}^2 kernel matrix; "
             f"use `method='idw'` or fewer prompts (at most {GP_MAX_PROMPTS})."
         )
@@ -247,7 +250,7 @@ def baseline(
     k, power
         Neighbours and distance exponent for ``"idw"``, ``"feature_knn"`` and ``"stack"``.
     use_rep
-        ``obsm`` key with image features, required by the image methods.
+        ``obsm`` key with image features, required by the image methods; any real dtype (``float16`` is upcast).
     n_pcs
         Principal components of the standardised features used by the image methods (``None``: all).
     spatial_key
@@ -274,6 +277,7 @@ def baseline(
     """
     adata = get_table(adata, table_key)
     check_nonempty(adata)
+    check_unique_names(adata, var=False)
     check_choice(method, "method", METHODS)
     k = check_positive_int(k, "k")
     if not np.isfinite(power) or power <= 0:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -14,7 +16,7 @@ from phg2st_sc._constants import Keys
 from phg2st_sc._docs import inject_docs
 from phg2st_sc._settings import settings
 from phg2st_sc._utils import _is_spatialdata, finish, get_table
-from phg2st_sc._validate import check_nonempty, get_prompt_mask
+from phg2st_sc._validate import check_nonempty, check_unique_names, get_prompt_mask
 from phg2st_sc.tl._metrics import prompt_fingerprint
 
 if TYPE_CHECKING:
@@ -40,6 +42,7 @@ def _slides(data: Any, table_key: str | None) -> list[AnnData]:
         raise ValueError("No section to use: pass an AnnData, a SpatialData with tables, or a list of them.")
     for a in out:
         check_nonempty(a)
+        check_unique_names(a)
         if Keys.SECTION in a.obs and a.obs[Keys.SECTION].nunique() > 1:
             raise ValueError(
                 "An AnnData holds several sections (`obs['section']`); pass one AnnData per section, e.g. "
@@ -101,6 +104,8 @@ def fit(
     seed: int = 0,
     accelerator: str = "auto",
     devices: int | str | Sequence[int] = "auto",
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool | str | os.PathLike = False,
     table_key: str | None = None,
     **trainer_kwargs: Any,
 ) -> PHG2ST:
@@ -158,9 +163,23 @@ def fit(
     accelerator, devices
         Lightning's ``"auto"``, ``"cpu"``, ``"gpu"``, ``"mps"``, and device counts; several devices or
         ``num_nodes`` run data-parallel (``strategy="ddp"``), one section per step and process.
+    checkpoint_dir
+        Folder for training checkpoints: after every epoch a complete checkpoint (weights, optimiser and schedule,
+        random generators, history) is written atomically to ``last.ckpt`` and, with a validation set, the best
+        epoch's to ``best-epoch=N.ckpt``. They stay there after training. ``None`` keeps them in a temporary folder.
+        With several nodes it must be a folder that every node sees.
+    resume
+        Continue an interrupted run: ``True`` resumes from ``checkpoint_dir/last.ckpt`` when it exists and starts
+        afresh otherwise (so a cluster job can always pass it); a path resumes from that checkpoint file, and the
+        run goes on in its folder. Pass the same sections and arguments as the interrupted call (checked, data
+        included; ``max_epochs``, ``patience`` and the accelerator may change): in one process the resumed run ends
+        with the same weights as one that was never interrupted (with several processes, DDP, each process's
+        dropout draws are not restored exactly). A run that early stopping had ended stays ended. The folder may be
+        moved or copied between runs. Checkpoints are read with ``weights_only=True``.
     {table_key}
     **trainer_kwargs
-        Passed to ``lightning.Trainer`` (e.g. ``strategy``, ``num_nodes``, ``precision``).
+        Passed to ``lightning.Trainer`` (e.g. ``strategy``, ``num_nodes``, ``precision``); ``callbacks`` are added
+        to the package's own (history, checkpoints, early stopping).
 
     Returns
     -------
@@ -174,6 +193,7 @@ def fit(
     from phg2st_sc._model._module import ModelConfig
 
     slides = _slides(adatas, table_key)
+    checkpoint_dir, resume_from = _resume_path(checkpoint_dir, resume)
     if variant not in VARIANTS:
         raise ValueError(f"Unknown variant {variant!r}; choose one of {list(VARIANTS)}.")
     fraction = _check_fraction(prompt_fraction, "prompt_fraction")
@@ -274,15 +294,115 @@ def fit(
             "training_sections": [s.name for s in tensors],
         }  # fmt: skip
     )
+    _check_training_memory(model, tensors, accelerator)
+    fingerprint = _fingerprint(model, tensors, val_items, trainer_kwargs, step_size=step_size, gamma=gamma)
+    if resume_from is not None:
+        from phg2st_sc._model._plan import read_checkpoint
+
+        ckpt = read_checkpoint(resume_from, fingerprint)
+        logger.info("Resuming from %s (after epoch %d).", resume_from, int(ckpt.get("epoch", -1)))
+        del ckpt
     logger.info(
         "Training PHG2ST (%s) on %d sections, %d genes; validation: %s.", variant, len(tensors), len(genes), mode
     )
     model.train(
         tensors, val_items, prompt_fraction=fraction, max_epochs=max_epochs, lr=lr, step_size=step_size, gamma=gamma,
         patience=patience, seed=seed, accelerator=accelerator, devices=devices, progress=settings.progress,
-        **trainer_kwargs,
+        checkpoint_dir=checkpoint_dir, resume_from=resume_from, fingerprint=fingerprint, **trainer_kwargs,
     )  # fmt: skip
     return model
+
+
+def _check_training_memory(model: PHG2ST, tensors: list, accelerator: str) -> None:
+    """Refuse a CPU run whose attention maps cannot fit in memory, before any training starts.
+
+    On a GPU nothing is checked (CUDA's fused attention kernels do not store the maps), and CUDA is not
+    initialised here, so that Lightning's fork-based strategies still work from a notebook.
+    """
+    import torch
+
+    from phg2st_sc._model._plan import check_attention_memory
+
+    if accelerator != "cpu" and (accelerator != "auto" or torch.cuda.is_available()):
+        return
+    largest = max(tensors, key=lambda s: s.n)
+    check_attention_memory(largest.n, model.config, training=True, device=torch.device("cpu"), name=largest.name)
+
+
+def _resume_path(
+    checkpoint_dir: str | os.PathLike | None, resume: bool | str | os.PathLike
+) -> tuple[Path | None, Path | None]:
+    """The checkpoint folder and the checkpoint to resume from (``None`` for a fresh run).
+
+    Refuses to mix a fresh run into old checkpoints.
+    """
+    folder = Path(checkpoint_dir).expanduser() if checkpoint_dir is not None else None
+    if folder is not None and folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"`checkpoint_dir` {folder} is a file; give a folder.")
+    if isinstance(resume, bool):
+        if not resume:
+            if folder is not None and folder.is_dir() and any(folder.glob("*.ckpt")):
+                raise FileExistsError(
+                    f"{folder} holds checkpoints of an earlier run: pass `resume=True` to continue it, or choose "
+                    "an empty `checkpoint_dir` for a new run."
+                )
+            return folder, None
+        if folder is None:
+            raise ValueError("`resume=True` continues from `checkpoint_dir/last.ckpt`: give `checkpoint_dir`.")
+        last = folder / "last.ckpt"
+        if last.is_file():
+            return folder, last
+        logger.info("No checkpoint in %s yet: training from the start.", folder)
+        return folder, None
+    if isinstance(resume, (str, os.PathLike)):
+        path = Path(resume).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"No checkpoint at {path} to resume from.")
+        # The run goes on in the checkpoint's folder (its best epoch's file and `last.ckpt` live there).
+        if folder is not None and folder.resolve() != path.parent.resolve():
+            raise ValueError(
+                f"The checkpoint {path} is not in `checkpoint_dir` {folder}: leave `checkpoint_dir` out (the run "
+                "continues in the checkpoint's folder) or give that folder."
+            )
+        return path.parent, path
+    raise TypeError(f"`resume` must be True, False or a checkpoint path, got {type(resume).__name__}.")
+
+
+def _fingerprint(model: PHG2ST, tensors: list, val_items: list | None, trainer_kwargs: dict, **optimiser: Any) -> str:
+    """A hash of what decides a run's result, so that a checkpoint is resumed only by the run that wrote it.
+
+    Covers the data, architecture, genes, seed, optimiser and Trainer settings; ``max_epochs``, ``patience`` and
+    the accelerator may change.
+    """
+    import hashlib
+    import json
+
+    def plain(v: Any) -> Any:  # 7 == np.int64(7) and 1 == 1.0 for the hash
+        if isinstance(v, dict):
+            return {str(k): plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, (bool, str)) or v is None:
+            return v
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            return str(v)
+
+    data = hashlib.blake2b(digest_size=16)
+    for s in tensors + [item[0] for item in val_items or []]:
+        for t in (s.x, s.y, s.pos):
+            data.update(t.detach().cpu().contiguous().numpy().tobytes())
+    keys = ("variant", "prompt_fraction", "seed", "lr", "use_rep", "hypergraph_key", "layer", "validation")
+    setup = {
+        "config": model.config, "genes": model.genes, "info": {k: v for k, v in model.info.items() if k in keys},
+        "sections": [(s.name, s.n) for s in tensors],
+        "validation": [(s.name, int(p.sum()), int(r.sum())) for s, p, r in val_items or []],
+        "data": data.hexdigest(),
+        "trainer": {k: v for k, v in trainer_kwargs.items() if k not in ("callbacks", "enable_progress_bar")},
+        **optimiser,
+    }  # fmt: skip
+    return hashlib.sha256(json.dumps(plain(setup), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _draw(eligible: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -350,6 +470,7 @@ def impute(
 
     table = get_table(adata, table_key)
     check_nonempty(table)
+    check_unique_names(table)
     if not isinstance(model, PHG2ST):
         raise TypeError(f"`model` must be a trained phg2st_sc.PHG2ST, got {type(model).__name__}.")
     prompts = get_prompt_mask(table, prompt_key)

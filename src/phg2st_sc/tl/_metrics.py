@@ -14,7 +14,7 @@ from phg2st_sc._constants import Keys
 from phg2st_sc._docs import inject_docs
 from phg2st_sc._errors import SmoothedTargetWarning
 from phg2st_sc._utils import get_table
-from phg2st_sc._validate import check_choice, check_nonempty, get_matrix, get_prompt_mask
+from phg2st_sc._validate import check_choice, check_nonempty, check_unique_names, get_matrix, get_prompt_mask
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -51,6 +51,12 @@ def gene_metrics(truth: np.ndarray, pred: np.ndarray) -> pd.DataFrame:
         raise ValueError(f"`truth` and `pred` must be 2-D arrays of equal shape, got {truth.shape} and {pred.shape}.")
     if truth.shape[0] < 2:
         raise ValueError("At least 2 spots are needed to compute correlations.")
+    for name, arr in (("truth", truth), ("pred", pred)):
+        if not np.isfinite(arr).all():
+            raise ValueError(
+                f"`{name}` contains {int((~np.isfinite(arr)).sum())} NaN or infinite values; drop the spots without "
+                "measurements or predictions first."
+            )
     mt, mp = truth.mean(axis=0), pred.mean(axis=0)
     dt, dp = truth - mt, pred - mp
     vt, vp = (dt**2).mean(axis=0), (dp**2).mean(axis=0)
@@ -162,12 +168,18 @@ def score(
     """
     adata = get_table(adata, table_key)
     check_nonempty(adata)
+    check_unique_names(adata)
     check_choice(spots, "spots", SPOTS)
     if layer not in adata.layers:
         raise KeyError(f"No layer {layer!r} with predictions in `adata.layers` (it has {list(adata.layers)}).")
     pred = get_matrix(adata, layer)
     truth = get_matrix(adata, truth_layer, unmeasured_rows=True)
     prompts = get_prompt_mask(adata, prompt_key)
+    if spots == "heldout" and prompts.all():
+        raise ValueError(
+            f"`adata.obs[{prompt_key!r}]` marks every spot as a prompt: no held-out spot is left to score. Redraw the "
+            "prompts (`phg2st.tl.select_prompts`) and predict again, or score `spots='all'`."
+        )
     made = adata.uns.get(layer, {}).get("params", {}) if isinstance(adata.uns.get(layer), dict) else {}
     if made.get("prompts") and made["prompts"] != prompt_fingerprint(prompts):
         raise ValueError(

@@ -11,7 +11,14 @@ from anndata import AnnData
 from phg2st_sc._constants import Keys
 from phg2st_sc._docs import inject_docs
 from phg2st_sc._utils import finish, get_table
-from phg2st_sc._validate import check_choice, check_fraction, check_nonempty, check_positive_int, get_coordinates
+from phg2st_sc._validate import (
+    check_choice,
+    check_fraction,
+    check_nonempty,
+    check_positive_int,
+    check_unique_names,
+    get_coordinates,
+)
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -103,6 +110,7 @@ def select_prompts(
     """
     adata = get_table(adata, table_key)
     check_nonempty(adata)
+    check_unique_names(adata, var=False)
     if adata.n_obs < 2:
         raise ValueError("A section needs at least 2 spots: one prompt and one held-out spot.")
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):

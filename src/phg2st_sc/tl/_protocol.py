@@ -18,7 +18,14 @@ from phg2st_sc._docs import inject_docs
 from phg2st_sc._errors import SmoothedTargetWarning
 from phg2st_sc._settings import settings
 from phg2st_sc._utils import get_table
-from phg2st_sc._validate import check_choice, check_fraction, check_nonempty
+from phg2st_sc._validate import (
+    check_choice,
+    check_counts,
+    check_fraction,
+    check_nonempty,
+    check_unique_names,
+    get_array_coordinates,
+)
 
 from ._baselines import METHODS, baseline
 from ._metrics import SMOOTH_NOTE, score
@@ -108,17 +115,11 @@ def get_protocol(protocol: str | Protocol) -> Protocol:
 
 
 def _check_counts(adata: AnnData) -> None:
-    x = adata.X
-    values = x.data if sparse.issparse(x) else np.asarray(x)
-    if not np.isfinite(values).all():
-        raise ValueError("`adata.X` contains NaN or infinite values; raw counts are expected.")
-    if (values < 0).any():
-        raise ValueError("`adata.X` has negative values; raw counts are expected (the protocol normalises them).")
-    if not np.allclose(values, np.round(values)):
-        raise ValueError(
-            "`adata.X` is not integer: raw counts are expected, since the protocol normalises them itself. "
-            "Put the counts in `.X` (e.g. `adata.X = adata.layers['counts']`)."
-        )
+    check_counts(
+        adata.X,
+        "adata.X",
+        fix="The protocol normalises them itself: put the counts in `.X` (e.g. `adata.X = adata.layers['counts']`).",
+    )
 
 
 @inject_docs
@@ -134,11 +135,14 @@ def prepare_targets(
     Parameters
     ----------
     adata
-        One section with raw counts in ``.X`` (AnnData, or SpatialData with ``table_key``). Not modified.
+        One section with raw counts in ``.X`` (AnnData, or SpatialData with ``table_key``): finite, non-negative
+        integers of any numeric dtype (``uint8`` and other integer types are converted to ``float32`` before any
+        arithmetic, so they cannot overflow), unique spot and gene names. Not modified.
     protocol
         Protocol name or object.
     panel
-        Gene panel (see :func:`phg2st_sc.pp.select_genes`); ``None`` keeps all genes.
+        Gene panel (see :func:`phg2st_sc.pp.select_genes`); ``None`` keeps all genes. Its genes must all be in the
+        data (checked before any work).
     {table_key}
 
     Returns
@@ -152,11 +156,17 @@ def prepare_targets(
     import scanpy as sc
 
     from phg2st_sc.pp import select_genes, smooth
+    from phg2st_sc.pp._genes import resolve_panel
 
     adata = get_table(adata, table_key)
     protocol = get_protocol(protocol)
     check_nonempty(adata)
+    check_unique_names(adata)
     _check_counts(adata)
+    if protocol.smooth:
+        get_array_coordinates(adata)
+    if panel is not None and panel != "top_expressed":
+        resolve_panel(adata, panel)  # absent genes fail here, before normalising
     panel_name = panel
     if panel == "top_expressed":  # ranked on raw counts, as the rule says, before any normalisation
         from phg2st_sc.pp import top_expressed_genes

@@ -1,0 +1,67 @@
+"""Memory: steps that would allocate more than the machine has fail first, with the setting that lowers it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _compare import assert_adata_equal
+from scipy import sparse
+
+import phg2st_sc as phg2st
+from phg2st_sc import _utils
+from phg2st_sc._model import _plan
+
+SMALL = dict(use_rep="X_tiny", hidden=32, heads=2, spot_depth=1, neighbour_depth=1, accelerator="cpu")
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning"),
+    pytest.mark.usefixtures("no_progress"),
+]
+
+
+def test_attention_estimate_is_linear_with_windows_and_quadratic_without():
+    config = {"use_spot_branch": True, "use_image": True, "heads": 4, "spot_depth": 2, "attention_window": 1024}
+    windowed = [_plan.attention_bytes(n, config, training=True) for n in (10_000, 100_000)]
+    assert windowed[1] == 10 * windowed[0]
+    full = {**config, "attention_window": 10**6}
+    assert _plan.attention_bytes(100_000, full, training=True) == 100 * _plan.attention_bytes(
+        10_000, full, training=True
+    )
+    # the measured 12.1 GiB of a full-attention training step at 10,000 spots (docs/benchmarks.md) is within 2x
+    assert 6 < _plan.attention_bytes(10_000, full, training=True) / 2**30 < 24
+    assert _plan.attention_bytes(10_000, {**config, "use_spot_branch": False}, training=True) == 0
+
+
+def test_fit_and_impute_refuse_attention_that_cannot_fit(monkeypatch, synthetic_section, tmp_path):
+    a = synthetic_section()  # 81 spots
+    model = phg2st.tl.fit(a, max_epochs=1, **SMALL)
+    phg2st.tl.select_prompts(a, fraction=0.2)
+    before = a.copy()
+    # 81 spots with full attention at training: 4 * 1 block * 2 heads * 81^2 * 4 bytes = 210 kB
+    monkeypatch.setattr(_plan, "available_memory", lambda: 100_000)
+    with pytest.raises(phg2st.InsufficientMemoryError, match="lower `attention_window`"):
+        phg2st.tl.fit(a, max_epochs=1, checkpoint_dir=tmp_path / "c", **SMALL)
+    assert not (tmp_path / "c").exists()  # refused before training: no checkpoint folder either
+    with pytest.raises(
+        MemoryError, match=r"Predicting section \(81 spots\) .* needs about 0\.1 MiB.*attention_window=1024"
+    ):
+        monkeypatch.setattr(_plan, "available_memory", lambda: 50_000)
+        phg2st.tl.impute(a, model)
+    assert_adata_equal(a, before)
+    monkeypatch.setattr(_plan, "available_memory", lambda: 10**12)
+    phg2st.tl.impute(a, model)
+    assert "phg2st" in a.layers
+
+
+def test_densifying_a_huge_sparse_matrix_is_refused(monkeypatch):
+    a = phg2st.datasets.synthetic(300, 40, layout="visium", n_features=4, grid_size=3, seed=0)
+    a.X = sparse.csr_matrix(np.asarray(a.X.toarray() if sparse.issparse(a.X) else a.X, dtype=np.float32))
+    phg2st.tl.select_prompts(a, fraction=0.1)
+    before = a.copy()
+    monkeypatch.setattr(_utils, "available_memory", lambda: 10_000)
+    with pytest.raises(phg2st.InsufficientMemoryError, match="dense needs about .* select the genes"):
+        phg2st.tl.baseline(a, method="idw")
+    assert_adata_equal(a, before)
+    monkeypatch.undo()
+    out = phg2st.tl.baseline(a, method="idw", copy=True)
+    assert np.isfinite(out.layers["baseline_idw"]).all()
