@@ -16,6 +16,7 @@ class Keys:
     ARRAY_COL = "array_col"
     SPOT_ID = "spot_id"
     PROMPT = "phg2st_prompt"
+    VIRTUAL = "phg2st_virtual"  # pp.virtual_spots: spots placed on the tissue without a measurement
     # obsm / uns["spatial"]
     SPATIAL = "spatial"
     # layers

@@ -122,3 +122,23 @@ def test_virtual_spots_from_spatialdata(c2):
     np.testing.assert_allclose(table.obsm["spatial"], from_ad.obsm["spatial"], atol=1e-6)
     shapes = out.shapes["C2_virtual_spots"]
     np.testing.assert_allclose(np.column_stack([shapes.geometry.x, shapes.geometry.y]), table.obsm["spatial"])
+
+
+def test_prompts_are_drawn_among_measured_spots_only(synthetic_section):
+    a = synthetic_section(seed=2, name="S2")
+    a = a[a.obsm["spatial"][:, 0] < 250].copy()
+    whole = phg2st.pp.virtual_spots(a, tissue_mask=np.ones((100, 100), bool))
+    virtual = whole.obs["phg2st_virtual"].to_numpy()
+    assert virtual.sum() > a.n_obs  # more virtual than measured spots: a draw over all spots would hit them
+    for strategy in ("random", "blocks"):
+        for seed in range(5):
+            phg2st.tl.select_prompts(whole, fraction=0.3, strategy=strategy, seed=seed)
+            chosen = whole.obs["phg2st_prompt"].to_numpy()
+            assert chosen.sum() == round(0.3 * a.n_obs) and not (chosen & virtual).any()
+    assert whole.uns["phg2st_prompt"]["params"]["fraction"] == pytest.approx(round(0.3 * a.n_obs) / a.n_obs)
+    with pytest.raises(ValueError, match="virtual spots"):
+        phg2st.tl.select_prompts(whole, mask=virtual.copy())
+    with pytest.raises(ValueError, match="measured spots"):
+        phg2st.tl.select_prompts(whole, n_prompts=a.n_obs)
+    phg2st.tl.baseline(whole, method="idw")  # prompts carry measurements: the baseline runs
+    assert np.isfinite(whole.layers["baseline_idw"]).all()

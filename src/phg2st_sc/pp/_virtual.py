@@ -19,7 +19,7 @@ from phg2st_sc._validate import check_nonempty, check_unique_names, get_coordina
 if TYPE_CHECKING:
     from spatialdata import SpatialData
 
-VIRTUAL = "phg2st_virtual"
+VIRTUAL = Keys.VIRTUAL
 
 
 def otsu_tissue_mask(image: np.ndarray) -> np.ndarray:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 STRATEGIES = ("random", "blocks")
+VIRTUAL = Keys.VIRTUAL
 
 
 def n_prompts_for(n_obs: int, fraction: float) -> int:
@@ -68,7 +69,9 @@ def select_prompts(
     """Mark the spots whose measured expression is given to a method (the "prompts").
 
     The PHG2ST task measures expression at a small fraction of a section's spots (10% at test time) and predicts
-    the rest. Every other spot is *held out* and is what an honest evaluation scores.
+    the rest. Every other spot is *held out* and is what an honest evaluation scores. Only measured spots can be
+    prompts: virtual spots (``obs['phg2st_virtual']`` of :func:`phg2st_sc.pp.virtual_spots`) are never chosen,
+    and fractions count measured spots.
 
     Parameters
     ----------
@@ -113,6 +116,12 @@ def select_prompts(
     check_unique_names(adata, var=False)
     if adata.n_obs < 2:
         raise ValueError("A section needs at least 2 spots: one prompt and one held-out spot.")
+    measured = ~adata.obs[VIRTUAL].to_numpy(dtype=bool) if VIRTUAL in adata.obs else np.ones(adata.n_obs, bool)
+    n_measured = int(measured.sum())
+    if n_measured < 2 and mask is None:
+        raise ValueError(
+            f"The section has {n_measured} measured spots (the others are virtual): at least 2 are needed."
+        )
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise TypeError(f"`seed` must be an integer, got {type(seed).__name__}.")
     if mask is not None:
@@ -125,26 +134,33 @@ def select_prompts(
             raise ValueError("`mask` marks no spot as a prompt.")
         if chosen.all():
             raise ValueError("`mask` marks every spot as a prompt; leave some spots to predict.")
+        if (chosen & ~measured).any():
+            raise ValueError(
+                f"`mask` marks {int((chosen & ~measured).sum())} virtual spots (`obs[{VIRTUAL!r}]`) as prompts; "
+                "virtual spots have no measured expression to give."
+            )
         strategy_used = "mask"
     else:
         check_choice(strategy, "strategy", STRATEGIES)
         if n_prompts is not None:
             n = check_positive_int(n_prompts, "n_prompts")
-            if n >= adata.n_obs:
-                raise ValueError(f"`n_prompts={n}` leaves no held-out spot among {adata.n_obs}.")
+            if n >= n_measured:
+                raise ValueError(f"`n_prompts={n}` leaves no held-out spot among {n_measured} measured spots.")
         else:
-            n = n_prompts_for(adata.n_obs, check_fraction(fraction))
+            n = n_prompts_for(n_measured, check_fraction(fraction))
         rng = np.random.default_rng(seed)
+        chosen = np.zeros(adata.n_obs, dtype=bool)
         if strategy == "random":
-            chosen = _random_prompts(adata.n_obs, n, rng)
+            chosen[measured] = _random_prompts(n_measured, n, rng)
         else:
             n_blocks = check_positive_int(n_blocks, "n_blocks")
-            chosen = _block_prompts(get_coordinates(adata, spatial_key), n, min(n_blocks, n), rng)
+            coords = get_coordinates(adata, spatial_key)[measured]
+            chosen[measured] = _block_prompts(coords, n, min(n_blocks, n), rng)
         strategy_used = strategy
     params = {
         "strategy": strategy_used,
         "seed": int(seed),
         "n_prompts": int(chosen.sum()),
-        "fraction": float(chosen.mean()),
+        "fraction": float(chosen.sum() / n_measured) if n_measured else 0.0,
     }
     return finish(adata, {("obs", key_added): chosen, ("uns", key_added): {"params": params}}, copy=copy)
