@@ -366,9 +366,10 @@ def benchmark(
         if path is not None:
             _atomic_write(path, fold_table.to_csv(index=False))
             if per_gene and genes:
-                tmp = out_dir / f".per_gene_{fold}.csv.gz.tmp"
-                pd.concat(genes).to_csv(tmp, index=False, compression="gzip")
-                os.replace(tmp, out_dir / f"per_gene_{fold}.csv.gz")
+                from phg2st_sc._utils import atomic_path
+
+                with atomic_path(out_dir / f"per_gene_{fold}.csv.gz") as tmp:
+                    pd.concat(genes).to_csv(tmp, index=False, compression="gzip")
         genes_tables += genes
     table = pd.concat(tables, ignore_index=True)
     summary = summarise(table)
@@ -386,9 +387,10 @@ def _version() -> str:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from phg2st_sc._utils import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 __all__ = ["benchmark", "BenchmarkResult", "METHOD_PRESETS", "summarise"]
