@@ -186,6 +186,25 @@ def test_embed_real_section_then_rerun_skips(tmp_path, c2, capsys, monkeypatch):
     assert (out / "C2.h5ad").stat().st_mtime_ns == mtime
 
 
+def test_embed_refuses_to_skip_an_output_made_with_other_settings(tmp_path, synthetic_section, capsys):
+    """A rerun with another --mpp must not skip the old output as done: that section fails and says why."""
+    path = tmp_path / "S0.h5ad"
+    synthetic_section(side=3).write_h5ad(path)
+    out = tmp_path / "emb"
+    args = ["embed", str(path), "--out-dir", str(out), "--no-progress", "--no-hypergraph"]
+    assert main(args) == 0
+    mtime = (out / "S0.h5ad").stat().st_mtime_ns
+    assert main(args) == 0 and "skipped" in capsys.readouterr().err  # same settings: done
+    assert main([*args, "--mpp", "10"]) == 1
+    err = capsys.readouterr().err
+    assert "mpp=-1.0 there, 10.0 asked" in err and "--overwrite" in err
+    assert (out / "S0.h5ad").stat().st_mtime_ns == mtime
+    assert main([*args, "--mpp", "10", "--overwrite"]) == 0
+    import anndata as ad
+
+    assert ad.read_h5ad(out / "S0.h5ad").uns["X_efficientnet_lite0"]["params"]["mpp"] == 10.0
+
+
 def test_embed_spatialdata_store_extends_and_overwrites(tmp_path, synthetic_section, capsys, monkeypatch):
     """A .zarr input gives a .zarr output; an incomplete output is extended, a complete one skipped."""
     import spatialdata as sd

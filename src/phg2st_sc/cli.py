@@ -316,6 +316,8 @@ def _embed_one(path: Path, args: argparse.Namespace) -> tuple[bool, str]:
         data = sd.read_zarr(source)  # the whole store: the image is needed, and written with the output
     table = get_table(data, args.table_key)
     has_embedding = key in table.obsm
+    if resume and has_embedding:
+        _check_same_embedding(table, key, args, out)
     if resume and has_embedding and (args.no_hypergraph or _not_ready(table, key) is None):
         return True, f"{out} has `obsm[{key!r}]`" + ("" if args.no_hypergraph else " and its hypergraph")
     done = []
@@ -331,6 +333,25 @@ def _embed_one(path: Path, args: argparse.Namespace) -> tuple[bool, str]:
         done.append("hypergraph built")
     _write(data, out)
     return False, f"{table.n_obs} spots, {', '.join(done) or 'nothing to add'} -> {out}"
+
+
+def _check_same_embedding(table, key: str, args: argparse.Namespace, out: Path) -> None:
+    """Refuse to resume from an output embedded with other settings (it would be skipped as done)."""
+
+    def path(p) -> str:
+        return str(Path(p).expanduser().resolve()) if p else ""
+
+    params = table.uns.get(key, {}).get("params", {}) if isinstance(table.uns.get(key), dict) else {}
+    recorded = {"mpp": params.get("mpp"), "weights": path(params.get("weights"))}
+    recorded = {k: v for k, v in recorded.items() if k in params}
+    asked = {"mpp": -1.0 if args.mpp is None else float(args.mpp), "weights": path(args.weights)}
+    differ = {k: (recorded[k], v) for k, v in asked.items() if k in recorded and recorded[k] != v}
+    if differ:
+        said = ", ".join(f"{k}={old!r} there, {new!r} asked" for k, (old, new) in differ.items())
+        raise ValueError(
+            f"{out} holds `obsm[{key!r}]` embedded with other settings ({said}); pass --overwrite to embed again "
+            "with the new settings, or write to another --out-dir."
+        )
 
 
 def run_embed(args: argparse.Namespace) -> int:
