@@ -14,7 +14,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-__all__ = ["assert_adata_equal", "assert_value_equal", "snapshot", "assert_unchanged"]
+__all__ = ["assert_adata_equal", "assert_value_equal", "assert_same_weights", "snapshot", "assert_unchanged"]
 
 
 def _fail(where: str, what: str) -> None:
@@ -179,3 +179,14 @@ def assert_unchanged(obj: Any, before: Any, where: str = "input") -> None:
             assert_unchanged(o, b, f"{where}[{i}]")
     elif isinstance(obj, pd.DataFrame):
         _frame_equal(obj, before, where)
+
+
+def assert_same_weights(m1: Any, m2: Any) -> None:
+    """Two PHG2ST models hold bit-identical weights (same parameter names, values and dtypes)."""
+    import torch
+
+    s1, s2 = m1.module.state_dict(), m2.module.state_dict()
+    if list(s1) != list(s2):
+        _fail("weights", f"parameter names differ: {sorted(set(s1) ^ set(s2))}")
+    for k, v in s1.items():
+        torch.testing.assert_close(v, s2[k], rtol=0, atol=0, msg=k)

@@ -4,16 +4,18 @@ interrupted model or cache write never leaves a file that loads as valid."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from _compare import assert_adata_equal
+from _synthetic import SMALL, Tiny, make_section, progress_off
 
 import phg2st_sc as phg2st
 import phg2st_sc._utils as utils
-
-SMALL = dict(use_rep="X_tiny", hidden=32, heads=2, spot_depth=1, neighbour_depth=1, accelerator="cpu")
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning"),
@@ -25,16 +27,9 @@ class Injected(RuntimeError):
     pass
 
 
-class Tiny(torch.nn.Module):
-    def forward(self, x):
-        return torch.cat([x.mean((2, 3)), x.std((2, 3))], 1)
-
-
 @pytest.fixture(scope="module")
 def section(tmp_path_factory):
-    from conftest import _synthetic_section
-
-    a = _synthetic_section(tmp_path_factory.mktemp("atomic"), side=7)
+    a = make_section(tmp_path_factory.mktemp("atomic"), side=7)
     grid = np.round((a.obsm["spatial"] - 60) / 40).astype(int)
     a.obs["array_row"], a.obs["array_col"] = grid[:, 1], grid[:, 0]
     phg2st.tl.select_prompts(a, fraction=0.2, seed=0)
@@ -44,8 +39,8 @@ def section(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(section):
-    phg2st.settings.progress = False
-    return phg2st.tl.fit(section, max_epochs=1, **SMALL)
+    with progress_off():
+        return phg2st.tl.fit(section, max_epochs=1, **SMALL)
 
 
 CALLS = {
@@ -62,49 +57,41 @@ CALLS = {
 }
 
 
-def _count_writes(monkeypatch, call, section, model) -> int:
-    calls = []
-    real = utils._assign
+_REAL_ASSIGN = utils._assign
 
-    def counting(container, key, value):
-        calls.append(key)
-        real(container, key, value)
+
+@contextmanager
+def write_hook(monkeypatch, fail_at: int | None = None) -> Iterator[list]:
+    """Record the keys that `finish` writes (yielded list); with ``fail_at``, that write raises `Injected`."""
+    seen: list = []
+
+    def hook(container, key, value):
+        seen.append(key)
+        if len(seen) == fail_at:
+            raise Injected(f"write {fail_at}")
+        _REAL_ASSIGN(container, key, value)
 
     with monkeypatch.context() as m:
-        m.setattr(utils, "_assign", counting)
-        call(section.copy(), model)
-    return len(calls)
+        m.setattr(utils, "_assign", hook)
+        yield seen
 
 
 @pytest.mark.parametrize("name", list(CALLS))
 def test_a_failure_at_any_write_leaves_the_anndata_as_it_was(monkeypatch, section, model, name):
     call = CALLS[name]
-    n = _count_writes(monkeypatch, call, section, model)
+    changed = section.copy()
+    with write_hook(monkeypatch) as writes:
+        call(changed, model)
+    n = len(writes)
     assert n >= 1
+    # without a failure the call does change the object (so the comparisons below can see a change)
+    with pytest.raises(AssertionError):
+        assert_adata_equal(changed, section)
     for fail_at in range(1, n + 1):  # the first write fails (nothing written yet), ..., the last one fails
         a = section.copy()
-        seen = []
-
-        def failing(container, key, value, fail_at=fail_at, seen=seen):
-            seen.append(key)
-            if len(seen) == fail_at:
-                raise Injected(f"write {fail_at} of {n}")
-            utils.__dict__["_real_assign"](container, key, value)
-
-        with monkeypatch.context() as m:
-            m.setitem(utils.__dict__, "_real_assign", _REAL_ASSIGN)
-            m.setattr(utils, "_assign", failing)
-            with pytest.raises(Injected):
-                call(a, model)
+        with write_hook(monkeypatch, fail_at), pytest.raises(Injected):
+            call(a, model)
         assert_adata_equal(a, section)
-    # and without a failure the call does change the object (so the comparison above can see a change)
-    a = section.copy()
-    call(a, model)
-    with pytest.raises(AssertionError):
-        assert_adata_equal(a, section)
-
-
-_REAL_ASSIGN = utils._assign
 
 
 def test_an_interrupt_during_the_computation_changes_nothing(section):
@@ -128,16 +115,8 @@ def test_a_view_is_not_left_half_written(monkeypatch, section, model):
     """Writing into a view makes it an actual AnnData with new containers; the undo must find them."""
     parent = section.copy()
     view = parent[:, :6]
-    calls = []
-
-    def failing(container, key, value):
-        calls.append(key)
-        if len(calls) == 2:
-            raise Injected("second write")
-        _REAL_ASSIGN(container, key, value)
-
-    monkeypatch.setattr(utils, "_assign", failing)
-    with pytest.warns(UserWarning), pytest.raises(Injected):  # anndata warns that the view becomes a copy
+    # anndata warns that the view becomes a copy
+    with write_hook(monkeypatch, fail_at=2), pytest.warns(UserWarning), pytest.raises(Injected):
         phg2st.tl.baseline(view, method="idw", layer_added="new_layer")
     assert "new_layer" not in view.layers and "new_layer" not in view.uns
     assert_adata_equal(parent, section)  # the parent is never touched through a view
@@ -168,9 +147,10 @@ def test_an_interrupted_model_save_leaves_no_valid_file(monkeypatch, model, tmp_
     before = path.read_bytes()
     real_save = torch.save
 
-    def dies_halfway(obj, fh, *args, **kwargs):
-        real_save(obj, fh, *args, **kwargs)
-        fh.truncate(fh.tell() // 2)  # half the bytes are on disk when the process "dies"
+    def dies_halfway(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        data = Path(f).read_bytes()
+        Path(f).write_bytes(data[: len(data) // 2])  # half the bytes are on disk when the process "dies"
         raise Injected("killed while writing")
 
     monkeypatch.setattr(torch, "save", dies_halfway)
@@ -195,4 +175,4 @@ def test_a_half_written_cache_batch_is_recomputed(tmp_path, section):
     again = phg2st.pp.embed_tiles(section.copy(), **kw, copy=True)
     assert again.uns["X_c"]["params"]["batches_from_cache"] == len(files) - 1
     np.testing.assert_array_equal(again.obsm["X_c"], a.obsm["X_c"])
-    assert not list(tmp_path.rglob(".tmp-*"))
+    assert not list(tmp_path.rglob(".*"))  # no temporary file or folder left

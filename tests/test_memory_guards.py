@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from _compare import assert_adata_equal
+from _synthetic import SMALL
 from scipy import sparse
 
 import phg2st_sc as phg2st
 from phg2st_sc import _utils
 from phg2st_sc._model import _plan
-
-SMALL = dict(use_rep="X_tiny", hidden=32, heads=2, spot_depth=1, neighbour_depth=1, accelerator="cpu")
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning"),
@@ -38,24 +37,25 @@ def test_fit_and_impute_refuse_attention_that_cannot_fit(monkeypatch, synthetic_
     phg2st.tl.select_prompts(a, fraction=0.2)
     before = a.copy()
     # 81 spots with full attention at training: 4 * 1 block * 2 heads * 81^2 * 4 bytes = 210 kB
-    monkeypatch.setattr(_plan, "available_memory", lambda: 100_000)
+    monkeypatch.setattr(_utils, "available_memory", lambda: 100_000)
     with pytest.raises(phg2st.InsufficientMemoryError, match="lower `attention_window`"):
         phg2st.tl.fit(a, max_epochs=1, checkpoint_dir=tmp_path / "c", **SMALL)
     assert not (tmp_path / "c").exists()  # refused before training: no checkpoint folder either
+    monkeypatch.setattr(_utils, "available_memory", lambda: 50_000)
     with pytest.raises(
-        MemoryError, match=r"Predicting section \(81 spots\) .* needs about 0\.1 MiB.*attention_window=1024"
+        phg2st.InsufficientMemoryError,
+        match=r"Predicting section \(81 spots\) .* needs about 0\.1 MiB.*attention_window=1024",
     ):
-        monkeypatch.setattr(_plan, "available_memory", lambda: 50_000)
         phg2st.tl.impute(a, model)
     assert_adata_equal(a, before)
-    monkeypatch.setattr(_plan, "available_memory", lambda: 10**12)
+    monkeypatch.setattr(_utils, "available_memory", lambda: 10**12)
     phg2st.tl.impute(a, model)
     assert "phg2st" in a.layers
 
 
 def test_densifying_a_huge_sparse_matrix_is_refused(monkeypatch):
     a = phg2st.datasets.synthetic(300, 40, layout="visium", n_features=4, grid_size=3, seed=0)
-    a.X = sparse.csr_matrix(np.asarray(a.X.toarray() if sparse.issparse(a.X) else a.X, dtype=np.float32))
+    assert sparse.issparse(a.X)  # what the guard is about
     phg2st.tl.select_prompts(a, fraction=0.1)
     before = a.copy()
     monkeypatch.setattr(_utils, "available_memory", lambda: 10_000)

@@ -11,7 +11,7 @@ import anndata as ad
 import numpy as np
 import pytest
 from _compare import assert_adata_equal
-from conftest import SMALL, _synthetic_section
+from _synthetic import SMALL, make_section, progress_off
 
 import phg2st_sc as phg2st
 
@@ -65,17 +65,14 @@ def test_seeded_baselines_are_identical(c2_targets, colour_features, method):
 def imputed(tmp_path_factory):
     """(section imputed by a small seeded model, the same imputed by a second model trained with the same seed)."""
     tmp = tmp_path_factory.mktemp("repro")
-    phg2st.settings.progress = False
-    try:
-        train = [_synthetic_section(tmp, seed=0, name="S0"), _synthetic_section(tmp, seed=1, name="S1")]
-        target = _synthetic_section(tmp, seed=3, name="S3")
+    with progress_off():
+        train = [make_section(tmp, seed=0, name="S0"), make_section(tmp, seed=1, name="S1")]
+        target = make_section(tmp, seed=3, name="S3")
         phg2st.tl.select_prompts(target, fraction=0.15, seed=2)
         out = []
         for _ in range(2):
             model = phg2st.tl.fit(train, max_epochs=1, seed=7, **SMALL)
             out.append(phg2st.tl.impute(target, model, copy=True))
-    finally:
-        phg2st.settings.progress = True
     return out
 
 

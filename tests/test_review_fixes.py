@@ -6,12 +6,11 @@ import warnings
 
 import numpy as np
 import pytest
+from _synthetic import SMALL
 
 import phg2st_sc as phg2st
 
 pytestmark = pytest.mark.usefixtures("no_progress")
-
-SMALL = dict(use_rep="X_tiny", hidden=32, heads=2, spot_depth=1, neighbour_depth=1, accelerator="cpu")
 
 
 @pytest.mark.data

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _synthetic import SMALL, make_section, progress_off
 
 import phg2st_sc as phg2st
 from phg2st_sc._model._encoders import get_encoder
@@ -30,12 +31,23 @@ def _crafted(path, marker, payload):
     marker.unlink()
 
 
-def test_a_model_file_with_code_is_refused_and_not_run(tmp_path, synthetic_section):
-    a = synthetic_section(side=5)
-    model = phg2st.tl.fit(a, use_rep="X_tiny", hidden=16, heads=2, spot_depth=1, neighbour_depth=1,
-                          max_epochs=1, accelerator="cpu", validation=None)  # fmt: skip
-    model.save(tmp_path / "good.pt")
-    payload = torch.load(tmp_path / "good.pt", weights_only=True)
+KW = {**SMALL, "hidden": 16, "max_epochs": 1, "validation": None}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One small run that leaves both a model file and a training checkpoint, and its section."""
+    folder = tmp_path_factory.mktemp("safety")
+    a = make_section(folder, side=5)
+    with progress_off():
+        model = phg2st.tl.fit(a, checkpoint_dir=folder / "c", **KW)
+    model.save(folder / "good.pt")
+    return a, folder
+
+
+def test_a_model_file_with_code_is_refused_and_not_run(tmp_path, trained):
+    _, folder = trained
+    payload = torch.load(folder / "good.pt", weights_only=True)
     marker = tmp_path / "pwned"
     _crafted(tmp_path / "evil.pt", marker, payload)
     with pytest.raises(ValueError, match="not a readable phg2st-sc model"):
@@ -54,14 +66,11 @@ def test_encoder_weights_with_code_are_refused_and_not_run(tmp_path):
     assert not marker.exists()
 
 
-def test_a_checkpoint_with_code_is_refused_and_not_run(tmp_path, synthetic_section):
-    a = synthetic_section(side=5)
-    kw = dict(use_rep="X_tiny", hidden=16, heads=2, spot_depth=1, neighbour_depth=1, max_epochs=1,
-              accelerator="cpu", validation=None)  # fmt: skip
-    phg2st.tl.fit(a, checkpoint_dir=tmp_path / "c", **kw)
-    payload = torch.load(tmp_path / "c" / "last.ckpt", weights_only=True)
+def test_a_checkpoint_with_code_is_refused_and_not_run(tmp_path, trained):
+    a, folder = trained
+    payload = torch.load(folder / "c" / "last.ckpt", weights_only=True)
     marker = tmp_path / "pwned"
     _crafted(tmp_path / "evil.ckpt", marker, payload)
     with pytest.raises(ValueError, match="not a readable training checkpoint"):
-        phg2st.tl.fit(a, resume=tmp_path / "evil.ckpt", **kw)
+        phg2st.tl.fit(a, resume=tmp_path / "evil.ckpt", **KW)
     assert not marker.exists()

@@ -157,7 +157,7 @@ def available_memory() -> int:
 MEMORY_LIMIT = 0.8
 
 
-def check_memory(nbytes: int, what: str, advice: str, *, available: int | None = None, device: str = "") -> None:
+def check_memory(nbytes: int, what: str, advice: str) -> None:
     """Refuse an allocation of ``nbytes`` that would not fit in the available memory, before it is attempted.
 
     Raises :class:`~phg2st_sc.InsufficientMemoryError` naming the step, the estimate and what to change, instead
@@ -165,11 +165,10 @@ def check_memory(nbytes: int, what: str, advice: str, *, available: int | None =
     """
     from phg2st_sc._errors import InsufficientMemoryError
 
-    free = available_memory() if available is None else available
+    free = available_memory()
     if nbytes > MEMORY_LIMIT * free:
         raise InsufficientMemoryError(
-            f"{what} needs about {_size(nbytes)}, more than the {_size(free)} available"
-            f"{' on ' + device if device else ''}: {advice}."
+            f"{what} needs about {_size(nbytes)}, more than the {_size(free)} available: {advice}."
         )
 
 
@@ -198,7 +197,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     The temporary path has ``path``'s name inside a hidden folder beside it (same file system, so the final rename
     is atomic; writers that look at the suffix, such as ``.h5ad`` or ``.zarr``, see the real one). Files and
     directories (e.g. ``.zarr`` stores) both work: an existing directory at ``path`` is moved aside first, so
-    ``path`` never holds a partly written result. The hidden folder is removed in every case.
+    ``path`` never holds a partly written result. A file is flushed to disk before the rename, so that the name
+    never points to data the disk does not hold yet. The hidden folder is removed in every case.
 
     Parameters
     ----------
@@ -213,6 +213,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         if not tmp.exists() and not tmp.is_symlink():
             raise FileNotFoundError(f"Nothing was written to {tmp}.")
+        if tmp.is_file():
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
         if path.is_dir() and not path.is_symlink():
             os.replace(path, work / f"{path.name}.old")  # os.replace cannot overwrite a non-empty directory
         os.replace(tmp, path)

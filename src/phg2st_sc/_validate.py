@@ -96,6 +96,25 @@ def check_counts(x: Any, where: str = "adata.X", *, fix: str = "") -> None:
         raise ValueError(f"`{where}` has negative values; raw counts are expected.")
 
 
+def check_inside_image(
+    coords: np.ndarray, width: float, height: float, *, hint: str, spatial_key: str = Keys.SPATIAL, slack: float = 0.0
+) -> None:
+    """Fail when spot centres lie outside a ``width`` x ``height`` image (more than ``slack`` pixels beyond it).
+
+    Such coordinates are not full-resolution pixels of that image; ``hint`` says how to fix them.
+    """
+    outside = (
+        (coords[:, 0] < -slack) | (coords[:, 1] < -slack) | (coords[:, 0] >= width + slack)
+        | (coords[:, 1] >= height + slack)
+    )  # fmt: skip
+    if outside.any():
+        raise ValueError(
+            f"{int(outside.sum())} of {len(coords)} spot centres lie outside the {width:.0f} x {height:.0f} image "
+            f"(e.g. {coords[outside][0].round(1).tolist()}): `obsm[{spatial_key!r}]` must be in full-resolution "
+            f"pixels of this image; {hint}."
+        )
+
+
 def get_coordinates(adata: AnnData, spatial_key: str = Keys.SPATIAL) -> np.ndarray:
     """Return ``adata.obsm[spatial_key]`` as a finite (n, 2) float array."""
     if spatial_key not in adata.obsm:

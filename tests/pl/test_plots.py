@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+from _synthetic import SMALL
 from matplotlib.collections import EllipseCollection, LineCollection, PathCollection
 from matplotlib.colors import to_rgba
 from matplotlib.testing.compare import compare_images
@@ -39,7 +40,6 @@ IMAGE_RC = {
     **dict.fromkeys(("text.color", "axes.labelcolor", "axes.titlecolor", "xtick.labelcolor", "ytick.labelcolor",
                      "legend.labelcolor"), "none"),
 }  # fmt: skip
-SMALL = dict(use_rep="X_tiny", hidden=32, heads=2, spot_depth=1, neighbour_depth=1, accelerator="cpu")
 
 
 def check_image(fig, name: str, tmp_path: Path) -> None:

@@ -7,12 +7,11 @@ import warnings
 
 import numpy as np
 import pytest
+from _synthetic import SMALL, Tiny
 from scipy.spatial import cKDTree
 
 import phg2st_sc as phg2st
 from phg2st_sc._image import full_resolution_path, read_downscaled
-
-SMALL = dict(use_rep="X_tiny", hidden=32, heads=2, spot_depth=1, neighbour_depth=1, accelerator="cpu")
 
 
 def test_otsu_finds_a_stained_disk():
@@ -79,7 +78,6 @@ def test_bad_arguments(c2, kwargs, match):
 
 
 def test_predictions_reach_virtual_spots_and_only_measured_spots_are_scored(synthetic_section):
-    import torch
 
     phg2st.settings.progress = False
     train = synthetic_section(seed=1, name="S1")
@@ -93,10 +91,6 @@ def test_predictions_reach_virtual_spots_and_only_measured_spots_are_scored(synt
     whole = phg2st.pp.virtual_spots(test, tissue_mask=np.ones((100, 100), bool))
     virtual = whole.obs["phg2st_virtual"].to_numpy()
     assert virtual.sum() > 0 and whole.obsm["spatial"][virtual][:, 0].max() > 250
-
-    class Tiny(torch.nn.Module):
-        def forward(self, x):
-            return torch.cat([x.mean((2, 3)), x.std((2, 3))], 1)
 
     phg2st.pp.embed_tiles(whole, encoder=Tiny(), tile_size=16, grid_size=3, key_added="X_tiny")
     phg2st.pp.build_hypergraph(whole, use_rep="X_tiny", k=3)

@@ -11,10 +11,11 @@ import anndata as ad
 import numpy as np
 import pytest
 import torch
+from _compare import assert_same_weights
+from _synthetic import SMALL, make_section, progress_off
 
 import phg2st_sc as phg2st
 
-SMALL = dict(use_rep="X_tiny", hidden=32, heads=2, spot_depth=1, neighbour_depth=1, accelerator="cpu")
 RUN = dict(max_epochs=6, seed=11, lr=1e-3, step_size=2, gamma=0.5, dropout=0.3, prompt_fraction=(0.1, 0.4))
 
 pytestmark = [
@@ -23,15 +24,24 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def sections(synthetic_section, tmp_path):
+@pytest.fixture(scope="module")
+def sections(tmp_path_factory):
     """Three sections written to h5ad (the child process reads the same files); the third validates ("auto")."""
+    folder = tmp_path_factory.mktemp("resume")
     paths = []
     for seed in range(3):
-        a = synthetic_section(seed=seed, name=f"S{seed}")
-        paths.append(tmp_path / f"S{seed}.h5ad")
-        a.write_h5ad(paths[-1])
+        paths.append(folder / f"S{seed}.h5ad")
+        make_section(folder, seed=seed, name=f"S{seed}").write_h5ad(paths[-1])
     return paths
+
+
+@pytest.fixture(scope="module")
+def full(sections, tmp_path_factory):
+    """The uninterrupted run (with checkpoints) that the resumed runs must reproduce."""
+    folder = tmp_path_factory.mktemp("full")
+    with progress_off():
+        model = phg2st.tl.fit([ad.read_h5ad(p) for p in sections], checkpoint_dir=folder, **SMALL, **RUN)
+    return model, folder
 
 
 def _kill_and_resume(paths, folder, hook: str) -> subprocess.CompletedProcess:
@@ -57,16 +67,11 @@ def _kill_and_resume(paths, folder, hook: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
 
 
-def _same_model(m1, m2):
-    for (k, v1), v2 in zip(m1.module.state_dict().items(), m2.module.state_dict().values(), strict=True):
-        torch.testing.assert_close(v1, v2, rtol=0, atol=0, msg=k)
-
-
 @pytest.mark.parametrize("hook", ["on_train_epoch_start", "on_train_batch_end"])  # between epochs, mid-epoch
-def test_killed_run_resumes_to_the_uninterrupted_result(sections, tmp_path, hook):
+def test_killed_run_resumes_to_the_uninterrupted_result(sections, full, tmp_path, hook):
     data = [ad.read_h5ad(p) for p in sections]
-    full = phg2st.tl.fit(data, checkpoint_dir=tmp_path / "full", **SMALL, **RUN)
-    assert (tmp_path / "full" / "last.ckpt").is_file() and list((tmp_path / "full").glob("best-epoch=*.ckpt"))
+    full, full_folder = full
+    assert (full_folder / "last.ckpt").is_file() and list(full_folder.glob("best-epoch=*.ckpt"))
 
     folder = tmp_path / "killed"
     child = _kill_and_resume(sections, folder, hook)
@@ -76,7 +81,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(sections, tmp_path, hook
     assert partial["epoch"] == 2  # the last complete epoch before the kill
 
     resumed = phg2st.tl.fit(data, checkpoint_dir=folder, resume=True, **SMALL, **RUN)
-    _same_model(full, resumed)
+    assert_same_weights(full, resumed)
     assert resumed.info["epochs_trained"] == full.info["epochs_trained"] == RUN["max_epochs"]
     assert resumed.info["best_epoch_val_pcc"] == full.info["best_epoch_val_pcc"]
     cols = ["epoch", "train_loss", "val_loss", "val_pcc", "lr"]
@@ -98,12 +103,12 @@ def test_resume_without_validation_and_longer(sections, tmp_path):
     phg2st.tl.fit(data, checkpoint_dir=tmp_path / "c", **{**kw, "max_epochs": 2})
     assert not list((tmp_path / "c").glob("best-*"))
     longer = phg2st.tl.fit(data, checkpoint_dir=tmp_path / "c", resume=True, **{**kw, "max_epochs": 4})
-    _same_model(full, longer)
+    assert_same_weights(full, longer)
     assert list(longer.history_["epoch"]) == [0, 1, 2, 3]
     # a finished run resumed with the same max_epochs trains no more and returns the same model
     again = phg2st.tl.fit(data, checkpoint_dir=tmp_path / "c", resume=tmp_path / "c" / "last.ckpt",
                           **{**kw, "max_epochs": 4})  # fmt: skip
-    _same_model(full, again)
+    assert_same_weights(full, again)
 
 
 def test_resume_refuses_other_runs_and_bad_files(sections, tmp_path):
@@ -112,7 +117,7 @@ def test_resume_refuses_other_runs_and_bad_files(sections, tmp_path):
     folder = tmp_path / "c"
     # resume=True on an empty folder starts afresh; a fresh run into a folder of old checkpoints is refused
     phg2st.tl.fit(data, checkpoint_dir=folder, resume=True, **kw)
-    snapshot = sorted(os.listdir(folder))
+    snapshot = {p.name: p.read_bytes() for p in folder.iterdir()}
     with pytest.raises(FileExistsError, match="resume=True"):
         phg2st.tl.fit(data, checkpoint_dir=folder, **kw)
     with pytest.raises(ValueError, match="another training run"):
@@ -125,7 +130,7 @@ def test_resume_refuses_other_runs_and_bad_files(sections, tmp_path):
         phg2st.tl.fit(data, resume=tmp_path / "nope.ckpt", **kw)
     with pytest.raises(TypeError, match="resume"):
         phg2st.tl.fit(data, checkpoint_dir=folder, resume=1, **kw)
-    assert sorted(os.listdir(folder)) == snapshot  # refused calls wrote nothing
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == snapshot  # refused calls wrote nothing
     # a truncated checkpoint, and one that carries pickled code, are refused before training
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes((folder / "last.ckpt").read_bytes()[:2000])
@@ -151,26 +156,26 @@ def test_a_run_ended_by_early_stopping_stays_ended(sections, tmp_path):
     again = phg2st.tl.fit(data, checkpoint_dir=tmp_path / "c", resume=True, **kw)
     assert len(again.history_) == len(ended.history_)
     assert again.info["best_epoch_val_pcc"] == ended.info["best_epoch_val_pcc"]
-    _same_model(ended, again)
+    assert_same_weights(ended, again)
     # a larger patience on resume is used (Lightning's own restore would put back the old one) and trains on
     longer = phg2st.tl.fit(data, checkpoint_dir=tmp_path / "c", resume=True, **{**kw, "patience": 1000})
     assert len(longer.history_) == kw["max_epochs"]
 
 
-def test_resume_from_a_path_in_a_moved_folder(sections, tmp_path):
+def test_resume_from_a_path_in_a_moved_folder(sections, full, tmp_path):
     """A checkpoint folder copied elsewhere resumes from `resume=<path>` with its best epoch remembered."""
     import shutil
 
     data = [ad.read_h5ad(p) for p in sections]
     kw = {**SMALL, **RUN}
-    full = phg2st.tl.fit(data, **kw)
+    full, _ = full
     phg2st.tl.fit(data, checkpoint_dir=tmp_path / "a", **{**kw, "max_epochs": 3})
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     shutil.rmtree(tmp_path / "a")
     with pytest.raises(ValueError, match="not in `checkpoint_dir`"):
         phg2st.tl.fit(data, checkpoint_dir=tmp_path / "x", resume=tmp_path / "b" / "last.ckpt", **kw)
     resumed = phg2st.tl.fit(data, resume=tmp_path / "b" / "last.ckpt", **kw)  # continues in b/
-    _same_model(full, resumed)
+    assert_same_weights(full, resumed)
     assert resumed.info["best_epoch_val_pcc"] == full.info["best_epoch_val_pcc"]
     assert sorted(p.name for p in (tmp_path / "b").glob("*.ckpt"))[-1] == "last.ckpt"
     assert not list((tmp_path / "b").glob("*-v1.ckpt"))  # last.ckpt was replaced, not versioned

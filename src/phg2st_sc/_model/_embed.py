@@ -6,7 +6,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -93,16 +92,10 @@ class TileCache:
         self.n, self.dim, self.batch_size = n, dim, batch_size
 
     def _atomic(self, path: Path, data: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        from phg2st_sc._utils import atomic_path
+
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
 
     def _path(self, b: int) -> Path:
         return self.dir / f"batch_{b:07d}.npy"

@@ -177,7 +177,8 @@ class PHG2ST:
             raise ValueError("The prompt mask marks no spot.")
         from phg2st_sc._model._plan import check_attention_memory
 
-        check_attention_memory(adata.n_obs, self.config, training=False, device=torch.device(device))
+        if torch.device(device).type == "cpu":
+            check_attention_memory(adata.n_obs, self.config, training=False)
         slide = self.slide(adata, prompt=prompt)
         batch = slide_batch(slide, prompt, np.zeros(slide.n, dtype=bool), self.config["prompt_k"])
         module = self.module.to(device).eval()
@@ -202,18 +203,10 @@ class PHG2ST:
             "history": self.history_.to_json(orient="records"),
             "state_dict": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        os.close(fd)
-        try:
-            with open(tmp, "wb") as fh:
-                torch.save(payload, fh)
-                fh.flush()
-                os.fsync(fh.fileno())  # on disk before the rename makes it the model file
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        from phg2st_sc._utils import atomic_path
+
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> PHG2ST:

@@ -50,18 +50,16 @@ def attention_bytes(n: int, config: dict, *, training: bool) -> int:
     return (4 * config["spot_depth"] if training else 2) * maps
 
 
-def check_attention_memory(n: int, config: dict, *, training: bool, device: torch.device, name: str = "") -> None:
-    """Fail before training or inference on the CPU when the attention maps of a section would not fit in memory."""
+def check_attention_memory(n: int, config: dict, *, training: bool, name: str = "") -> None:
+    """Fail before training or inference on the CPU when the attention maps of a section would not fit in memory.
+
+    Only for the CPU: CUDA's fused attention kernels never store the maps (measured on an H200: a training step on
+    10,000 spots peaks at 7.1 GiB with full attention and with windows alike).
+    """
     from phg2st_sc._utils import check_memory
 
-    if device.type != "cpu":
-        # CUDA's fused attention kernels never store the maps (measured on an H200: a training step on 10,000 spots
-        # peaks at 7.1 GiB with full attention and with windows alike), so the estimate only holds on the CPU.
-        return
-    need = attention_bytes(n, config, training=training)
-    free = available_memory()
     check_memory(
-        need,
+        attention_bytes(n, config, training=training),
         f"{'Training on' if training else 'Predicting'} section {name + ' ' if name else ''}({n} spots) with "
         f"attention over {min(n, config['attention_window'])} spots at a time",
         "lower `attention_window` (tl.fit's default, 1024, keeps memory linear in the number of spots) or train on "
@@ -69,8 +67,6 @@ def check_attention_memory(n: int, config: dict, *, training: bool, device: torc
         if training
         else f"the model was trained with `attention_window={config['attention_window']}`; predict where more memory "
         "is free, or train with a smaller `attention_window` (the default, 1024, keeps memory linear)",
-        available=int(free),
-        device=str(device),
     )
 
 
@@ -192,13 +188,6 @@ class TrainingState(L.Callback):
             raise ValueError("The checkpoint belongs to another training run (other sections, genes or settings).")
         self.history.rows = [dict(r) for r in state_dict["rows"]]
         _set_rng_state(state_dict["rng"])
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        # A run that early stopping ended stays ended when it is resumed (e.g. a rerun of a finished cluster job):
-        # decided from the restored early-stopping state, after the restore.
-        for cb in trainer.callbacks:
-            if isinstance(cb, EarlyStopping) and trainer.current_epoch > 0 and cb.wait_count >= cb.patience:
-                trainer.should_stop = True
 
 
 class EarlyStopping(L.pytorch.callbacks.EarlyStopping):

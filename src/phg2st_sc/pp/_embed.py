@@ -15,7 +15,13 @@ from phg2st_sc._docs import inject_docs
 from phg2st_sc._image import full_resolution_path, image_size, library_info
 from phg2st_sc._settings import settings
 from phg2st_sc._utils import _is_spatialdata, finish, get_table
-from phg2st_sc._validate import check_nonempty, check_positive_int, check_unique_names, get_coordinates
+from phg2st_sc._validate import (
+    check_inside_image,
+    check_nonempty,
+    check_positive_int,
+    check_unique_names,
+    get_coordinates,
+)
 from phg2st_sc.pp._tiles import ArrayLoader, ImageFile, RegionReader, TilePlan, plan_tiles
 
 if TYPE_CHECKING:
@@ -198,22 +204,15 @@ def embed_tiles(
         src = _anndata_source(table, library_id, spatial_key)
     coords, reader = src["coords"], src["reader"]
     height, width = reader.shape
-    outside = (coords[:, 0] < 0) | (coords[:, 1] < 0) | (coords[:, 0] >= width) | (coords[:, 1] >= height)
-    if outside.any():
-        if _is_spatialdata(adata):
-            hint = "check the coordinate transformations of the image element and of the spots"
-        else:
-            lib = src["library_id"]
-            hint = (
-                f"if the image file is a downscaled copy, point `uns['spatial'][{lib!r}]['metadata']"
-                "['source_image_path']` at the full-resolution image; if the coordinates are at another resolution, "
-                "convert them to full-resolution pixels (e.g. divide hires-image coordinates by `tissue_hires_scalef`)"
-            )
-        raise ValueError(
-            f"{int(outside.sum())} of {len(coords)} spot centres lie outside the {width} x {height} image (e.g. "
-            f"{coords[outside][0].round(1).tolist()}): `obsm[{spatial_key!r}]` must be in full-resolution pixels of "
-            f"this image; {hint}."
+    if _is_spatialdata(adata):
+        hint = "check the coordinate transformations of the image element and of the spots"
+    else:
+        hint = (
+            f"if the image file is a downscaled copy, point `uns['spatial'][{src['library_id']!r}]['metadata']"
+            "['source_image_path']` at the full-resolution image; if the coordinates are at another resolution, "
+            "convert them to full-resolution pixels (e.g. divide hires-image coordinates by `tissue_hires_scalef`)"
         )
+    check_inside_image(coords, width, height, hint=hint, spatial_key=spatial_key)
     if mpp is None:
         region = round(tile_size * src["px_per_unit"])
     else:

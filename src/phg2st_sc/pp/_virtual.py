@@ -14,7 +14,7 @@ from scipy import sparse
 from phg2st_sc._constants import Keys, SpatialDataKeys
 from phg2st_sc._docs import inject_docs
 from phg2st_sc._utils import _is_spatialdata, get_table, spot_pitch
-from phg2st_sc._validate import check_nonempty, check_unique_names, get_coordinates
+from phg2st_sc._validate import check_inside_image, check_nonempty, check_unique_names, get_coordinates
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -102,26 +102,6 @@ def _image_extent(adata: AnnData, library_id: str | None) -> tuple[float, float,
     return shape[1] / float(scalef), shape[0] / float(scalef), 1.0 / float(scalef), lib
 
 
-def _check_inside(coords: np.ndarray, extent: tuple[float, float, float, str], adata: AnnData) -> None:
-    """Fail when spot centres lie outside the image: their coordinates are not full-resolution pixels of it."""
-    width, height, slack, lib = extent
-    outside = (
-        (coords[:, 0] < -slack)
-        | (coords[:, 1] < -slack)
-        | (coords[:, 0] >= width + slack)
-        | (coords[:, 1] >= height + slack)
-    )
-    if outside.any():
-        scalef = adata.uns[Keys.SPATIAL][lib].get(Keys.SCALEFACTORS, {}).get(Keys.HIRES_SCALEF)
-        raise ValueError(
-            f"{int(outside.sum())} of {len(coords)} spot centres lie outside the {width:.0f} x {height:.0f} image "
-            f"(e.g. {coords[outside][0].round(1).tolist()}): `obsm['spatial']` must be in full-resolution pixels. "
-            "Coordinates in the pixels of the `hires` image must be divided by "
-            f"`uns['spatial'][{lib!r}]['scalefactors']['tissue_hires_scalef']` ({scalef}); if the image file is a "
-            "downscaled copy, point `metadata['source_image_path']` at the full-resolution image."
-        )
-
-
 @inject_docs
 def virtual_spots(
     adata: AnnData | SpatialData,
@@ -204,8 +184,14 @@ def virtual_spots(
         spacing = spot_pitch(coords)
     if not np.isfinite(spacing) or spacing <= 0:
         raise ValueError(f"`spacing` must be a positive number of pixels, got {spacing}.")
-    extent = _image_extent(table, library_id)  # the image's size from its header: every check before reading it
-    _check_inside(coords, extent, table)
+    width, height, slack, lib = _image_extent(table, library_id)  # from the header: all checks before reading it
+    scalef = table.uns[Keys.SPATIAL][lib].get(Keys.SCALEFACTORS, {}).get(Keys.HIRES_SCALEF)
+    hint = (
+        "coordinates in the pixels of the `hires` image must be divided by "
+        f"`uns['spatial'][{lib!r}]['scalefactors']['tissue_hires_scalef']` ({scalef}); if the image file is a "
+        "downscaled copy, point `metadata['source_image_path']` at the full-resolution image"
+    )
+    check_inside_image(coords, width, height, hint=hint, slack=slack)
     if tissue_mask is not None:
         mask = np.asarray(tissue_mask)
         if mask.ndim != 2:
@@ -214,7 +200,7 @@ def virtual_spots(
             if not np.isin(np.unique(mask), [0, 1]).all():
                 raise ValueError("`tissue_mask` must be boolean (or 0/1).")
             mask = mask.astype(bool)
-        _check_aspect(mask, extent[1], extent[0])
+        _check_aspect(mask, height, width)
 
     overview, scalef = _overview(table, library_id)
     full_h, full_w = overview.shape[0] / scalef, overview.shape[1] / scalef
@@ -224,7 +210,6 @@ def virtual_spots(
         method = "otsu_saturation"
     else:
         mask_scale = mask.shape[1] / full_w
-        _check_aspect(mask, full_h, full_w)
         method = "given"
     if not mask.any():
         raise ValueError("No tissue found in the image; pass `tissue_mask=` to mark it.")

@@ -326,7 +326,7 @@ def _check_training_memory(model: PHG2ST, tensors: list, accelerator: str) -> No
     if accelerator != "cpu" and (accelerator != "auto" or torch.cuda.is_available()):
         return
     largest = max(tensors, key=lambda s: s.n)
-    check_attention_memory(largest.n, model.config, training=True, device=torch.device("cpu"), name=largest.name)
+    check_attention_memory(largest.n, model.config, training=True, name=largest.name)
 
 
 def _resume_path(

@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 STRATEGIES = ("random", "blocks")
-VIRTUAL = Keys.VIRTUAL
 
 
 def n_prompts_for(n_obs: int, fraction: float) -> int:
@@ -116,7 +115,9 @@ def select_prompts(
     check_unique_names(adata, var=False)
     if adata.n_obs < 2:
         raise ValueError("A section needs at least 2 spots: one prompt and one held-out spot.")
-    measured = ~adata.obs[VIRTUAL].to_numpy(dtype=bool) if VIRTUAL in adata.obs else np.ones(adata.n_obs, bool)
+    measured = (
+        ~adata.obs[Keys.VIRTUAL].to_numpy(dtype=bool) if Keys.VIRTUAL in adata.obs else np.ones(adata.n_obs, bool)
+    )
     n_measured = int(measured.sum())
     if n_measured < 2 and mask is None:
         raise ValueError(
@@ -136,7 +137,7 @@ def select_prompts(
             raise ValueError("`mask` marks every spot as a prompt; leave some spots to predict.")
         if (chosen & ~measured).any():
             raise ValueError(
-                f"`mask` marks {int((chosen & ~measured).sum())} virtual spots (`obs[{VIRTUAL!r}]`) as prompts; "
+                f"`mask` marks {int((chosen & ~measured).sum())} virtual spots (`obs[{Keys.VIRTUAL!r}]`) as prompts; "
                 "virtual spots have no measured expression to give."
             )
         strategy_used = "mask"
