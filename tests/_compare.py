@@ -7,6 +7,7 @@ on ``sys.path``).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -148,9 +149,13 @@ def _is_spatialdata(obj: Any) -> bool:
 
 
 def snapshot(obj: Any) -> Any:
-    """A deep copy of an AnnData, a SpatialData (its tables and element names), a DataFrame or a list of them, for
-    :func:`assert_unchanged` (``None`` for anything else)."""
+    """A deep copy of an AnnData, a SpatialData (its tables and element names), a DataFrame, the files under a
+    path, or a list of them, for :func:`assert_unchanged` (``None`` for anything else)."""
     if isinstance(obj, AnnData):
+        if any(n.inferred_type not in ("string", "empty") for n in (obj.obs_names, obj.var_names)):
+            import copy
+
+            return copy.deepcopy(obj)  # AnnData.copy() turns integer names into strings
         return obj.copy()
     if _is_spatialdata(obj):
         return {
@@ -161,7 +166,18 @@ def snapshot(obj: Any) -> Any:
         return [snapshot(o) for o in obj]
     if isinstance(obj, pd.DataFrame):
         return obj.copy(deep=True)
+    if isinstance(obj, Path):
+        return _tree(obj)
     return None
+
+
+def _tree(path: Path) -> dict[str, bytes | None]:
+    """What a path holds: every file's bytes by relative path (folders as ``None``); empty when nothing is there."""
+    if path.is_file():
+        return {".": path.read_bytes()}
+    if not path.is_dir():
+        return {}
+    return {str(p.relative_to(path)): (p.read_bytes() if p.is_file() else None) for p in sorted(path.rglob("*"))}
 
 
 def assert_unchanged(obj: Any, before: Any, where: str = "input") -> None:
@@ -179,6 +195,8 @@ def assert_unchanged(obj: Any, before: Any, where: str = "input") -> None:
             assert_unchanged(o, b, f"{where}[{i}]")
     elif isinstance(obj, pd.DataFrame):
         _frame_equal(obj, before, where)
+    elif isinstance(obj, Path):
+        assert _tree(obj) == before, f"{where}: the files at {obj} changed"
 
 
 def assert_same_weights(m1: Any, m2: Any) -> None:

@@ -71,8 +71,9 @@ def test_benchmark_command_on_h5ad_files(tmp_path, capsys):
     assert len(table) == 3 * 2 * 2 and set(table["method"]) == {"idw k=3", "mean"}
     assert json.loads((out / "protocol.json").read_text())["methods"]["idw k=3"] == {"method": "idw", "k": 3}
     assert sorted(p.name for p in out.glob("fold_*.csv")) == ["fold_S0.csv", "fold_S1.csv", "fold_S2.csv"]
-    assert main([*args, "--fit", "not-a-pair"]) == 1
-    assert "KEY=VALUE" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # a bad argument: a usage error, before any work (exit 2)
+        main([*args, "--fit", "not-a-pair"])
+    assert exit_.value.code == 2 and "KEY=VALUE" in capsys.readouterr().err
     assert main(["benchmark", *paths, "--out", str(out), "--methods", "nope"]) == 1
 
 
@@ -149,14 +150,26 @@ def test_atomic_path_files_and_directories(tmp_path):
         raise RuntimeError("interrupted")
     assert target.read_text() == "new"
     store = tmp_path / "s.zarr"
-    for content in ("a", "b"):  # the second write replaces a non-empty directory
-        with atomic_path(store) as tmp:
+    for content in ("a", "b"):  # the second write replaces a non-empty directory: the earlier Zarr store
+        with atomic_path(store, store=True) as tmp:
             tmp.mkdir()
+            (tmp / ".zgroup").write_text("{}")
             (tmp / "part").write_text(content)
     assert (store / "part").read_text() == "b"
     with pytest.raises(FileNotFoundError), atomic_path(tmp_path / "never.h5ad"):
         pass
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt", "s.zarr"]  # no temporaries left
+    # a file never replaces a folder, and a store replaces nothing but a store (issue 13: no data loss)
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "precious.txt").write_text("keep")
+    with pytest.raises(IsADirectoryError), atomic_path(folder) as tmp:
+        tmp.write_text("model")
+    (tmp_path / "plain.zarr").mkdir()
+    (tmp_path / "plain.zarr" / "precious.txt").write_text("keep")
+    with pytest.raises(FileExistsError, match="not a Zarr store"), atomic_path(tmp_path / "plain.zarr", store=True):
+        pass
+    assert (folder / "precious.txt").read_text() == (tmp_path / "plain.zarr" / "precious.txt").read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "out.txt", "plain.zarr", "s.zarr"]  # no temporaries
 
 
 @pytest.mark.data
@@ -319,7 +332,7 @@ def test_impute_prepared_input_with_its_own_prompts(trained, tmp_path, capsys):
             "--prompt-key", "measured", "--layer-added", "pred", "--no-progress"]  # fmt: skip
     assert main(args) == 1
     err = capsys.readouterr().err
-    assert "other.h5ad: FAILED: its targets were prepared as" in err and "1 written" in err
+    assert "other.h5ad: FAILED: The data's expression was prepared with" in err and "1 written" in err
     res = ad.read_h5ad(out / "prepared.h5ad")
     phg2st.tl.impute(prepared, model, prompt_key="measured", layer_added="pred")
     np.testing.assert_allclose(res.layers["pred"], prepared.layers["pred"], rtol=1e-6, atol=1e-7)
@@ -356,8 +369,9 @@ def test_impute_bad_inputs_and_interrupted_writes(trained, tmp_path, capsys, mon
     assert main(["impute", paths[3], "--model", str(model_path), "--out-dir", str(out), "--no-progress"]) == 1
     assert "S3.h5ad: FAILED: disk quota exceeded" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["S2.h5ad"]  # no S3.h5ad, no temporary
-    assert main(["impute", paths[2], "--model", str(tmp_path / "nope.pt"), "--out-dir", str(out)]) == 1
-    assert "No model file" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # a missing model file is a bad argument (exit 2), found before work
+        main(["impute", paths[2], "--model", str(tmp_path / "nope.pt"), "--out-dir", str(out)])
+    assert exit_.value.code == 2 and "no model file" in capsys.readouterr().err
 
 
 def test_fit_and_impute_with_own_normalisation(trained, tmp_path, capsys):

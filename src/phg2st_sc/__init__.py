@@ -5,11 +5,15 @@ from importlib.metadata import PackageNotFoundError, version
 from . import datasets, io, pl, pp, tl
 from ._errors import (
     DataNotFoundError,
+    InputMismatchError,
     InsufficientMemoryError,
     MissingImageError,
     MissingImageWarning,
+    ModelFileError,
     Phg2stError,
+    SlotExistsError,
     SmoothedTargetWarning,
+    TrainingDivergedError,
 )
 from ._settings import Settings, settings
 
@@ -41,6 +45,10 @@ __all__ = [
     "DataNotFoundError",
     "InsufficientMemoryError",
     "MissingImageError",
+    "ModelFileError",
+    "InputMismatchError",
+    "TrainingDivergedError",
+    "SlotExistsError",
     "MissingImageWarning",
     "SmoothedTargetWarning",
 ]

@@ -26,6 +26,7 @@ class Keys:
     SMOOTH_UNS = "phg2st_smooth"
     GENES_UNS = "phg2st_genes"
     TARGETS_UNS = "phg2st_targets"
+    WRITTEN_UNS = "phg2st_written"  # slot -> keys this package wrote (never replaced without `overwrite`: others)
     # uns["spatial"][library_id]
     IMAGES = "images"
     HIRES = "hires"

@@ -16,6 +16,9 @@ DOCS = {
     "adata": "adata\n    AnnData, or SpatialData with ``table_key``.",
     "table_key": "table_key\n    Table of a SpatialData input; may be omitted when it has a single table.",
     "copy": "copy\n    Return a modified copy instead of writing in place.",
+    "overwrite": "overwrite\n    Replace slots of the same name that phg2st-sc did not write (the user's own). Without it such a "
+    "collision raises :class:`~phg2st_sc.SlotExistsError`; slots written by phg2st-sc (recorded in "
+    "``uns['phg2st_written']``) are always replaced.",
     "returns_copy": "``None``, or the modified copy with ``copy=True``. Writes",
 }
 

@@ -19,6 +19,22 @@ class InsufficientMemoryError(Phg2stError, MemoryError):
     """A step would need more memory than the machine has available; the message says which setting lowers it."""
 
 
+class ModelFileError(Phg2stError, ValueError):
+    """A model file (or training checkpoint) that cannot be used: unreadable, of another format, or malformed."""
+
+
+class InputMismatchError(Phg2stError, ValueError):
+    """Data that was not prepared the way a model's training data were (normalisation, encoder, tile geometry)."""
+
+
+class TrainingDivergedError(Phg2stError, RuntimeError):
+    """Training produced a non-finite loss or non-finite weights; the message names the setting to lower."""
+
+
+class SlotExistsError(Phg2stError, ValueError):
+    """A result would overwrite a slot of the AnnData that phg2st-sc did not write (pass ``overwrite=True``)."""
+
+
 class MissingImageWarning(UserWarning):
     """A section was loaded without its H&E image."""
 

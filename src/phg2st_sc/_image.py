@@ -22,6 +22,96 @@ def _open(path: str | os.PathLike):
     return Image.open(path)
 
 
+#: Pillow modes whose pixels are not 8-bit: read as arrays and scaled by :func:`to_rgb8` (Pillow's own conversion
+#: to RGB clips them, so that a 16-bit greyscale image becomes all white).
+_HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def pixel_scale(dtype: Any, vmin: float, vmax: float, what: str = "the image") -> float:
+    """The factor that maps an image's values to 0-255, from its dtype (and, for floats, its range).
+
+    Integers are scaled by their type's range (``uint16``: 65535 -> 255; ``uint8`` unchanged), booleans give 0/255;
+    floats in [0, 1] are multiplied by 255 and floats in (1, 255] kept as they are. Negative values, floats above
+    255 and NaN are refused: no scaling of them is right for an H&E image.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind == "b":
+        return 255.0
+    if dtype.kind not in "iuf":
+        raise TypeError(f"{what} has pixels of dtype {dtype}; an H&E image holds numbers (uint8 RGB, ideally).")
+    if not (np.isfinite(vmin) and np.isfinite(vmax)):
+        raise ValueError(f"{what} contains NaN or infinite pixel values.")
+    if vmin < 0:
+        raise ValueError(f"{what} has negative pixel values (down to {vmin:g}); an H&E image has none.")
+    if dtype.kind in "iu":
+        top = np.iinfo(dtype).max
+        return 1.0 if top <= 255 else 255.0 / top
+    if vmax <= 1.0:
+        return 255.0
+    if vmax <= 255.0:
+        return 1.0
+    raise ValueError(
+        f"{what} has float pixels up to {vmax:g}: scale them to [0, 1] or [0, 255] first (or convert to uint8)."
+    )
+
+
+def to_rgb8(
+    pixels: Any, *, scale: float | None = None, channels_first: bool = False, what: str = "the image"
+) -> np.ndarray:
+    """Any image array as (height, width, 3) ``uint8`` RGB, the one conversion every reader of pixels uses.
+
+    Grey (2-D, or one channel) is replicated into three channels; grey + alpha and RGBA lose their alpha channel
+    (it is dropped, not composited); more than four channels is refused (not an H&E image). Values are mapped to
+    0-255 by ``scale`` (:func:`pixel_scale` of the array when not given), rounded and clipped.
+
+    Parameters
+    ----------
+    pixels
+        (height, width), (height, width, channels), or (channels, height, width) with ``channels_first``.
+    scale
+        Factor to 0-255, decided once for a whole image (a region of it must not pick its own).
+    channels_first
+        The channel axis comes first (SpatialData's ``cyx``).
+    what
+        What the image is, for messages.
+    """
+    arr = np.asarray(pixels)
+    if arr.ndim == 3 and channels_first:
+        arr = np.moveaxis(arr, 0, -1)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or not 1 <= arr.shape[-1] <= 4:
+        raise ValueError(
+            f"{what} has shape {np.shape(pixels)}: an H&E image is (height, width) grey or (height, width, 3/4) "
+            "RGB(A) (channels first for SpatialData). Select its colour channels first."
+        )
+    channels = arr.shape[-1]
+    if channels <= 2:  # grey, or grey + alpha
+        arr = np.repeat(arr[..., :1], 3, axis=-1)
+    else:
+        arr = arr[..., :3]
+    if scale is None:
+        scale = pixel_scale(
+            arr.dtype, float(arr.min()) if arr.size else 0.0, float(arr.max()) if arr.size else 0.0, what
+        )
+    if arr.dtype == np.uint8 and scale == 1.0:
+        return np.ascontiguousarray(arr)
+    out = np.rint(arr.astype(np.float32) * np.float32(scale))
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def _pil_rgb(im: Any, what: str) -> np.ndarray:
+    """A Pillow image as ``uint8`` RGB: 8-bit modes through Pillow, high-bit ones through :func:`to_rgb8`."""
+    if im.mode not in _HIGH_BIT_MODES:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    arr = np.asarray(im)
+    scale = None
+    if im.mode == "I" and arr.size:  # 32-bit integers: often 16-bit data widened by the decoder
+        top = float(arr.max())
+        scale = 1.0 if top <= 255 else (255.0 / 65535 if top <= 65535 else None)
+    return to_rgb8(arr, scale=scale, what=what)
+
+
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """Return (width, height) of an image file without decoding its pixels."""
     with _open(path) as im:
@@ -44,14 +134,38 @@ def read_downscaled(path: str | os.PathLike, max_size: int = HIRES_MAX_SIZE) -> 
         scale = min(1.0, max_size / max(width, height))
         target = (max(1, round(width * scale)), max(1, round(height * scale)))
         im.draft("RGB", target)  # no-op for formats other than JPEG
-        small = im.convert("RGB").resize(target, Image.Resampling.LANCZOS)
+        rgb = im.convert("RGB") if im.mode not in _HIGH_BIT_MODES else Image.fromarray(_pil_rgb(im, str(path)))
+        small = rgb.resize(target, Image.Resampling.LANCZOS)
         return np.asarray(small, dtype=np.uint8), target[0] / width
 
 
 def read_full(path: str | os.PathLike) -> np.ndarray:
-    """Read a whole image at full resolution as ``uint8`` (height, width, 3)."""
+    """Read a whole image at full resolution as ``uint8`` (height, width, 3) RGB (see :func:`to_rgb8`)."""
     with _open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+        return _pil_rgb(im, str(path))
+
+
+def hires_image(info: dict[str, Any], library_id: str) -> tuple[np.ndarray | None, float]:
+    """A section's ``hires`` image as ``uint8`` RGB and its ``tissue_hires_scalef``, checked.
+
+    Returns ``(None, 1.0)`` when the section has no ``hires`` image. A ``hires`` image without a positive, finite
+    scale factor is refused: its pixels could not be placed on the spots.
+    """
+    hires = info.get(Keys.IMAGES, {}).get(Keys.HIRES)
+    if hires is None:
+        return None, 1.0
+    scalef = info.get(Keys.SCALEFACTORS, {}).get(Keys.HIRES_SCALEF)
+    where = f"`uns['spatial'][{library_id!r}]['scalefactors']['{Keys.HIRES_SCALEF}']`"
+    try:
+        value = float(scalef)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if scalef is None or isinstance(scalef, bool) or not np.isfinite(value) or value <= 0:
+        raise ValueError(
+            f"{where} is {'missing' if scalef is None else repr(scalef)}: the `hires` image needs it, the size of the "
+            "hires image over the full-resolution image (e.g. 2000 / 9274). Set it, or remove the hires image."
+        )
+    return to_rgb8(hires, what=f"`uns['spatial'][{library_id!r}]['images']['hires']`"), value
 
 
 def library_ids(adata: AnnData) -> list[str]:

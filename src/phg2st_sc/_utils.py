@@ -58,12 +58,94 @@ def get_table(data: AnnData | SpatialData, table_key: str | None = None) -> AnnD
     raise TypeError(f"Expected an AnnData or a SpatialData object, got {type(data).__name__}.")
 
 
-def finish(adata: AnnData, writes: Mapping[tuple[str, str], Any], *, copy: bool) -> AnnData | None:
+def written_keys(adata: AnnData) -> dict[str, set[str]]:
+    """The slots this package wrote into ``adata``: ``uns['phg2st_written']``, a JSON text {slot: [keys]}.
+
+    A JSON text (not a dict of lists) so that it reads back from ``.h5ad`` and ``.zarr`` exactly as written.
+    """
+    import json
+
+    from phg2st_sc._constants import Keys
+
+    record = adata.uns.get(Keys.WRITTEN_UNS)
+    if isinstance(record, bytes):
+        record = record.decode()
+    if isinstance(record, str):
+        try:
+            record = json.loads(record)
+        except ValueError:
+            return {}
+    if not isinstance(record, Mapping):
+        return {}
+    return {str(slot): {str(k) for k in np.atleast_1d(np.asarray(keys, dtype=object))} for slot, keys in record.items()
+            if keys is not None and np.size(keys)}  # fmt: skip
+
+
+def _record(written: dict[str, set[str]]) -> str:
+    import json
+
+    return json.dumps({slot: sorted(keys) for slot, keys in sorted(written.items()) if keys})
+
+
+def carry_written(source: AnnData, target: AnnData) -> None:
+    """Copy the record of the slots this package wrote from ``source`` to a new object built from it.
+
+    Only the keys that exist in ``target`` are carried.
+    """
+    from phg2st_sc._constants import Keys
+
+    kept = {slot: {k for k in keys if k in getattr(target, slot)} for slot, keys in written_keys(source).items()
+            if slot in _SLOTS}  # fmt: skip
+    if any(kept.values()):
+        target.uns[Keys.WRITTEN_UNS] = _record(kept)
+
+
+def check_slots(adata: AnnData, keys: Mapping[tuple[str, str], str | None], *, overwrite: bool) -> None:
+    """Refuse, before any work, to replace or remove slots that exist and that this package did not write.
+
+    Parameters
+    ----------
+    adata
+        The object to be written.
+    keys
+        ``{(slot, key): argument}``: the slots a call will write, each with the argument that named it. Slots of
+        fixed names (``None``: ``uns['phg2st_smooth']``, ...) are the package's own and never refused.
+    overwrite
+        The user allowed replacing their own slots: nothing is refused.
+    """
+    from phg2st_sc._constants import Keys
+    from phg2st_sc._errors import SlotExistsError
+
+    if overwrite:
+        return
+    written = written_keys(adata)
+    for (slot, key), arg in keys.items():
+        if arg is None or (slot, key) == ("uns", Keys.WRITTEN_UNS) or key not in getattr(adata, slot):
+            continue
+        if key not in written.get(slot, set()):
+            raise SlotExistsError(
+                f"`adata.{slot}[{key!r}]` exists and was not written by phg2st-sc: this call would replace it. "
+                + f"Choose another `{arg}=`, or pass `overwrite=True` to replace it."
+            )
+
+
+def finish(
+    adata: AnnData,
+    writes: Mapping[tuple[str, str], Any],
+    *,
+    copy: bool,
+    overwrite: bool = False,
+    names: Mapping[tuple[str, str], str] | None = None,
+) -> AnnData | None:
     """Write computed results into ``adata`` (or a copy) and honour the ``copy`` contract.
 
     All computation must be done before calling this: it only assigns, so a failure earlier leaves the
     user's object untouched. The assignments themselves are all or nothing: values are checked against the
     object's shape first, and if an assignment still fails (or the run is interrupted), the ones made are undone.
+
+    Slots that exist and were not written by this package (the user's own ``layers['counts']``,
+    ``obsm['spatial']``, ...) are never replaced or removed unless ``overwrite``: the written keys are recorded in
+    ``uns['phg2st_written']`` for that.
 
     Parameters
     ----------
@@ -74,11 +156,25 @@ def finish(adata: AnnData, writes: Mapping[tuple[str, str], Any], *, copy: bool)
         ``uns``; a value of ``None`` removes the key if present.
     copy
         Write into a copy and return it, instead of writing in place and returning ``None``.
+    overwrite
+        Replace existing slots that this package did not write.
+    names
+        ``{(slot, key): argument}``: the argument of the calling function that chose each key, for messages.
     """
+    from phg2st_sc._constants import Keys
+
     for (slot, key), value in writes.items():
         if slot not in _SLOTS:
             raise ValueError(f"Unknown AnnData slot {slot!r}.")
         _check_shape(adata, slot, key, value)
+    check_slots(adata, {sk: (names or {}).get(sk) for sk in writes}, overwrite=overwrite)
+    written = written_keys(adata)
+    for (slot, key), value in writes.items():
+        if value is None:
+            written.get(slot, set()).discard(key)
+        else:
+            written.setdefault(slot, set()).add(key)
+    writes = {**writes, ("uns", Keys.WRITTEN_UNS): _record(written)}
     target = adata.copy() if copy else adata
     done: list[tuple[str, str, bool, Any]] = []
     try:
@@ -89,7 +185,8 @@ def finish(adata: AnnData, writes: Mapping[tuple[str, str], Any], *, copy: bool)
                 continue
             done.append((slot, key, had, container[key] if had else None))  # recorded before the write
             _assign(container, key, value)
-            logger.info("%s `adata.%s[%r]`", "Removing" if value is None else "Adding", slot, key)
+            if key != Keys.WRITTEN_UNS:
+                logger.info("%s `adata.%s[%r]`", "Removing" if value is None else "Adding", slot, key)
     except BaseException:
         # Undo, newest first. The containers are looked up again: writing into a view makes it an actual
         # AnnData, with new containers.
@@ -190,53 +287,151 @@ def spot_pitch(coords: np.ndarray) -> float:
     return pitch if pitch > 0 else 1.0
 
 
+def is_zarr_store(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder holding a Zarr store (v2 ``.zgroup``/``.zattrs``/``.zarray`` or v3 ``zarr.json``)."""
+    path = Path(path)
+    return path.is_dir() and any((path / name).is_file() for name in (".zgroup", ".zattrs", ".zarray", "zarr.json"))
+
+
+def check_replaceable(path: str | os.PathLike, *, store: bool = False) -> None:
+    """Refuse, before any work, an output path whose current content this package must not replace.
+
+    A file output never replaces a folder (or a link to one); a folder output (``store=True``, a ``.zarr`` store)
+    replaces only a Zarr store, never a file or an ordinary folder. Existing outputs of the right kind may be
+    replaced. The parent folder must be writable (it is created if missing).
+    """
+    path = Path(path)
+    if store:
+        if path.is_symlink() or (path.exists() and not is_zarr_store(path)):
+            raise FileExistsError(
+                f"{path} exists and is not a Zarr store; phg2st-sc replaces only its own kind of output there. Choose "
+                "another output path (nothing was deleted)."
+            )
+    elif path.is_dir():
+        raise IsADirectoryError(
+            f"{path} is a folder; give the path of a file to write (e.g. {path / 'model.pt'}). Nothing was deleted."
+        )
+    check_writable(path.parent)
+
+
+def check_writable(folder: str | os.PathLike) -> None:
+    """Create ``folder`` if needed and check that files can be created in it, before any long work."""
+    folder = Path(folder).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".phg2st-write-check.")
+    except OSError as err:
+        raise PermissionError(f"Cannot write to {folder} ({err.strerror or err}); choose a writable output.") from err
+    os.close(fd)
+    os.unlink(probe)
+
+
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, store: bool = False) -> Iterator[Path]:
     """Yield a temporary path to write ``path``'s new content to; it replaces ``path`` only if the block succeeds.
 
     The temporary path has ``path``'s name inside a hidden folder beside it (same file system, so the final rename
-    is atomic; writers that look at the suffix, such as ``.h5ad`` or ``.zarr``, see the real one). Files and
-    directories (e.g. ``.zarr`` stores) both work: an existing directory at ``path`` is moved aside first, so
-    ``path`` never holds a partly written result. A file is flushed to disk before the rename, so that the name
-    never points to data the disk does not hold yet. The hidden folder is removed in every case.
+    is atomic; writers that look at the suffix, such as ``.h5ad`` or ``.zarr``, see the real one). A file is
+    flushed to disk before the rename, so that the name never points to data the disk does not hold yet. The
+    hidden folder is removed in every case.
+
+    What may be replaced is checked first (:func:`check_replaceable`): a file never replaces a folder, and a
+    folder output (``store=True``: a ``.zarr`` store) replaces only an earlier Zarr store, which is moved aside
+    and removed once the new one is in place. Nothing else is ever deleted.
 
     Parameters
     ----------
     path
         The final location.
+    store
+        The output is a folder (a Zarr store) rather than a file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_replaceable(path, store=store)
     work = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         tmp = work / path.name
         yield tmp
         if not tmp.exists() and not tmp.is_symlink():
             raise FileNotFoundError(f"Nothing was written to {tmp}.")
+        if tmp.is_dir() != store:
+            raise RuntimeError(f"Internal error: a {'folder' if tmp.is_dir() else 'file'} was written for {path}.")
+        check_replaceable(path, store=store)  # again: the path may have changed while the content was written
         if tmp.is_file():
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
-        if path.is_dir() and not path.is_symlink():
+        if store and path.is_dir():
             os.replace(path, work / f"{path.name}.old")  # os.replace cannot overwrite a non-empty directory
         os.replace(tmp, path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def load_tensors_only(path: str | os.PathLike, what: str, hint: str = "") -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU, or a ``ValueError`` naming ``what`` the file should be.
+#: Largest share of a torch file's declared (inflated) content over its size on disk before it is refused unread:
+#: ``torch.save`` stores its members uncompressed, so a file whose members inflate far beyond its size was not
+#: written by it (a "zip bomb" would otherwise be inflated into memory by ``torch.load``).
+INFLATION_LIMIT = 1.5
 
-    A file that needs more than tensors and plain values to load (pickled code, arbitrary objects), a truncated or
-    otherwise unreadable one, is refused without running anything from it.
+
+def load_tensors_only(
+    path: str | os.PathLike, what: str, hint: str = "", *, error: type[Exception] | None = None, legacy: bool = False
+) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, or an error naming ``what`` the file should be.
+
+    Before anything is inflated, the archive's declared member sizes are checked against the file's size (a small
+    file that would inflate to gigabytes is refused) and against the available memory. A file that needs more than
+    tensors and plain values to load (pickled code, arbitrary objects), a truncated or otherwise unreadable one, is
+    refused without running anything from it; the message never suggests loading it unsafely.
+
+    Parameters
+    ----------
+    path
+        The file.
+    what
+        What the file should be, for messages ("phg2st-sc model file").
+    hint
+        Appended to the message of an unreadable file.
+    error
+        Exception class raised for an unreadable file (default :class:`~phg2st_sc.ModelFileError`).
+    legacy
+        Accept torch's pre-1.6 (non-zip) format too.
     """
+    import pickle
+    import zipfile
+
     import torch
 
+    from phg2st_sc._errors import ModelFileError
+
+    error = error or ModelFileError
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No {what} at {path}.")
+    tail = f"; {hint}" if hint else ""
+    size = path.stat().st_size
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                declared = sum(info.file_size for info in archive.infolist())
+        except (zipfile.BadZipFile, OSError) as err:
+            raise error(f"{path} is not a readable {what} (a damaged archive: {err}){tail}.") from err
+        if declared > INFLATION_LIMIT * size + 2**20:
+            raise error(
+                f"{path} is not a readable {what}: its {_size(size)} archive declares {_size(declared)} of compressed "
+                f"content, which files written by torch never hold; it was refused before inflating{tail}."
+            )
+        check_memory(declared, f"Reading {path}", "free memory first")
+    elif not legacy:
+        raise error(f"{path} is not a readable {what} (not an archive written by `torch.save`){tail}.")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(
-            f"{path} is not a readable {what} ({type(err).__name__}: {str(err)[:200]}){'; ' + hint if hint else ''}."
+    except pickle.UnpicklingError as err:
+        raise error(
+            f"{path} is not a readable {what}: it holds objects other than tensors and plain values (pickled code or "
+            f"classes); it was refused unread, since loading such objects can run arbitrary code{tail}."
         ) from err
+    except Exception as err:
+        first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        if "weights_only" in first:
+            first = type(err).__name__
+        raise error(f"{path} is not a readable {what} ({type(err).__name__}: {first[:300]}){tail}.") from err

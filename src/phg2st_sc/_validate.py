@@ -22,6 +22,68 @@ def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_positive_real(value: Any, name: str, *, maximum: float | None = None) -> float:
+    """Return ``value`` as ``float`` if it is a finite number > 0 (and <= ``maximum``)."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"`{name}` must be a number, got {type(value).__name__}.")
+    if not np.isfinite(value) or value <= 0 or (maximum is not None and value > maximum):
+        bound = f" and at most {maximum:g}" if maximum is not None else ""
+        raise ValueError(f"`{name}` must be a finite number above 0{bound}, got {value}.")
+    return float(value)
+
+
+def check_seed(value: Any, name: str = "seed") -> int:
+    """Return ``value`` if it is a non-negative integer below 2**32 (what every random generator accepts)."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"`{name}` must be an integer, got {type(value).__name__}.")
+    if not 0 <= value < 2**32:
+        raise ValueError(f"`{name}` must be an integer from 0 to 2**32 - 1, got {value}.")
+    return int(value)
+
+
+def check_gene_list(genes: Any, name: str = "genes") -> list[str]:
+    """Return ``genes`` as a list of distinct, non-empty names; a bare string is refused (it is not a list)."""
+    if isinstance(genes, (str, bytes)):
+        raise TypeError(f"`{name}` must be a list of gene names, got the string {genes!r}: use `{name}=[{genes!r}]`.")
+    try:
+        genes = list(genes)
+    except TypeError as err:
+        raise TypeError(f"`{name}` must be a list of gene names, got {type(genes).__name__}.") from err
+    if not genes:
+        raise ValueError(f"`{name}` is empty: give at least one gene.")
+    bad = [g for g in genes if not isinstance(g, str) or not g.strip()]
+    if bad:
+        raise TypeError(f"`{name}` must hold gene names (non-empty strings), got {bad[:3]!r}.")
+    twice = sorted({g for g in genes if genes.count(g) > 1}) if len(set(genes)) != len(genes) else []
+    if twice:
+        raise ValueError(f"`{name}` lists some genes twice ({twice[:5]}).")
+    return [str(g) for g in genes]
+
+
+def check_trainer_kwargs(kwargs: dict[str, Any], *, own: list[str]) -> None:
+    """Refuse extra keyword arguments that ``lightning.Trainer`` does not take (a typo of a setting, most often).
+
+    ``own`` are the calling function's parameters, offered as suggestions with Trainer's.
+    """
+    if not kwargs:
+        return
+    import difflib
+    import inspect
+
+    import lightning as L
+
+    accepted = set(inspect.signature(L.Trainer).parameters) - {"self"}
+    unknown = [k for k in kwargs if k not in accepted]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(key, [*own, *accepted], n=1, cutoff=0.6)
+        raise TypeError(
+            f"Unknown setting `{key}`"
+            + (f" (did you mean `{close[0]}`?)" if close else "")
+            + ": settings other than tl.fit's own are passed to `lightning.Trainer`, which has no such parameter."
+        )
+
+
 def check_fraction(value: Any, name: str = "fraction") -> float:
     """Return ``value`` if it is a number strictly between 0 and 1."""
     if isinstance(value, bool) or not isinstance(value, Real):
@@ -48,9 +110,19 @@ def check_nonempty(adata: AnnData) -> None:
 
 
 def check_unique_names(adata: AnnData, *, obs: bool = True, var: bool = True) -> None:
-    """Fail on duplicated spot (``obs``) or gene (``var``) names (genes are matched by name, spots written by it)."""
+    """Fail on duplicated or non-string spot (``obs``) or gene (``var``) names.
+
+    Genes are matched by name and spots written by it; anndata indexes and writes string names only.
+    """
     for axis, names, what in (("obs", adata.obs_names, "spot"), ("var", adata.var_names, "gene")):
-        if not (obs if axis == "obs" else var) or names.is_unique:
+        if not (obs if axis == "obs" else var):
+            continue
+        if names.inferred_type not in ("string", "empty"):
+            raise TypeError(
+                f"`adata.{axis}_names` must be strings, got {names.inferred_type} names (e.g. {names[:3].tolist()}): "
+                f"run `adata.{axis}_names = adata.{axis}_names.astype(str)` first."
+            )
+        if names.is_unique:
             continue
         dup = names[names.duplicated()].unique()
         raise ValueError(
@@ -122,14 +194,45 @@ def get_coordinates(adata: AnnData, spatial_key: str = Keys.SPATIAL) -> np.ndarr
             f"`adata.obsm[{spatial_key!r}]` is missing: spot coordinates are needed. Read the data with a "
             "`phg2st.datasets` reader, or set `adata.obsm['spatial']` to an (n_spots, 2) array of pixel (x, y)."
         )
-    check_numeric(adata.obsm[spatial_key], f"adata.obsm[{spatial_key!r}]")
-    coords = np.asarray(adata.obsm[spatial_key], dtype=np.float64)
+    where = f"adata.obsm[{spatial_key!r}]"
+    check_numeric(adata.obsm[spatial_key], where)
+    raw = adata.obsm[spatial_key]
+    if np.dtype(getattr(raw, "dtype", np.asarray(raw).dtype)).kind == "b":
+        raise TypeError(f"`{where}` is boolean: spot coordinates must be numbers (pixels), not True/False.")
+    coords = np.asarray(raw, dtype=np.float64)
     if coords.ndim != 2 or coords.shape[1] < 2 or coords.shape[0] != adata.n_obs:
-        raise ValueError(f"`adata.obsm[{spatial_key!r}]` must have shape (n_spots, 2), got {coords.shape}.")
+        raise ValueError(f"`{where}` must have shape (n_spots, 2), got {coords.shape}.")
     coords = coords[:, :2]
     if not np.isfinite(coords).all():
-        raise ValueError(f"`adata.obsm[{spatial_key!r}]` contains NaN or infinite coordinates.")
+        raise ValueError(f"`{where}` contains NaN or infinite coordinates.")
+    check_layout(coords, where)
     return coords
+
+
+def check_layout(coords: np.ndarray, where: str = "the coordinates") -> None:
+    """Fail on a degenerate layout: all spots at one point, or most of them sharing their position with another.
+
+    Distances between spots then say nothing (the spot pitch is 0): interpolation, the hypergraph and the virtual
+    spot lattice would all work on noise. A few repeated positions are allowed.
+    """
+    n = len(coords)
+    if n < 2:
+        return
+    points = np.ascontiguousarray(coords[:, :2], dtype=np.float64).view(np.complex128).ravel()  # one 1-D sort
+    _, counts = np.unique(points, return_counts=True)
+    distinct, shared = len(counts), int(counts[counts > 1].sum())
+    if distinct == 1:
+        raise ValueError(
+            f"All {n} spots of `{where}` lie at the same point {coords[0].tolist()}: the coordinates are not the "
+            "spot positions (were they overwritten, or taken from the wrong column?)."
+        )
+    if 2 * shared > n:
+        raise ValueError(
+            f"In `{where}`, {shared} of {n} spots share their position with another ({distinct} distinct positions): "
+            "with most spots stacked, the distance between neighbouring spots is 0 and "
+            "distances say nothing. Give each spot its own centre (full-resolution pixels), or remove the repeated "
+            "spots."
+        )
 
 
 def get_array_coordinates(adata: AnnData) -> np.ndarray:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import inspect
 import json
 import sys
 import time
@@ -22,6 +22,13 @@ DEMO_PROMPTS = {"propagated": (0.05, 0.3), "paper": 0.3}
 ENCODERS = ("efficientnet_lite0", "uni", "resnet50")  # the named encoders of pp.embed_tiles (checked by a test)
 INPUT_SUFFIXES = (".h5ad", ".zarr")
 PROTOCOL_NAMES = ("heldout", "heldout_smoothed", "official", "paper")  # tl.PROTOCOLS (checked by a test)
+RESUME_NOTES = {  # what a rerun after an interrupt does, per command
+    "embed": "rerun the same command to resume (finished outputs are skipped)",
+    "impute": "rerun the same command to resume (finished outputs are skipped)",
+    "fit": "rerun the same command to train again; with --checkpoint-dir it continues from the last complete epoch",
+    "benchmark": "rerun the same command to resume (finished folds are kept)",
+    "demo": "rerun it to start again (embeddings already computed are reused from the cache)",
+}
 HYPERGRAPH_KEY = "phg2st"  # pp.build_hypergraph's and tl.fit's default key
 BATCH_NOTES = """\
 Every output is written to a temporary path beside it and renamed into place when complete, so an interrupted
@@ -184,7 +191,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
     embed = {k: v for k, v in {"weights": args.weights, "mpp": args.mpp}.items() if v is not None}
     embed["cache_dir"] = str(Path(args.out) / "embedding_cache")
     fit = {k: v for k, v in {"hidden": args.hidden, "max_epochs": args.max_epochs}.items() if v is not None}
-    fit.update(_key_values(args.fit))
+    fit.update(_fit_settings(args.fit or []))
     methods = args.methods
     if args.methods_file:
         methods = json.loads(Path(args.methods_file).read_text())
@@ -264,7 +271,7 @@ def _write(data, out: Path) -> None:
 
     from phg2st_sc._utils import atomic_path
 
-    with atomic_path(out) as tmp:
+    with atomic_path(out, store=not isinstance(data, AnnData)) as tmp:
         if isinstance(data, AnnData):
             data.write_h5ad(tmp)
         else:
@@ -360,10 +367,26 @@ def run_embed(args: argparse.Namespace) -> int:
 
 
 def _read_genes(path: str) -> list[str]:
-    lines = Path(path).read_text().splitlines()
-    genes = [g.strip() for g in lines if g.strip() and not g.lstrip().startswith("#")]
+    """Gene names from a text file, one a line (``#`` comments, blank lines, a byte-order mark and CRLF allowed)."""
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8-sig")
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"no genes file at {path}.") from err
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not a UTF-8 text file of gene names.") from err
+    genes = []
+    for number, line in enumerate(text.splitlines(), 1):
+        name = line.strip()
+        if not name or name.startswith("#"):
+            continue
+        if len(name.split()) > 1:
+            raise ValueError(f"{path}, line {number}: {name!r} holds several fields; write one gene name a line.")
+        genes.append(name)
     if not genes:
         raise ValueError(f"{path} lists no gene (one gene name a line).")
+    twice = sorted({g for g in genes if genes.count(g) > 1})
+    if twice:
+        raise ValueError(f"{path} lists some genes twice: {twice[:5]}.")
     return genes
 
 
@@ -371,7 +394,7 @@ def run_fit(args: argparse.Namespace) -> int:
     """``phg2st fit``: prepare the targets of the inputs, train PHG2ST on them and save the model."""
     import phg2st_sc as phg2st
 
-    out = Path(args.out)
+    out = Path(args.out).expanduser()
     if out.exists() and not args.overwrite:
         _say(f"phg2st fit: {out} exists; skipping (pass --overwrite to train again).")
         return 0
@@ -396,7 +419,7 @@ def run_fit(args: argparse.Namespace) -> int:
     kwargs = {"variant": args.variant, "prompt_fraction": DEMO_PROMPTS[args.variant], "seed": args.seed,
               "accelerator": args.accelerator, "devices": args.devices}  # fmt: skip
     kwargs.update({k: v for k, v in {"hidden": args.hidden, "max_epochs": args.max_epochs}.items() if v is not None})
-    kwargs.update(_key_values(args.fit))
+    kwargs.update(_fit_settings(args.fit or []))
     if args.checkpoint_dir is not None:
         kwargs.update(checkpoint_dir=args.checkpoint_dir, resume=True)
         if (Path(args.checkpoint_dir) / "last.ckpt").is_file():
@@ -412,23 +435,19 @@ def run_fit(args: argparse.Namespace) -> int:
 
 
 def _model_targets(adata, model):
-    """The section's expression prepared as the model's training targets were (see ``phg2st impute --help``)."""
+    """The section's expression prepared as the model's training targets were (see ``phg2st impute --help``).
+
+    Raw counts are prepared with the model's recorded protocol; a section already prepared, or a model trained on
+    the user's own normalisation, is only restricted to the model's genes. ``tl.impute`` then checks the result
+    against the model (:meth:`PHG2ST.check_input`), as it does in Python.
+    """
     import phg2st_sc as phg2st
     from phg2st_sc._constants import Keys
 
     expected = model.info.get("normalization", {})
-    recorded = adata.uns.get(Keys.TARGETS_UNS, {}).get("params")
-    if recorded is not None or "protocol" not in expected:  # already prepared, or the user's own normalisation
-        if recorded is not None and "protocol" in expected and dict(recorded) != expected:
-            raise ValueError(f"its targets were prepared as {dict(recorded)}; the model was trained on {expected}.")
-        return phg2st.pp.select_genes(adata, model.genes, copy=True)
-    fields = {f.name for f in dataclasses.fields(phg2st.tl.Protocol)}
-    recipe = {k: v for k, v in expected.items() if k in fields}
-    if recipe.get("target_sum", 0) < 0:  # recorded as -1 for "no library-size normalisation"
-        recipe["target_sum"] = None
-    work = phg2st.tl.prepare_targets(adata, phg2st.tl.Protocol(expected["protocol"], **recipe), panel=model.genes)
-    work.uns[Keys.TARGETS_UNS]["params"]["panel"] = expected.get("panel", "custom")  # the model's genes are its panel
-    return work
+    if "protocol" in expected and Keys.TARGETS_UNS not in adata.uns:
+        return phg2st.tl.prepare_targets(adata, model)
+    return phg2st.pp.select_genes(adata, model.genes, copy=True)
 
 
 def _impute_one(path: Path, args: argparse.Namespace, model) -> tuple[bool, str]:
@@ -458,6 +477,57 @@ def run_impute(args: argparse.Namespace) -> int:
     model = phg2st.PHG2ST.load(args.model)
     _say(f"phg2st impute: {model!r}")
     return _each_input("impute", args.inputs, lambda path: _impute_one(path, args, model))
+
+
+def _check_args(args: argparse.Namespace) -> str | None:
+    """What is wrong with the arguments, found before any work (a usage error, exit 2), or ``None``."""
+    from phg2st_sc._utils import check_replaceable, check_writable
+
+    inputs = getattr(args, "inputs", None) or []
+    resolved = [str(Path(p).expanduser().resolve()) for p in inputs]
+    twice = sorted({p for p, r in zip(inputs, resolved, strict=True) if resolved.count(r) > 1})
+    if twice:
+        return f"{twice} listed twice; give each input once."
+    if args.command in ("embed", "impute"):
+        stems = [_stem(p) for p in inputs]
+        repeated = sorted({s for s in stems if stems.count(s) > 1})
+        if repeated:
+            return f"several inputs are named {repeated}; each needs its own output name."
+    try:
+        if args.command in ("fit", "benchmark") and getattr(args, "fit", None):
+            _fit_settings(args.fit)
+        if args.command == "fit":
+            if args.genes:
+                _read_genes(args.genes)
+            out = Path(args.out).expanduser()
+            check_replaceable(out)  # never a folder; its parent writable
+            if out.exists() and args.overwrite:
+                from phg2st_sc._model._model import is_model_file
+
+                if not is_model_file(out):
+                    return f"{out} exists and is not a phg2st-sc model file: --overwrite replaces only a model file."
+        elif args.command == "impute":
+            if not Path(args.model).expanduser().is_file():
+                return f"no model file at {args.model}."
+            check_writable(args.out_dir)
+        elif args.command == "embed":
+            check_writable(args.out_dir)
+        elif args.command == "benchmark":
+            check_writable(args.out)
+    except (OSError, ValueError, TypeError) as err:
+        return _one_line(err)
+    return None
+
+
+def _fit_settings(items: Sequence[str]) -> dict[str, Any]:
+    """``--fit KEY=VALUE`` settings, each checked to be a setting of tl.fit or of lightning.Trainer."""
+    import phg2st_sc as phg2st
+    from phg2st_sc._validate import check_trainer_kwargs
+
+    settings = _key_values(items)
+    own = [p for p in inspect.signature(phg2st.tl.fit).parameters if p not in ("adatas", "trainer_kwargs")]
+    check_trainer_kwargs({k: v for k, v in settings.items() if k not in own}, own=own)
+    return settings
 
 
 def _devices(value: str) -> int | str:
@@ -619,11 +689,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_bench.add_argument("--per-gene", action="store_true")
     batch = _add_batch_commands(sub)
     args = parser.parse_args(argv)
-    if args.command in ("embed", "impute"):
-        stems = [_stem(p) for p in args.inputs]
-        repeated = sorted({s for s in stems if stems.count(s) > 1})
-        if repeated:
-            batch[args.command].error(f"several inputs are named {repeated}; each needs its own output name.")
+    problem = _check_args(args)
+    if problem:
+        (batch.get(args.command) or {"benchmark": p_bench, "demo": p_demo}[args.command]).error(problem)
     from phg2st_sc._settings import settings
 
     progress = settings.progress
@@ -634,6 +702,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "benchmark":
             return run_benchmark(args)
         return {"embed": run_embed, "fit": run_fit, "impute": run_impute}[args.command](args)
+    except KeyboardInterrupt:
+        print(f"phg2st {args.command}: interrupted (Ctrl-C); {RESUME_NOTES[args.command]}.", file=sys.stderr)
+        return 130  # the shells' convention: 128 + SIGINT
     except Exception as err:  # noqa: BLE001 - the CLI reports any failure as a message and an exit code
         print(f"phg2st {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 1

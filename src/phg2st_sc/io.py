@@ -11,7 +11,7 @@ from anndata import AnnData
 
 from ._constants import Keys, SpatialDataKeys
 from ._errors import MissingImageError
-from ._image import HIRES_MAX_SIZE, full_resolution_path, library_info, read_downscaled, read_full
+from ._image import HIRES_MAX_SIZE, full_resolution_path, hires_image, library_info, read_downscaled, read_full, to_rgb8
 from ._utils import get_table
 from ._validate import check_nonempty, check_unique_names, get_coordinates
 
@@ -101,16 +101,13 @@ def to_spatialdata(
         try:
             pixels, transform = read_image(adata, lib), Identity()
         except MissingImageError:
-            hires = info.get(Keys.IMAGES, {}).get(Keys.HIRES)
+            hires, scalef = hires_image(info, lib)  # uint8 RGB, whatever the stored dtype (scanpy: float in [0, 1])
             pixels, transform = None, None
             if hires is not None:
-                s = 1.0 / float(info[Keys.SCALEFACTORS][Keys.HIRES_SCALEF])
-                pixels, transform = np.asarray(hires), Scale([s, s], axes=("y", "x"))
+                pixels, transform = hires, Scale([1.0 / scalef, 1.0 / scalef], axes=("y", "x"))
         if pixels is not None:
-            if pixels.dtype != np.uint8:  # scanpy's hires images may be float in [0, 1]
-                pixels = np.clip(np.asarray(pixels) * (255 if pixels.max() <= 1 else 1), 0, 255).astype(np.uint8)
             images[SpatialDataKeys.image(lib)] = Image2DModel.parse(
-                np.moveaxis(pixels[..., :3], -1, 0),
+                np.moveaxis(pixels, -1, 0),
                 dims=("c", "y", "x"),
                 c_coords=["r", "g", "b"],
                 scale_factors=list(scale_factors),
@@ -227,10 +224,8 @@ def _hires_from_element(sdata: SpatialData, image_key: str, cs: str) -> tuple[np
     affine = transforms[cs].to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y"))
     to_global = float(np.sqrt(abs(np.linalg.det(affine[:2, :2]))))
     level_scale = best.sizes["x"] / full.sizes["x"]
-    pixels = np.moveaxis(np.asarray(best.transpose("c", "y", "x").values), 0, -1)
-    if pixels.shape[-1] > 3:
-        pixels = pixels[..., :3]
-    return np.ascontiguousarray(pixels), level_scale / to_global
+    pixels = np.asarray(best.transpose("c", "y", "x").values)
+    return to_rgb8(pixels, channels_first=True, what=f"image element {image_key!r}"), level_scale / to_global
 
 
 def image_levels(element: Any) -> list[Any]:

@@ -127,12 +127,17 @@ def test_bad_input():
 
 
 def random_section(n: int, seed: int, *, duplicates: bool = False, d: int = 4) -> AnnData:
-    """``n`` spots with features; with ``duplicates``, spots share positions (a coarse lattice) and some share
-    features too."""
+    """``n`` spots with features; with ``duplicates``, spots sit on a small integer lattice (many equal distances)
+    where a fifth of them repeat another spot's position, and some share features too. (More than half of the
+    spots stacked is a degenerate layout, refused: see the bad-input catalogue.)"""
     rng = np.random.default_rng(seed)
     a = AnnData(np.zeros((n, 1)))
     if duplicates:
-        a.obsm["spatial"] = rng.integers(0, 5, (n, 2)).astype(float)
+        side = int(np.ceil(np.sqrt(2 * n))) + 1
+        unique = n - n // 5
+        cells = rng.choice(side * side, size=unique, replace=False)
+        cells = np.concatenate([cells, rng.choice(cells, size=n - unique)])  # the repeats
+        a.obsm["spatial"] = np.column_stack([cells % side, cells // side]).astype(float)[rng.permutation(n)]
         a.obsm["X_f"] = rng.integers(0, 3, (n, d)).astype(float)
     else:
         a.obsm["spatial"] = rng.uniform(0, 100, (n, 2))
@@ -193,7 +198,7 @@ def test_permuting_more_spots_than_the_scale_sample_permutes_the_hypergraph(dupl
 
     n = SCALE_SAMPLE + 188
     a = random_section(n, 5, duplicates=duplicates)
-    if duplicates:  # many spots per position, distinct features (ties between spots would make the order matter)
+    if duplicates:  # repeated positions, distinct features (ties between spots would make the order matter)
         a.obsm["X_f"] = np.random.default_rng(6).normal(size=(n, 4))
     order = np.random.default_rng(7).permutation(n)
     b = a[order].copy()

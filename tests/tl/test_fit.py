@@ -163,7 +163,7 @@ def test_bad_input(synthetic_section):
     bad_cases.append((other_genes, ValueError, "other genes"))
     import anndata as ad
 
-    extra = ad.concat([c, c[:, :2].copy()], axis=1, merge="first")
+    extra = ad.concat([c, c[:, :2].copy()], axis=1, merge="first", uns_merge="first")
     extra.var_names_make_unique()
     bad_cases.append((extra, ValueError, "select_genes"))
     no_prompts = c.copy()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,13 +66,9 @@ def load_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
         state = load_file(str(path), device="cpu")
     else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as err:
-            raise ValueError(
-                f"{path} is not a plain tensor checkpoint and was refused (it was loaded with weights_only=True, "
-                f"which never runs code stored in a file): {str(err).splitlines()[0]}"
-            ) from err
+        from phg2st_sc._utils import load_tensors_only
+
+        state = load_tensors_only(path, "plain tensor checkpoint", error=ValueError, legacy=True)
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
             state = state[key]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
+from phg2st_sc._errors import ModelFileError, TrainingDivergedError
 from phg2st_sc._model._data import FixedSlides, Slide, TrainSlides, draw_prompts, slide_batch, slide_from_adata
 from phg2st_sc._model._module import VARIANTS, ModelConfig, PHG2STModule
 
@@ -69,6 +71,27 @@ class PHG2ST:
                 f"{c['feature_dim']} ({self.info.get('encoder') or 'unknown encoder'})."
             )
         return slide
+
+    def check_input(self, adata: AnnData, prompt: np.ndarray | None = None) -> None:
+        """Refuse a section whose expression or features were not made the way this model's training data were.
+
+        Checks the target normalisation (:func:`phg2st_sc.tl.prepare_targets`' record, or ``uns['log1p']`` for the
+        user's own normalisation; with ``prompt``, also the scale of the prompt spots' values) and the encoder and
+        tile geometry of the features (:func:`phg2st_sc.pp.embed_tiles`' record). Raises
+        :class:`~phg2st_sc.InputMismatchError` with the fix.
+        """
+        from phg2st_sc._model._inputs import check_embedding, check_normalisation
+        from phg2st_sc._utils import as_dense
+
+        check_embedding(self.info, adata, self.info["use_rep"])
+        values = None
+        if prompt is not None and all(g in adata.var_names for g in self.genes):
+            sub = adata[np.asarray(prompt, dtype=bool), self.genes]
+            layer = self.info.get("layer")
+            x = sub.X if layer is None else sub.layers.get(layer)
+            if x is not None and np.dtype(getattr(x, "dtype", object)).kind in "biuf":  # others: refused later
+                values = as_dense(x, dtype=np.float32)
+        check_normalisation(self.info, adata, values)
 
     # -- training ----------------------------------------------------------------------------------------------
     def train(
@@ -147,12 +170,19 @@ class PHG2ST:
                     warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")  # validation=None
                     # tensors and plain values only (tl.fit has already refused a checkpoint that needs more)
                     safe = {"weights_only": True} if "weights_only" in inspect.signature(trainer.fit).parameters else {}
-                    trainer.fit(
-                        plan, DataLoader(train_set, batch_size=None, shuffle=True), val_loader, ckpt_path=resume_from,
-                        **safe,
-                    )  # fmt: skip
+                    with _interruptible(trainer):
+                        trainer.fit(
+                            plan, DataLoader(train_set, batch_size=None, shuffle=True), val_loader,
+                            ckpt_path=resume_from, **safe,
+                        )  # fmt: skip
             finally:
                 lightning_log.setLevel(level)
+            bad = [n for n, p in plan.module.named_parameters() if not bool(torch.isfinite(p).all())]
+            if bad:
+                raise TrainingDivergedError(
+                    f"Training diverged: {len(bad)} weight tensors (e.g. {bad[0]}) became NaN or infinite. The learning "
+                    f"rate (`lr={lr:g}`) is probably too high: lower it (e.g. by 10x)."
+                )
             if validation and ckpt.best_model_path:
                 state = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
                 plan.load_state_dict(state)
@@ -183,17 +213,39 @@ class PHG2ST:
         batch = slide_batch(slide, prompt, np.zeros(slide.n, dtype=bool), self.config["prompt_k"])
         module = self.module.to(device).eval()
         out = module({k: v.to(device) for k, v in batch.items()}, chunk=PREDICT_CHUNK)
-        return out["pred"].float().cpu().numpy(), out["latent"].float().cpu().numpy()
+        pred, latent = out["pred"].float().cpu().numpy(), out["latent"].float().cpu().numpy()
+        finite = np.isfinite(pred).all(axis=1) & np.isfinite(latent).all(axis=1)
+        if not finite.all():
+            weights_ok = all(bool(torch.isfinite(p).all()) for p in self.module.parameters())
+            raise TrainingDivergedError(
+                f"The model predicted NaN or infinite values at {int((~finite).sum())} of {len(finite)} spots; nothing "
+                "was written. "
+                + ("Its weights are not finite: the training diverged (retrain with a lower `lr`)." if not weights_ok
+                   else "Check the inputs: image features and prompt expression of a scale far from the training data "
+                   "overflow the network.")
+            )  # fmt: skip
+        return pred, latent
 
     # -- persistence -------------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
         """Write weights, architecture, genes and input expectations to one file (atomically).
 
-        The file holds only tensors and plain values, so :meth:`load` reads it with ``weights_only=True``.
+        The file holds only tensors and plain values, so :meth:`load` reads it with ``weights_only=True``. With
+        ``overwrite``, only an earlier phg2st-sc model file is replaced: a folder or any other file at ``path`` is
+        refused, and nothing is deleted.
         """
+        from phg2st_sc._utils import atomic_path, check_replaceable
+
         path = Path(path).expanduser()
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists; pass `overwrite=True` to replace it.")
+        check_replaceable(path)
+        if path.exists():
+            if not overwrite:
+                raise FileExistsError(f"{path} exists; pass `overwrite=True` to replace it.")
+            if not is_model_file(path):
+                raise FileExistsError(
+                    f"{path} exists and is not a phg2st-sc model file: `overwrite=True` replaces only an earlier model "
+                    "file. Choose another path (nothing was deleted)."
+                )
         payload = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -203,33 +255,31 @@ class PHG2ST:
             "history": self.history_.to_json(orient="records"),
             "state_dict": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
         }
-        from phg2st_sc._utils import atomic_path
-
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> PHG2ST:
-        """Read a model written by :meth:`save` (``weights_only=True``: a file carrying code is refused)."""
+        """Read a model written by :meth:`save`.
+
+        The file is read with ``weights_only=True`` (a file carrying code is refused unread), after checking that
+        its archive does not inflate beyond its size; then every field is checked (architecture, genes, input
+        description, weights). Any problem raises :class:`~phg2st_sc.ModelFileError`.
+        """
         from phg2st_sc._utils import load_tensors_only
 
         path = Path(path).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"No model file at {path}.")
         payload = load_tensors_only(path, "phg2st-sc model file")
-        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a phg2st-sc model file.")
-        if payload.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{path} has format version {payload.get('format_version')}; this version reads {FORMAT_VERSION}."
-            )
-        config = ModelConfig(**json.loads(payload["config"]))
-        model = cls(config, json.loads(payload["genes"]), json.loads(payload["info"]))
+        config, genes, info, history, state = _parse_payload(payload, path)
+        model = cls(config, genes, info)
         try:
-            model.module.load_state_dict(payload["state_dict"], strict=True)
+            model.module.load_state_dict(state, strict=True)
         except RuntimeError as err:
-            raise ValueError(f"{path}: the weights do not match the stored architecture ({str(err)[:300]}).") from err
-        model.history_ = pd.read_json(__import__("io").StringIO(payload["history"]), orient="records")
+            lines = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+            raise ModelFileError(f"{path}: the weights do not match the stored architecture ({lines[:300]}).") from err
+        model.history_ = history
         return model
 
     def __repr__(self) -> str:
@@ -240,4 +290,127 @@ class PHG2ST:
         )
 
 
-__all__ = ["PHG2ST", "VARIANTS", "draw_prompts"]
+@contextlib.contextmanager
+def _interruptible(trainer: Any):
+    """Make a Ctrl-C during ``trainer.fit`` a ``KeyboardInterrupt`` again, with the interrupt handler restored.
+
+    Lightning catches the interrupt, ignores further ones (``SIGINT`` set to ``SIG_IGN``) while it shuts down, and
+    then calls ``sys.exit(1)``: in a notebook a ``SystemExit`` and, afterwards, a Ctrl-C that does nothing.
+    """
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        yield
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+        raise KeyboardInterrupt(
+            f"Training was interrupted in epoch {trainer.current_epoch} (counting from 0); no model is returned. With "
+            "`checkpoint_dir`, `resume=True` continues from the last complete epoch."
+        ) from None
+    finally:
+        if main and handler is not None:
+            signal.signal(signal.SIGINT, handler)
+
+
+def is_model_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a file written by :meth:`PHG2ST.save` (read without unpickling anything)."""
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickles = [i for i in archive.infolist() if i.filename.endswith("/data.pkl")]
+            if len(pickles) != 1 or pickles[0].file_size > 2**24:
+                return False
+            return FORMAT.encode() in archive.read(pickles[0])
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+#: What the input description of a model file (``info``) must hold, and of which types.
+INFO_FIELDS: dict[str, tuple[type, ...]] = {
+    "use_rep": (str,),
+    "hypergraph_key": (str,),
+    "layer": (str, type(None)),
+    "normalization": (dict,),
+}
+
+
+def _parse_payload(payload: Any, path: Path) -> tuple[ModelConfig, list[str], dict, pd.DataFrame, dict]:
+    """Check every field of a model file's payload; :class:`~phg2st_sc.ModelFileError` naming the first bad one."""
+    import dataclasses
+    import io
+
+    def bad(what: str) -> ModelFileError:
+        return ModelFileError(f"{path} is not a valid phg2st-sc model file: {what}. Save the model again with "
+                              "`model.save(path)` (or `phg2st fit`).")  # fmt: skip
+
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ModelFileError(f"{path} is not a phg2st-sc model file.")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path} has format version {payload.get('format_version')}; this version reads {FORMAT_VERSION}."
+        )
+    missing = [k for k in ("config", "genes", "info", "state_dict") if k not in payload]
+    if missing:
+        raise bad(f"it lacks {missing}")
+
+    def json_field(key: str, kind: type) -> Any:
+        raw = payload[key]
+        if not isinstance(raw, str):
+            raise bad(f"`{key}` must be JSON text, got {type(raw).__name__}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise bad(f"`{key}` is not valid JSON ({err.msg} at character {err.pos})") from err
+        if not isinstance(value, kind):
+            raise bad(f"`{key}` must hold a JSON {kind.__name__}, got {type(value).__name__}")
+        return value
+
+    raw_config = json_field("config", dict)
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(raw_config) - fields)
+    if unknown:
+        raise bad(f"the architecture has unknown fields {unknown} (written by a newer version?)")
+    try:
+        config = ModelConfig(**raw_config)
+    except (TypeError, ValueError) as err:
+        raise bad(f"the architecture is invalid ({err})") from err
+    genes = json_field("genes", list)
+    if not genes or not all(isinstance(g, str) and g for g in genes):
+        raise bad("`genes` must be a non-empty list of gene names")
+    if len(set(genes)) != len(genes):
+        raise bad("`genes` lists some genes twice")
+    if len(genes) != config.n_genes:
+        raise bad(f"it lists {len(genes)} genes for an architecture of {config.n_genes}")
+    info = json_field("info", dict)
+    for key, types in INFO_FIELDS.items():
+        if key not in info:
+            raise bad(f"the input description lacks `{key}`")
+        if not isinstance(info[key], types):
+            raise bad(f"`info['{key}']` has type {type(info[key]).__name__}")
+    state = payload["state_dict"]
+    if (
+        not isinstance(state, dict)
+        or not state
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+    ):
+        raise bad("`state_dict` must map parameter names to tensors")
+    if not all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point()):
+        raise bad("some weights are NaN or infinite (the training diverged)")
+    history = pd.DataFrame()
+    if "history" in payload:
+        try:
+            history = pd.read_json(io.StringIO(payload["history"]), orient="records")
+        except (TypeError, ValueError) as err:
+            raise bad(f"`history` is not a JSON table ({err})") from err
+    return config, genes, info, history, state
+
+
+__all__ = ["PHG2ST", "VARIANTS", "draw_prompts", "is_model_file"]

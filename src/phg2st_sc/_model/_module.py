@@ -53,6 +53,28 @@ class ModelConfig:
     use_prompts: bool = True
     use_image: bool = True
 
+    def __post_init__(self) -> None:
+        """Refuse settings no network can be built from (``tl.fit`` arguments and model files alike)."""
+        minimum = {"n_genes": 1, "feature_dim": 1, "hidden": 1, "heads": 1, "spot_depth": 0, "neighbour_depth": 0,
+                   "grid_tokens": 1, "prompt_k": 1, "attention_window": 16}  # fmt: skip
+        for name, low in minimum.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"`{name}` must be an integer, got {value!r}.")
+            if value < low:
+                raise ValueError(f"`{name}` must be at least {low}, got {value}.")
+        for name in ("use_spot_branch", "use_neighbour_branch", "use_prompts", "use_image"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
+        for name, (low, high) in {"dropout": (0.0, 1.0), "lam": (0.0, math.inf)}.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value < high:
+                raise ValueError(f"`{name}` must be a number in [{low}, {high}), got {value!r}.")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"Unknown variant {self.variant!r}; choose one of {list(VARIANTS)}.")
+        if self.hidden % self.heads or self.hidden % 4:
+            raise ValueError(f"`hidden` ({self.hidden}) must be a multiple of `heads` ({self.heads}) and of 4.")
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -8,6 +8,7 @@ import time
 import lightning as L
 import torch
 
+from phg2st_sc._errors import TrainingDivergedError
 from phg2st_sc._model._data import pcc_per_gene
 from phg2st_sc._model._module import ModelConfig, PHG2STModule, phg2st_loss
 from phg2st_sc._utils import available_memory
@@ -90,6 +91,15 @@ class PHG2STPlan(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = self.module(batch, chunk=training_chunk(batch, self.module.config.hidden, self.device))
         loss = phg2st_loss(out, batch["y"], batch["rows"], self.module.config.lam)
+        diverged = not bool(torch.isfinite(loss))
+        if self.trainer.world_size > 1:  # every process stops together (one alone would leave the others waiting)
+            diverged = self.trainer.strategy.reduce_boolean_decision(diverged, all=False)
+        if diverged:
+            raise TrainingDivergedError(
+                f"Training diverged: the loss became NaN or infinite at epoch {self.current_epoch}, step "
+                f"{self.global_step}. The learning rate (`lr={self.hparams.lr:g}`) is probably too high: lower it "
+                "(e.g. by 10x). Check also that the expression holds normalised values (e.g. log1p), not raw counts."
+            )
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=1, sync_dist=True)
         return loss
 
@@ -191,20 +201,45 @@ class TrainingState(L.Callback):
 
 
 class EarlyStopping(L.pytorch.callbacks.EarlyStopping):
-    """Lightning's early stopping, except that a resumed run keeps the ``patience`` it was given."""
+    """Lightning's early stopping, with two changes for resumed runs.
+
+    A resumed run keeps the ``patience`` it was given, and a run that early stopping had ended (its last checkpoint
+    is written in the epoch that stopped it) stays ended unless that patience is larger.
+    """
+
+    ended = False
 
     def load_state_dict(self, state_dict: dict) -> None:
         patience = self.patience
         super().load_state_dict(state_dict)
         self.patience = patience
+        self.ended = bool(self.stopped_epoch) and self.wait_count >= self.patience
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.ended:
+            trainer.should_stop = True
 
 
 class Checkpoints(L.pytorch.callbacks.ModelCheckpoint):
-    """Lightning's checkpoint callback, except that the checkpoint folder may be moved or copied between runs.
+    """Lightning's checkpoint callback, except that ``last.ckpt`` follows every epoch and the folder may move.
+
+    Lightning (2.6) writes ``last.ckpt`` only in an epoch that also saved a top-k checkpoint: with a validation set
+    it lags behind from the best epoch on, and without one nothing is written until training ends. Here, with
+    ``save_last``, every training epoch ends with ``last.ckpt`` (after the best epoch's file, when there is one).
 
     Lightning restores which epoch was best only when the folder is the one the checkpoint was written in; here the
     recorded paths are moved into the current folder first (the files sit side by side).
     """
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if (
+            self.save_last
+            and self._should_save_on_train_epoch_end(trainer)
+            and not trainer.sanity_checking
+            and self._last_global_step_saved != trainer.global_step  # nothing saved at the end of this epoch yet
+        ):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def load_state_dict(self, state_dict: dict) -> None:
         old = state_dict.get("dirpath")

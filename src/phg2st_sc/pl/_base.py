@@ -13,7 +13,7 @@ from anndata import AnnData
 
 from phg2st_sc._constants import Keys
 from phg2st_sc._docs import DOCS
-from phg2st_sc._image import library_info
+from phg2st_sc._image import hires_image, library_info
 from phg2st_sc._utils import _is_spatialdata
 from phg2st_sc._validate import check_nonempty, check_unique_names, get_coordinates
 
@@ -114,14 +114,13 @@ def section_view(adata: AnnData, library_id: str | None, *, image: bool, spot_sc
     coords = get_coordinates(adata)
     lib, info = library_info(adata, library_id)
     sf = info.get(Keys.SCALEFACTORS, {})
-    hires = info.get(Keys.IMAGES, {}).get(Keys.HIRES) if image else None
-    scalef = float(sf.get(Keys.HIRES_SCALEF, 1.0)) if hires is not None else 1.0
+    hires, scalef = hires_image(info, lib) if image else (None, 1.0)
     diameter = float(sf.get(Keys.SPOT_DIAMETER, np.nan))
     if not np.isfinite(diameter):
         diameter = float(np.median(np.diff(np.sort(coords[:, 0])))) or 1.0
     return SectionView(
         library_id=lib,
-        image=None if hires is None else np.asarray(hires),
+        image=hires,
         xy=coords * scalef,
         diameter=diameter * scalef * spot_scale,
     )

@@ -11,7 +11,7 @@ import pandas as pd
 from anndata import AnnData
 
 from phg2st_sc._constants import Keys
-from phg2st_sc._image import library_info
+from phg2st_sc._image import hires_image, library_info
 from phg2st_sc._utils import _is_spatialdata, as_dense
 from phg2st_sc.pl._base import as_anndata, check_genes_layers, error_limit, layer_label, section_view, value_limits
 
@@ -151,8 +151,8 @@ def napari(
         adata, list(adata.var_names) if genes is None else genes, layers, vmax_percentile
     )
     view = section_view(adata, library_id, image=False, spot_scale=1.0)  # full-resolution pixels
-    _, info = library_info(adata, library_id)
-    hires = info.get(Keys.IMAGES, {}).get(Keys.HIRES)
+    lib, info = library_info(adata, library_id)
+    hires, scalef = hires_image(info, lib)
 
     import importlib.util
 
@@ -176,9 +176,7 @@ def napari(
                 "The given viewer is not napari's current viewer: the SpatialData browser is not docked.", stacklevel=2
             )
     if hires is not None:
-        img = np.asarray(hires)
-        scale = 1.0 / float(info.get(Keys.SCALEFACTORS, {}).get(Keys.HIRES_SCALEF, 1.0))
-        viewer.add_image(img, name="H&E", rgb=img.ndim == 3 and img.shape[-1] in (3, 4), scale=(scale, scale))
+        viewer.add_image(hires, name="H&E", rgb=True, scale=(1.0 / scalef, 1.0 / scalef))
     yx, diameter = view.xy[:, ::-1], view.diameter
     points = {}
     for layer in layers:

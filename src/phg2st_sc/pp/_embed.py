@@ -12,9 +12,9 @@ from anndata import AnnData
 
 from phg2st_sc._constants import Keys
 from phg2st_sc._docs import inject_docs
-from phg2st_sc._image import full_resolution_path, image_size, library_info
+from phg2st_sc._image import full_resolution_path, image_size, library_info, pixel_scale
 from phg2st_sc._settings import settings
-from phg2st_sc._utils import _is_spatialdata, finish, get_table
+from phg2st_sc._utils import _is_spatialdata, check_slots, finish, get_table
 from phg2st_sc._validate import (
     check_inside_image,
     check_nonempty,
@@ -65,12 +65,35 @@ def _spatialdata_source(sdata: SpatialData, table: AnnData, image_key: str | Non
     element = sdata.images[image_key]
     levels = image_levels(element)
     full, smallest = levels[0], levels[-1]
+    spots_key, spot_transforms = _spots_element(sdata, table)
     transforms = get_transformation(element, get_all=True)
-    cs = "global" if "global" in transforms else next(iter(transforms))
-    affine = transforms[cs].to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y"))  # image px -> cs
-    inverse = np.linalg.inv(affine)
-    coords_cs = get_coordinates(table, spatial_key)
-    coords = coords_cs @ inverse[:2, :2].T + inverse[:2, 2]
+    shared = [cs for cs in transforms if cs in spot_transforms]
+    if not shared:
+        raise ValueError(
+            f"The image {image_key!r} (coordinate systems {sorted(transforms)}) and the spots {spots_key!r} (coordinate "
+            f"systems {sorted(spot_transforms)}) share no coordinate system, so nothing says where the spots lie on "
+            "the image. Add a transformation that links them (`spatialdata.transformations.set_transformation`)."
+        )
+    cs = "global" if "global" in shared else shared[0]
+
+    def affine(transform) -> np.ndarray:
+        return transform.to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y"))
+
+    # obsm[spatial_key] holds the spots in their element's own coordinates: to the shared system, then to image pixels
+    to_pixels = np.linalg.inv(affine(transforms[cs])) @ affine(spot_transforms[cs])
+    coords = get_coordinates(table, spatial_key) @ to_pixels[:2, :2].T + to_pixels[:2, 2]
+    dtype = full.dtype
+    if dtype.kind in "fi":  # floats (their range sets the scale) and signed integers (negative values refused)
+        low, high = float(smallest.min()), float(smallest.max())  # the smallest level: cheap to read whole
+    else:
+        low, high = 0.0, 0.0
+    scale = pixel_scale(dtype, low, high, f"Image element {image_key!r}")
+    n_channels = int(full.sizes.get("c", 1))
+    if not 1 <= n_channels <= 4:
+        raise ValueError(
+            f"Image element {image_key!r} has {n_channels} channels: an H&E image has 3 (RGB), or 1 (grey) or 4 "
+            "(RGBA). Give the H&E with `image_key=`."
+        )
     mpp = None
     for info in table.uns.get(Keys.SPATIAL, {}).values():
         mpp = info.get(Keys.METADATA, {}).get(Keys.MPP, mpp)
@@ -78,13 +101,37 @@ def _spatialdata_source(sdata: SpatialData, table: AnnData, image_key: str | Non
     # Slides that fit comfortably in memory are read once (dask slicing costs ~10 ms per tile); larger ones lazily.
     loader = ArrayLoader(full.data, IN_MEMORY_BYTES)
     return {
-        "reader": RegionReader(loader, (full.sizes["y"], full.sizes["x"]), channels_first=True),
+        "reader": RegionReader(loader, (full.sizes["y"], full.sizes["x"]), channels_first=True, scale=scale),
         "coords": coords,
-        "px_per_unit": float(np.sqrt(abs(np.linalg.det(inverse[:2, :2])))),
+        "px_per_unit": float(np.sqrt(abs(np.linalg.det(to_pixels[:2, :2])))),
         "mpp": mpp,
         "source": f"{getattr(sdata, 'path', None)}:{image_key}:{full.shape}:{thumb}",
         "library_id": image_key,
     }
+
+
+def _spots_element(sdata: SpatialData, table: AnnData) -> tuple[str, dict[str, Any]]:
+    """The element a SpatialData table annotates (the spots) and its transformations, or an error saying why not."""
+    from spatialdata.models import get_table_keys
+    from spatialdata.transformations import get_transformation
+
+    try:
+        regions = get_table_keys(table)[0]
+    except ValueError:
+        regions = None
+    regions = [regions] if isinstance(regions, str) else list(regions or [])
+    if len(regions) != 1:
+        raise ValueError(
+            "The table must annotate one spots element (circles or points), so that the coordinate system of "
+            f"`obsm['spatial']` is known; it annotates {regions or 'none'}. Link it with "
+            "`spatialdata.models.TableModel.parse(table, region=..., region_key=..., instance_key=...)`."
+        )
+    key = regions[0]
+    for kind in ("shapes", "points", "labels"):
+        elements = getattr(sdata, kind)
+        if key in elements:
+            return key, get_transformation(elements[key], get_all=True)
+    raise KeyError(f"The table annotates {key!r}, which is not an element of this SpatialData.")
 
 
 @inject_docs
@@ -106,6 +153,7 @@ def embed_tiles(
     spatial_key: str = Keys.SPATIAL,
     key_added: str | None = None,
     table_key: str | None = None,
+    overwrite: bool = False,
     copy: bool = False,
 ) -> AnnData | None:
     """Embed each spot's tile and its neighbour window with an image encoder, every image tile once.
@@ -159,6 +207,7 @@ def embed_tiles(
     key_added
         Slot name; defaults to ``"X_<encoder name>"`` (``"X_uni"``).
     {table_key}
+    {overwrite}
     {copy}
 
     Returns
@@ -221,8 +270,16 @@ def embed_tiles(
         region = round(tile_size * mpp / float(src["mpp"]) * src["px_per_unit"])
     if region < 8:
         raise ValueError(f"A tile would cover only {region} image pixels; use a larger `tile_size` or `mpp`.")
+
+    def slots_of(key: str) -> dict[tuple[str, str], str]:
+        return {("obsm", key): "key_added", ("obsm", f"{key}_neighbours"): "key_added", ("uns", key): "key_added"}
+
+    if key_added is not None:  # checked before the encoder is loaded
+        check_slots(table, slots_of(key_added), overwrite=overwrite)
     enc = get_encoder(encoder, weights, input_size=tile_size)
     key_added = f"X_{enc.name}" if key_added is None else key_added
+    slots = slots_of(key_added)
+    check_slots(table, slots, overwrite=overwrite)
 
     plan: TilePlan = plan_tiles(coords, (height, width), region, grid_size if grid_size else 1)
     boxes = plan.spot_boxes if not grid_size else np.concatenate([plan.spot_boxes, plan.cell_boxes])
@@ -273,7 +330,7 @@ def embed_tiles(
     else:  # a previous run's neighbour index would point at tiles that are no longer stored
         writes[("obsm", f"{key_added}_neighbours")] = None
     writes[("uns", key_added)] = uns
-    return finish(table, writes, copy=copy)
+    return finish(table, writes, copy=copy, overwrite=overwrite, names=slots)
 
 
 @inject_docs

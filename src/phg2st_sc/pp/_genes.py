@@ -199,17 +199,18 @@ def select_genes(
         idx = adata.var_names.get_indexer(genes)
         if copy:
             out = adata[:, idx].copy()
-            out.uns[Keys.GENES_UNS] = {"params": params}
+            finish(out, {("uns", Keys.GENES_UNS): {"params": params}}, copy=False)
             return out
-        had, old = Keys.GENES_UNS in adata.uns, adata.uns.get(Keys.GENES_UNS)
+        before = {key: (key in adata.uns, adata.uns.get(key)) for key in (Keys.GENES_UNS, Keys.WRITTEN_UNS)}
         finish(adata, {("uns", Keys.GENES_UNS): {"params": params}}, copy=False)
         try:
             adata._inplace_subset_var(idx)  # last: the record is undone if the subset fails
         except BaseException:
-            if had:
-                adata.uns[Keys.GENES_UNS] = old
-            else:
-                del adata.uns[Keys.GENES_UNS]
+            for key, (had, old) in before.items():
+                if had:
+                    adata.uns[key] = old
+                else:
+                    adata.uns.pop(key, None)
             raise
         return None
     return _with_zero_genes(adata, genes, params)
@@ -238,5 +239,5 @@ def _with_zero_genes(adata: AnnData, genes: list[str], params: dict) -> AnnData:
         uns=deepcopy(dict(adata.uns)),
         layers={k: expand(v) for k, v in sub.layers.items()},
     )
-    out.uns[Keys.GENES_UNS] = {"params": params}
+    finish(out, {("uns", Keys.GENES_UNS): {"params": params}}, copy=False)
     return out

@@ -32,10 +32,11 @@ from scipy.spatial import cKDTree
 
 from phg2st_sc._constants import Keys
 from phg2st_sc._docs import inject_docs
-from phg2st_sc._utils import finish, get_table
+from phg2st_sc._utils import check_slots, finish, get_table
 from phg2st_sc._validate import (
     check_nonempty,
     check_positive_int,
+    check_seed,
     check_unique_names,
     get_coordinates,
     get_representation,
@@ -228,6 +229,7 @@ def build_hypergraph(
     seed: int = 0,
     key_added: str = "phg2st",
     table_key: str | None = None,
+    overwrite: bool = False,
     copy: bool = False,
 ) -> AnnData | None:
     """Build the PHG2ST spot hypergraph and, when neighbour tiles exist, the per-spot tile sub-hypergraphs.
@@ -257,6 +259,7 @@ def build_hypergraph(
     key_added
         Prefix of the written slots.
     {table_key}
+    {overwrite}
     {copy}
 
     Returns
@@ -287,6 +290,10 @@ def build_hypergraph(
     neighbour_k = k if neighbour_k is None else check_positive_int(neighbour_k, "neighbour_k")
     if neighbour_k > 127:
         raise ValueError("`neighbour_k` must be below 128.")
+    seed = check_seed(seed)
+    slots = {(slot, f"{key_added}{suffix}"): "key_added" for slot, suffix in (
+        ("obsp", "_incidence"), ("obsp", "_distances"), ("obsm", "_neighbour_hyperedges"), ("uns", "_hypergraph"))}  # fmt: skip
+    check_slots(table, slots, overwrite=overwrite)
     features = get_representation(table, use_rep, dtype=np.float32)
     coords = get_coordinates(table, spatial_key)
     if table.n_obs <= k:
@@ -327,4 +334,4 @@ def build_hypergraph(
     if tiles is not None:
         writes[("obsm", f"{key_added}_neighbour_hyperedges")] = neighbour_hyperedges(tiles, index, neighbour_k)
     writes[("uns", f"{key_added}_hypergraph")] = {"params": params}
-    return finish(table, writes, copy=copy)
+    return finish(table, writes, copy=copy, overwrite=overwrite, names=slots)

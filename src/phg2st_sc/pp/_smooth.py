@@ -11,7 +11,7 @@ from scipy import sparse
 
 from phg2st_sc._constants import Keys
 from phg2st_sc._docs import inject_docs
-from phg2st_sc._utils import finish, get_table
+from phg2st_sc._utils import check_slots, finish, get_table
 from phg2st_sc._validate import (
     check_nonempty,
     check_positive_int,
@@ -59,6 +59,7 @@ def smooth(
     layer_added: str = Keys.SMOOTHED,
     radius: int = 1,
     table_key: str | None = None,
+    overwrite: bool = False,
     copy: bool = False,
 ) -> AnnData | None:
     """Replace each spot's expression with the mean over its array neighbourhood.
@@ -80,6 +81,7 @@ def smooth(
     radius
         Neighbourhood half-width in array steps (1 gives the 3x3 window).
     {table_key}
+    {overwrite}
     {copy}
 
     Returns
@@ -103,12 +105,11 @@ def smooth(
     radius = check_positive_int(radius, "radius")
     if not isinstance(layer_added, str) or not layer_added:
         raise TypeError("`layer_added` must be a non-empty string.")
+    slots = {("layers", layer_added): "layer_added", ("uns", Keys.SMOOTH_UNS): None}
+    check_slots(adata, slots, overwrite=overwrite)
     x = get_matrix(adata, layer)
     op = array_neighbourhood(adata, radius)
     smoothed = np.asarray(op @ x, dtype=np.float32)
     params = {"layer": "X" if layer is None else layer, "layer_added": layer_added, "radius": radius}
-    return finish(
-        adata,
-        {("layers", layer_added): smoothed, ("uns", Keys.SMOOTH_UNS): {"params": params}},
-        copy=copy,
-    )
+    writes = {("layers", layer_added): smoothed, ("uns", Keys.SMOOTH_UNS): {"params": params}}
+    return finish(adata, writes, copy=copy, overwrite=overwrite, names=slots)

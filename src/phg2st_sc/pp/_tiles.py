@@ -128,13 +128,24 @@ class RegionReader:
     shape
         (height, width), required when ``image`` is a callable.
     channels_first
-        The array is (3, height, width) (SpatialData's ``cyx``).
+        The array is (channels, height, width) (SpatialData's ``cyx``).
+    scale
+        Factor from the array's values to 0-255 (:func:`phg2st_sc._image.pixel_scale`, decided once for the whole
+        image); ``None`` for ``uint8`` pixels.
     """
 
-    def __init__(self, image: Any, shape: tuple[int, int] | None = None, *, channels_first: bool = False):
+    def __init__(
+        self,
+        image: Any,
+        shape: tuple[int, int] | None = None,
+        *,
+        channels_first: bool = False,
+        scale: float | None = None,
+    ):
         self._image = image
         self._loaded = None if callable(image) else image
         self.channels_first = channels_first
+        self.scale = 1.0 if scale is None else float(scale)
         if shape is None:
             if callable(image):
                 raise ValueError("`shape` is required when the image is loaded lazily.")
@@ -161,9 +172,11 @@ class RegionReader:
         xb, yb = min(x0 + size, width), min(y0 + size, height)
         if xa >= xb or ya >= yb:
             return out
+        from phg2st_sc._image import to_rgb8
+
         if self.channels_first:
-            part = np.moveaxis(np.asarray(self.pixels[:3, ya:yb, xa:xb]), 0, -1)
+            part = np.asarray(self.pixels[:, ya:yb, xa:xb])
         else:
-            part = np.asarray(self.pixels[ya:yb, xa:xb, :3])
-        out[ya - y0 : yb - y0, xa - x0 : xb - x0] = part
+            part = np.asarray(self.pixels[ya:yb, xa:xb])
+        out[ya - y0 : yb - y0, xa - x0 : xb - x0] = to_rgb8(part, scale=self.scale, channels_first=self.channels_first)
         return out

@@ -13,7 +13,7 @@ from scipy import sparse
 
 from phg2st_sc._constants import Keys, SpatialDataKeys
 from phg2st_sc._docs import inject_docs
-from phg2st_sc._utils import _is_spatialdata, get_table, spot_pitch
+from phg2st_sc._utils import _is_spatialdata, carry_written, get_table, spot_pitch
 from phg2st_sc._validate import check_inside_image, check_nonempty, check_unique_names, get_coordinates
 
 if TYPE_CHECKING:
@@ -32,12 +32,12 @@ def otsu_tissue_mask(image: np.ndarray) -> np.ndarray:
     from skimage.color import rgb2hsv
     from skimage.filters import threshold_otsu
 
+    from phg2st_sc._image import to_rgb8
+
     img = np.asarray(image)
     if img.ndim != 3 or img.shape[2] < 3:
         raise ValueError(f"Expected an RGB image (height, width, 3), got shape {img.shape}.")
-    rgb = img[..., :3].astype(np.float32)
-    if rgb.max() > 1.0:
-        rgb /= 255.0
+    rgb = to_rgb8(img, what="the image").astype(np.float32) / 255.0  # any dtype, scaled by its range
     sat = rgb2hsv(rgb)[..., 1]
     if float(sat.max() - sat.min()) < 1e-6:
         return np.zeros(sat.shape, dtype=bool)
@@ -68,16 +68,15 @@ def _overview(adata: AnnData, library_id: str | None) -> tuple[np.ndarray, float
     The full-resolution file is preferred when recorded (the app images of some readers are edited for display);
     otherwise the ``hires`` image (for SpatialData input, the one `io.from_spatialdata` took from the pyramid).
     """
-    from phg2st_sc._image import full_resolution_path, library_info, read_downscaled
+    from phg2st_sc._image import full_resolution_path, hires_image, library_info, read_downscaled
 
-    _, info = library_info(adata, library_id)
+    lib, info = library_info(adata, library_id)
     if info.get(Keys.METADATA, {}).get(Keys.IMAGE_PATH):
         return read_downscaled(full_resolution_path(adata, library_id))
-    hires = info.get(Keys.IMAGES, {}).get(Keys.HIRES)
-    scalef = info.get(Keys.SCALEFACTORS, {}).get(Keys.HIRES_SCALEF)
-    if hires is None or scalef is None:
+    hires, scalef = hires_image(info, lib)
+    if hires is None:
         raise ValueError("The section has no image to find the tissue in; pass `tissue_mask=`.")
-    return np.asarray(hires), float(scalef)
+    return hires, scalef
 
 
 def _image_extent(adata: AnnData, library_id: str | None) -> tuple[float, float, float, str]:
@@ -85,21 +84,20 @@ def _image_extent(adata: AnnData, library_id: str | None) -> tuple[float, float,
 
     Also returns the uncertainty of that size in pixels and the section's name; fails when the section has no image.
     """
-    from phg2st_sc._image import full_resolution_path, image_size, library_info
+    from phg2st_sc._image import full_resolution_path, hires_image, image_size, library_info
 
     lib, info = library_info(adata, library_id)
     if info.get(Keys.METADATA, {}).get(Keys.IMAGE_PATH):
         width, height = image_size(full_resolution_path(adata, library_id))
         return float(width), float(height), 0.0, lib
-    hires = info.get(Keys.IMAGES, {}).get(Keys.HIRES)
-    scalef = info.get(Keys.SCALEFACTORS, {}).get(Keys.HIRES_SCALEF)
-    if hires is None or scalef is None:
+    hires, scalef = hires_image(info, lib)
+    if hires is None:
         raise ValueError(
             f"Section {lib!r} has no image to find the tissue in (neither a full-resolution file nor a `hires` "
             "image in `uns['spatial']`); load the section with its H&E image."
         )
     shape = np.shape(hires)
-    return shape[1] / float(scalef), shape[0] / float(scalef), 1.0 / float(scalef), lib
+    return shape[1] / scalef, shape[0] / scalef, 1.0 / scalef, lib
 
 
 @inject_docs
@@ -185,6 +183,7 @@ def virtual_spots(
     if not np.isfinite(spacing) or spacing <= 0:
         raise ValueError(f"`spacing` must be a positive number of pixels, got {spacing}.")
     width, height, slack, lib = _image_extent(table, library_id)  # from the header: all checks before reading it
+    _check_lattice_memory(width, height, spacing, table.n_vars)
     scalef = table.uns[Keys.SPATIAL][lib].get(Keys.SCALEFACTORS, {}).get(Keys.HIRES_SCALEF)
     hint = (
         "coordinates in the pixels of the `hires` image must be divided by "
@@ -240,6 +239,24 @@ def virtual_spots(
     return _to_spatialdata(sdata, out, radius)
 
 
+#: Bytes per lattice point while placing virtual spots (coordinates, the tissue stencil of 21 samples with its
+#: indices), before the expression matrix of the kept ones.
+LATTICE_BYTES = 1100
+
+
+def _check_lattice_memory(width: float, height: float, spacing: float, n_genes: int) -> None:
+    """Refuse a lattice that would not fit in memory (a spacing far below the spot pitch), before building it."""
+    from phg2st_sc._utils import check_memory
+
+    n = (int(width // spacing) + 1) * (int(height // spacing) + 1)
+    check_memory(
+        n * (LATTICE_BYTES + 4 * n_genes),
+        f"A lattice of {n:,} virtual spots ({spacing:.3g} px apart over a {width:.0f} x {height:.0f} px image, "
+        f"{n_genes} genes)",
+        "give a larger `spacing=` (the measured spots' pitch is the default), or select fewer genes first",
+    )
+
+
 def _check_aspect(mask: np.ndarray, full_h: float, full_w: float) -> None:
     mask_scale = mask.shape[1] / full_w
     if abs(mask.shape[0] / full_h - mask_scale) > 0.02 * mask_scale + 1 / full_h:
@@ -288,9 +305,10 @@ def _combine(table: AnnData, grid: np.ndarray, include_measured: bool) -> AnnDat
         obs[Keys.PROMPT] = np.r_[measured.obs[Keys.PROMPT].to_numpy(dtype=bool), np.zeros(n_v, dtype=bool)]
     out = AnnData(X=x, obs=obs, var=table.var[[]].copy())
     out.obsm[Keys.SPATIAL] = np.vstack([np.asarray(measured.obsm[Keys.SPATIAL], dtype=np.float64), grid])
-    for key in (Keys.SPATIAL, Keys.TARGETS_UNS, Keys.GENES_UNS, Keys.PROMPT):
+    for key in (Keys.SPATIAL, Keys.TARGETS_UNS, Keys.GENES_UNS, Keys.PROMPT, "log1p"):
         if key in table.uns:
             out.uns[key] = deepcopy(table.uns[key])
+    carry_written(table, out)  # the prompt column stays phg2st-sc's own: select_prompts may redraw it
     return out
 
 

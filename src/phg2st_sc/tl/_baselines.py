@@ -16,11 +16,12 @@ from scipy.spatial import cKDTree
 
 from phg2st_sc._constants import Keys
 from phg2st_sc._docs import inject_docs
-from phg2st_sc._utils import finish, get_table, spot_pitch
+from phg2st_sc._utils import check_slots, finish, get_table, spot_pitch
 from phg2st_sc._validate import (
     check_choice,
     check_nonempty,
     check_positive_int,
+    check_seed,
     check_unique_names,
     get_coordinates,
     get_matrix,
@@ -220,6 +221,7 @@ def baseline(
     spatial_key: str = Keys.SPATIAL,
     seed: int = 0,
     table_key: str | None = None,
+    overwrite: bool = False,
     copy: bool = False,
 ) -> AnnData | None:
     """Fill the held-out spots from the prompt spots with a simple, honest baseline.
@@ -258,6 +260,7 @@ def baseline(
     seed
         Seed of the GP optimiser restarts and of the stack's folds.
     {table_key}
+    {overwrite}
     {copy}
 
     Returns
@@ -285,6 +288,9 @@ def baseline(
     layer_added = Keys.baseline_layer(method) if layer_added is None else layer_added
     if not isinstance(layer_added, str) or not layer_added:
         raise TypeError("`layer_added` must be a non-empty string.")
+    seed = check_seed(seed)
+    slots = {("layers", layer_added): "layer_added", ("uns", layer_added): "layer_added"}
+    check_slots(adata, slots, overwrite=overwrite)
     prompts = get_prompt_mask(adata, prompt_key)
     if prompts.all():
         raise ValueError(f"`adata.obs[{prompt_key!r}]` marks every spot as a prompt: nothing is left to predict.")
@@ -334,4 +340,5 @@ def baseline(
 
     out = y.astype(np.float32, copy=True)
     out[held] = pred
-    return finish(adata, {("layers", layer_added): out, ("uns", layer_added): {"params": params}}, copy=copy)
+    writes = {("layers", layer_added): out, ("uns", layer_added): {"params": params}}
+    return finish(adata, writes, copy=copy, overwrite=overwrite, names=slots)

@@ -18,6 +18,7 @@ from anndata import AnnData
 from phg2st_sc._constants import Keys
 from phg2st_sc._errors import DataNotFoundError, MissingImageWarning, SmoothedTargetWarning
 from phg2st_sc._settings import settings
+from phg2st_sc._validate import check_seed
 from phg2st_sc.tl._baselines import IMAGE_METHODS, METHODS
 from phg2st_sc.tl._protocol import Protocol, get_protocol, prepare_targets
 
@@ -274,7 +275,7 @@ def benchmark(
         raise ValueError(f"`prompt_fractions` must be numbers in (0, 1), got {list(prompt_fractions)}.")
     if prompt_strategy not in ("random", "blocks"):
         raise ValueError(f"`prompt_strategy` must be 'random' or 'blocks', got {prompt_strategy!r}.")
-    seeds = [int(s) for s in seeds]
+    seeds = [check_seed(s, "seeds") for s in seeds]
     if not seeds:
         raise ValueError("`seeds` is empty.")
     bad_spots = [s for s in spots if s not in ("heldout", "all")]
@@ -314,6 +315,7 @@ def benchmark(
     }  # fmt: skip
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
+        _check_results_folder(out_dir, protocol_record)
         out_dir.mkdir(parents=True, exist_ok=True)
         _atomic_write(out_dir / "protocol.json", json.dumps(protocol_record, indent=1, default=str))
 
@@ -384,6 +386,41 @@ def _version() -> str:
     from phg2st_sc import __version__
 
     return __version__
+
+
+#: Fields of ``protocol.json`` that may differ between a run and its resumption.
+_RUN_FIELDS = ("date", "package_version")
+
+
+def _check_results_folder(out_dir: Path, record: dict) -> None:
+    """Refuse a results folder that holds another run's results (a resume would mix them) or files of the user's.
+
+    A folder of this run (same ``protocol.json`` but for the date and version) is resumed: its finished folds are
+    kept. An empty or absent folder starts a new run.
+    """
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise NotADirectoryError(f"`out` {out_dir} is a file; give a folder for the results.")
+    existing = out_dir / "protocol.json"
+    if not existing.is_file():
+        if any(out_dir.iterdir()):
+            raise FileExistsError(
+                f"`out` {out_dir} holds other files and no protocol.json: it is not a benchmark results folder. "
+                "Choose a new or empty folder (nothing was written)."
+            )
+        return
+    try:
+        old = json.loads(existing.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{existing} is not readable ({err}); remove the folder to start again.") from err
+    new = json.loads(json.dumps(record, default=str))
+    differ = sorted(k for k in set(old) | set(new) if k not in _RUN_FIELDS and old.get(k) != new.get(k))
+    if differ:
+        raise ValueError(
+            f"`out` {out_dir} holds the results of another benchmark run (its protocol.json differs in {differ}): "
+            "resuming would mix the two. Use another folder, or remove this one to start again."
+        )
 
 
 def _atomic_write(path: Path, text: str) -> None:

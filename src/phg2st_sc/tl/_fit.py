@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -14,9 +13,19 @@ from anndata import AnnData
 
 from phg2st_sc._constants import Keys
 from phg2st_sc._docs import inject_docs
+from phg2st_sc._model._inputs import input_record
 from phg2st_sc._settings import settings
-from phg2st_sc._utils import _is_spatialdata, finish, get_table
-from phg2st_sc._validate import check_nonempty, check_unique_names, get_prompt_mask
+from phg2st_sc._utils import _is_spatialdata, check_slots, finish, get_table
+from phg2st_sc._validate import (
+    check_gene_list,
+    check_nonempty,
+    check_positive_int,
+    check_positive_real,
+    check_seed,
+    check_trainer_kwargs,
+    check_unique_names,
+    get_prompt_mask,
+)
 from phg2st_sc.tl._metrics import prompt_fingerprint
 
 if TYPE_CHECKING:
@@ -48,7 +57,33 @@ def _slides(data: Any, table_key: str | None) -> list[AnnData]:
                 "An AnnData holds several sections (`obs['section']`); pass one AnnData per section, e.g. "
                 "`[adata[adata.obs['section'] == s].copy() for s in adata.obs['section'].unique()]`."
             )
+    for i, a in enumerate(out):
+        for j in range(i):
+            if _same_section(out[j], a):
+                raise ValueError(
+                    f"Sections {j} and {i} of the input are the same section (the same spots at the same "
+                    "coordinates): give each section once."
+                )
     return out
+
+
+def _fit_parameters() -> list[str]:
+    import inspect
+
+    return [p for p in inspect.signature(fit).parameters if p != "trainer_kwargs"]
+
+
+def _same_section(a: AnnData, b: AnnData) -> bool:
+    """The same object, or a copy of the same section (same spot names at the same coordinates)."""
+    if a is b:
+        return True
+    if a.n_obs != b.n_obs or set(a.obs_names) != set(b.obs_names):
+        return False
+    xy_a, xy_b = a.obsm.get(Keys.SPATIAL), b.obsm.get(Keys.SPATIAL)
+    if xy_a is None or xy_b is None:
+        return True
+    order = b.obs_names.get_indexer(a.obs_names)  # Visium barcodes repeat across sections: compare positions too
+    return np.array_equal(np.asarray(xy_a), np.asarray(xy_b)[order])
 
 
 def _name(a: AnnData, i: int) -> str:
@@ -63,16 +98,6 @@ def _check_fraction(value: Any, name: str) -> float | tuple[float, float]:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
         raise ValueError(f"`{name}` must be a number in (0, 1) or a (low, high) range, got {value!r}.")
     return float(value)
-
-
-def _expectations(a: AnnData, use_rep: str) -> dict[str, Any]:
-    targets = a.uns.get(Keys.TARGETS_UNS, {}).get("params")
-    enc = a.uns.get(use_rep, {}).get("params", {}) if isinstance(a.uns.get(use_rep), dict) else {}
-    return {
-        "normalization": dict(targets) if targets else {"log1p": "log1p" in a.uns},
-        "encoder": enc.get("encoder", ""),
-        "encoder_fingerprint": enc.get("encoder_fingerprint", ""),
-    }
 
 
 @inject_docs
@@ -185,6 +210,14 @@ def fit(
     -------
     The trained :class:`phg2st_sc.PHG2ST`, with ``history_`` (loss and validation PCC per epoch).
 
+    Raises
+    ------
+    TrainingDivergedError
+        The loss or the weights became NaN or infinite (the message names the learning rate); no model is returned.
+    KeyboardInterrupt
+        On Ctrl-C, after Lightning has shut down (no model is returned; with ``checkpoint_dir`` the last complete
+        epoch's checkpoint stays, and ``resume=True`` continues from it).
+
     Examples
     --------
     >>> model = phg2st.tl.fit([c3, c4, c5, c6], use_rep="X_efficientnet_lite0", max_epochs=100)  # doctest: +SKIP
@@ -201,6 +234,12 @@ def fit(
         raise ValueError(f"`max_epochs` must be a positive integer, got {max_epochs!r}.")
     if isinstance(attention_window, bool) or not isinstance(attention_window, int) or attention_window < 16:
         raise ValueError(f"`attention_window` must be an integer of at least 16 spots, got {attention_window!r}.")
+    check_positive_real(lr, "lr")
+    check_positive_int(step_size, "step_size")
+    check_positive_real(gamma, "gamma", maximum=1.0)
+    check_positive_int(patience, "patience")
+    seed = check_seed(seed)
+    check_trainer_kwargs(trainer_kwargs, own=_fit_parameters())
     if not use_image and not use_prompts:
         raise ValueError("With neither the image nor the prompts the model has no input.")
     if variant == "paper" and not use_image:
@@ -214,9 +253,7 @@ def fit(
         if not genes:
             raise ValueError("The training sections share no gene.")
     else:
-        genes = [str(g) for g in genes]
-    if len(set(genes)) != len(genes):
-        raise ValueError("`genes` lists some genes twice.")
+        genes = check_gene_list(genes)
     first = slides[0]
     if use_rep not in first.obsm:
         raise KeyError(
@@ -229,7 +266,7 @@ def fit(
         use_spot_branch=use_spot_branch, use_neighbour_branch=use_neighbour_branch, use_prompts=use_prompts,
         use_image=use_image, attention_window=attention_window,
     )  # fmt: skip
-    info = {"use_rep": use_rep, "hypergraph_key": hypergraph_key, "layer": layer, **_expectations(first, use_rep)}
+    info = {"use_rep": use_rep, "hypergraph_key": hypergraph_key, "layer": layer, **input_record(first, use_rep)}
     import torch
 
     torch.manual_seed(seed)  # the initial weights
@@ -265,9 +302,8 @@ def fit(
         mode = f"{validation:.0%} of each training section's spots"
     elif validation is not None:
         held_out = _slides(validation, table_key)
-        train_ids = [set(a.obs_names) for a in slides]
         for a in held_out:
-            if any(a is t or set(a.obs_names) == ids for t, ids in zip(slides, train_ids, strict=True)):
+            if any(_same_section(a, t) for t in slides):
                 raise ValueError("A validation section is also a training section; hold out a different section.")
         val_items = []
         for i, a in enumerate(held_out):
@@ -422,6 +458,7 @@ def impute(
     latent_key: str = "X_phg2st",
     device: str = "cpu",
     table_key: str | None = None,
+    overwrite: bool = False,
     copy: bool = False,
 ) -> AnnData | None:
     """Predict expression at every spot of a section from its image and its prompt spots.
@@ -429,6 +466,12 @@ def impute(
     The spots marked in ``obs[prompt_key]`` are the prompts: their measured values (read from the layer the model
     was trained on) are given to the model; every spot gets a prediction. The other spots' expression is never
     read and may be missing (NaN). Works on sections and patients the model never saw.
+
+    Before predicting, the section is checked against what the model recorded of its training data
+    (:meth:`phg2st_sc.PHG2ST.check_input`): expression prepared with the same normalisation (made by
+    ``tl.prepare_targets(adata, model)`` from raw counts) and features from the same encoder and tile geometry.
+    A mismatch raises :class:`~phg2st_sc.InputMismatchError` naming the fix; predictions that are not finite
+    raise :class:`~phg2st_sc.TrainingDivergedError`. Nothing is written in either case.
 
     Parameters
     ----------
@@ -448,6 +491,7 @@ def impute(
     device
         Torch device for the forward pass.
     {table_key}
+    {overwrite}
     {copy}
 
     Returns
@@ -473,6 +517,7 @@ def impute(
     check_unique_names(table)
     if not isinstance(model, PHG2ST):
         raise TypeError(f"`model` must be a trained phg2st_sc.PHG2ST, got {type(model).__name__}.")
+    model.check_input(table)  # how the data were prepared; the prompt values' scale is checked below
     prompts = get_prompt_mask(table, prompt_key)
     if prompts.all():
         raise ValueError(f"`adata.obs[{prompt_key!r}]` marks every spot as a prompt: nothing is left to predict.")
@@ -487,14 +532,16 @@ def impute(
             f"The data has {table.n_vars} genes and the model predicts {len(model.genes)}: subset first with "
             "`phg2st.pp.select_genes(adata, model.genes)` (a layer must cover every gene of `var`)."
         )
-    expected = model.info.get("normalization", {})
-    recorded = table.uns.get(Keys.TARGETS_UNS, {}).get("params")
-    if recorded is not None and expected and "protocol" in expected and dict(recorded) != expected:
-        warnings.warn(
-            f"The data's targets were prepared as {dict(recorded)}, the model was trained on {expected}.",
-            UserWarning,
-            stacklevel=2,
-        )
+    for name, key in (("layer_added", layer_added), ("latent_key", latent_key)):
+        if not isinstance(key, str) or not key:
+            raise TypeError(f"`{name}` must be a non-empty string, got {key!r}.")
+    slots = {
+        ("layers", layer_added): "layer_added",
+        ("obsm", latent_key): "latent_key",
+        ("uns", layer_added): "layer_added",
+    }
+    check_slots(table, slots, overwrite=overwrite)
+    model.check_input(table, prompts)
     pred, latent = model.predict(table, prompts, device=device)
     order = [model.genes.index(g) for g in table.var_names]
     pred = pred[:, order]
@@ -504,12 +551,9 @@ def impute(
     params = {"variant": model.config["variant"], "prompt_key": prompt_key, "n_prompts": int(prompts.sum()),
               "keep_prompts": keep_prompts, "use_rep": model.info["use_rep"],
               "layer": model.info.get("layer") or "X", "prompts": prompt_fingerprint(prompts)}  # fmt: skip
-    return finish(
-        table,
-        {
-            ("layers", layer_added): pred.astype(np.float32),
-            ("obsm", latent_key): latent,
-            ("uns", layer_added): {"params": params},
-        },
-        copy=copy,
-    )
+    writes = {
+        ("layers", layer_added): pred.astype(np.float32),
+        ("obsm", latent_key): latent,
+        ("uns", layer_added): {"params": params},
+    }
+    return finish(table, writes, copy=copy, overwrite=overwrite, names=slots)

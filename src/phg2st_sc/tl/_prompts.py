@@ -10,12 +10,13 @@ from anndata import AnnData
 
 from phg2st_sc._constants import Keys
 from phg2st_sc._docs import inject_docs
-from phg2st_sc._utils import finish, get_table
+from phg2st_sc._utils import check_slots, finish, get_table
 from phg2st_sc._validate import (
     check_choice,
     check_fraction,
     check_nonempty,
     check_positive_int,
+    check_seed,
     check_unique_names,
     get_coordinates,
 )
@@ -63,6 +64,7 @@ def select_prompts(
     spatial_key: str = Keys.SPATIAL,
     key_added: str = Keys.PROMPT,
     table_key: str | None = None,
+    overwrite: bool = False,
     copy: bool = False,
 ) -> AnnData | None:
     """Mark the spots whose measured expression is given to a method (the "prompts").
@@ -94,6 +96,7 @@ def select_prompts(
     key_added
         ``obs`` column to write.
     {table_key}
+    {overwrite}
     {copy}
 
     Returns
@@ -123,8 +126,9 @@ def select_prompts(
         raise ValueError(
             f"The section has {n_measured} measured spots (the others are virtual): at least 2 are needed."
         )
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise TypeError(f"`seed` must be an integer, got {type(seed).__name__}.")
+    seed = check_seed(seed)
+    slots = {("obs", key_added): "key_added", ("uns", key_added): "key_added"}
+    check_slots(adata, slots, overwrite=overwrite)
     if mask is not None:
         chosen = np.asarray(mask)
         if chosen.dtype != bool:
@@ -164,4 +168,5 @@ def select_prompts(
         "n_prompts": int(chosen.sum()),
         "fraction": float(chosen.sum() / n_measured) if n_measured else 0.0,
     }
-    return finish(adata, {("obs", key_added): chosen, ("uns", key_added): {"params": params}}, copy=copy)
+    writes = {("obs", key_added): chosen, ("uns", key_added): {"params": params}}
+    return finish(adata, writes, copy=copy, overwrite=overwrite, names=slots)

@@ -23,6 +23,7 @@ from phg2st_sc._validate import (
     check_counts,
     check_fraction,
     check_nonempty,
+    check_seed,
     check_unique_names,
     get_array_coordinates,
 )
@@ -33,6 +34,8 @@ from ._prompts import select_prompts
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
+
+    from phg2st_sc._model._model import PHG2ST
 
 
 @dataclass(frozen=True)
@@ -95,13 +98,14 @@ PROTOCOLS: dict[str, Protocol] = {
 }
 
 
-def get_protocol(protocol: str | Protocol) -> Protocol:
-    """Return a :class:`Protocol` from its name (or itself).
+def get_protocol(protocol: str | Protocol | PHG2ST) -> Protocol:
+    """Return a :class:`Protocol` from its name (or itself, or the one a trained model recorded).
 
     Parameters
     ----------
     protocol
-        A name from :data:`PROTOCOLS`, or a :class:`Protocol`.
+        A name from :data:`PROTOCOLS`, a :class:`Protocol`, or a :class:`~phg2st_sc.PHG2ST` model trained on
+        targets of :func:`prepare_targets` (its recorded protocol).
 
     Returns
     -------
@@ -109,9 +113,29 @@ def get_protocol(protocol: str | Protocol) -> Protocol:
     """
     if isinstance(protocol, Protocol):
         return protocol
+    if type(protocol).__name__ == "PHG2ST":
+        return _model_protocol(protocol)
     if protocol not in PROTOCOLS:
         raise ValueError(f"Unknown protocol {protocol!r}; choose one of {list(PROTOCOLS)} or pass a `Protocol`.")
     return PROTOCOLS[protocol]
+
+
+def _model_protocol(model: PHG2ST) -> Protocol:
+    """The protocol a model's training targets were made with, from ``model.info['normalization']``."""
+    import dataclasses
+
+    norm = dict(model.info.get("normalization") or {})
+    if "protocol" not in norm:
+        raise ValueError(
+            "This model was trained on expression normalised outside `tl.prepare_targets` (it recorded no protocol): "
+            "normalise the data as its training data were, then subset the genes with "
+            "`phg2st.pp.select_genes(adata, model.genes)`."
+        )
+    fields = {f.name for f in dataclasses.fields(Protocol)} - {"name", "description"}
+    recipe = {k: v for k, v in norm.items() if k in fields}
+    if recipe.get("target_sum") is not None and recipe["target_sum"] < 0:  # recorded as -1: no normalize_total
+        recipe["target_sum"] = None
+    return Protocol(str(norm["protocol"]), **recipe, description="the protocol recorded by the model")
 
 
 def _check_counts(adata: AnnData) -> None:
@@ -125,7 +149,7 @@ def _check_counts(adata: AnnData) -> None:
 @inject_docs
 def prepare_targets(
     adata: AnnData | SpatialData,
-    protocol: str | Protocol,
+    protocol: str | Protocol | PHG2ST,
     *,
     panel: str | Sequence[str] | None = None,
     table_key: str | None = None,
@@ -139,10 +163,11 @@ def prepare_targets(
         integers of any numeric dtype (``uint8`` and other integer types are converted to ``float32`` before any
         arithmetic, so they cannot overflow), unique spot and gene names. Not modified.
     protocol
-        Protocol name or object.
+        Protocol name or object, or a trained :class:`~phg2st_sc.PHG2ST`: its training targets' protocol, and its
+        genes as the default ``panel`` (the input :func:`impute` expects: ``tl.prepare_targets(adata, model)``).
     panel
-        Gene panel (see :func:`phg2st_sc.pp.select_genes`); ``None`` keeps all genes. Its genes must all be in the
-        data (checked before any work).
+        Gene panel (see :func:`phg2st_sc.pp.select_genes`); ``None`` keeps all genes (a model's genes when
+        ``protocol`` is a model). Its genes must all be in the data (checked before any work).
     {table_key}
 
     Returns
@@ -159,6 +184,10 @@ def prepare_targets(
     from phg2st_sc.pp._genes import resolve_panel
 
     adata = get_table(adata, table_key)
+    model_panel = None
+    if type(protocol).__name__ == "PHG2ST":
+        model_panel = protocol.info.get("normalization", {}).get("panel")
+        panel = list(protocol.genes) if panel is None else panel
     protocol = get_protocol(protocol)
     check_nonempty(adata)
     check_unique_names(adata)
@@ -175,7 +204,10 @@ def prepare_targets(
     # Library sizes come from every measured gene, before the panel is taken (scanpy practice; it also makes a
     # gene's target independent of which other genes are in the panel).
     work = AnnData(
-        X=sparse.csr_matrix(adata.X, dtype=np.float32) if sparse.issparse(adata.X) else np.asarray(adata.X, np.float32),
+        # copies, always: normalize_total and log1p work in place, and the user's counts must stay as they are
+        X=sparse.csr_matrix(adata.X, dtype=np.float32, copy=True)
+        if sparse.issparse(adata.X)
+        else np.array(adata.X, dtype=np.float32, copy=True),
         obs=adata.obs.copy(),
         var=adata.var.copy(),
         obsm={k: v.copy() for k, v in adata.obsm.items()},
@@ -195,6 +227,8 @@ def prepare_targets(
     params = {k: v for k, v in asdict(protocol).items() if k not in ("description",)}
     params["target_sum"] = -1.0 if params["target_sum"] is None else float(params["target_sum"])
     params["panel"] = "all" if panel_name is None else (panel_name if isinstance(panel_name, str) else "custom")
+    if model_panel is not None and not isinstance(panel_name, str):  # the model's genes: record its panel's name
+        params["panel"] = str(model_panel)
     params["protocol"] = params.pop("name")
     work.uns[Keys.TARGETS_UNS] = {"params": params}
     return work
@@ -255,7 +289,7 @@ def evaluate(
         raise ValueError("`methods` is empty.")
     for m in methods:
         check_choice(m, "methods", METHODS)
-    seeds = [int(s) for s in seeds]
+    seeds = [check_seed(s, "seeds") for s in seeds]
     if not seeds:
         raise ValueError("`seeds` is empty.")
     method_kwargs = dict(method_kwargs or {})
