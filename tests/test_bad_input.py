@@ -69,6 +69,14 @@ def _protocol_model(_sections):
     return tl.fit(targets, max_epochs=1, validation=None, **SMALL)
 
 
+@pytest.fixture(scope="module")
+def _log_model(_sections):
+    """A small model trained on the user's own log1p-transformed expression (natural log)."""
+    a = _sections[0].copy()
+    a.uns["log1p"] = {"base": None}
+    return tl.fit(a, max_epochs=1, validation=None, **SMALL)
+
+
 class Env:
     """The inputs of a case, built on first use: every attribute is a fresh object the case may corrupt."""
 
@@ -103,6 +111,10 @@ class Env:
     @property
     def protocol_model(self):
         return self.request.getfixturevalue("_protocol_model")
+
+    @property
+    def log_model(self):
+        return self.request.getfixturevalue("_log_model")
 
     @property
     def model(self):
@@ -795,6 +807,17 @@ CASES = [
     case("impute: log1p data for a model of unlogged data", "section",
          lambda a, e: a.uns.__setitem__("log1p", {"base": None}), impute, phg2st.InputMismatchError,
          "is not log1p-transformed"),
+    case("impute: 100x the library size of a model's own normalisation", "section",
+         lambda a, e: setattr(a, "X", np.asarray(a.X) * 100), impute, phg2st.InputMismatchError, "[0-9.]+ times as much"),
+    case("impute: log base 2 for a natural-log model", "section",
+         lambda a, e: a.uns.__setitem__("log1p", {"base": 2}), lambda a, e: tl.impute(a, e.log_model),
+         phg2st.InputMismatchError, "base 2.0, the model's training data with base e"),
+    case("impute: latent_key of another step's embeddings", "section", None,
+         lambda a, e: impute(a, e, latent_key="X_tiny"), phg2st.SlotExistsError,
+         r"obsm\['X_tiny'\]` exists and holds the output of `pp.embed_tiles`"),
+    case("impute: layer_added over the targets' record", "prepared", None,
+         lambda a, e: impute_p(a, e, layer_added="phg2st_targets"), phg2st.SlotExistsError,
+         "holds the output of `tl.prepare_targets`"),
     case("impute: features from another encoder", "section", set_params("X_tiny", encoder="uni"), impute,
          phg2st.InputMismatchError, "encoder 'uni' here, 'tiny' in training"),
     case("impute: features of another tile size", "section", set_params("X_tiny", tile_size=32), impute,
@@ -809,7 +832,10 @@ CASES = [
     case("fit: learning rate 0", "section", None, lambda a, e: fit(a, e, lr=0.0), ValueError, "`lr` must be"),
     case("fit: gamma above 1", "section", None, lambda a, e: fit(a, e, gamma=1.5), ValueError,
          "`gamma` must be .* at most 1"),
-    case("fit: patience 0", "section", None, lambda a, e: fit(a, e, patience=0), ValueError, "`patience` must be >= 1"),
+    case("fit: patience -1", "section", None, lambda a, e: fit(a, e, patience=-1), ValueError, "`patience` must be >= 0"),
+    case("fit: checkpoints asked for and forbidden", "section", None,
+         lambda a, e: fit(a, e, checkpoint_dir=e.tmp_path / "c", enable_checkpointing=False), ValueError,
+         "`enable_checkpointing=False` forbids them"),
     case("fit: hidden not a multiple of heads", "section", None, lambda a, e: fit(a, e, hidden=30), ValueError,
          r"`hidden` \(30\) must be a multiple of `heads`"),
     case("fit: dropout 1.5", "section", None, lambda a, e: fit(a, e, dropout=1.5), ValueError, "`dropout` must be"),
@@ -820,6 +846,9 @@ CASES = [
          TypeError, "is boolean"),
     case("build_hypergraph: all spots at one point", "section", same_point, hyper, ValueError, "lie at the same point"),
     case("build_hypergraph: most spots stacked", "section", stacked, hyper, ValueError, "share their position"),
+    case("build_hypergraph: spots within 1e-9 px of one point", "section",
+         lambda a, e: a.obsm.__setitem__("spatial", 500.0 + np.random.default_rng(0).random((a.n_obs, 2)) * 1e-9),
+         hyper, ValueError, "lie at the same point"),
     case("build_hypergraph: boolean coordinates", "section", boolean_coordinates, hyper, TypeError, "is boolean"),
     case("virtual_spots: all spots at one point", "counts", same_point, lambda a, e: pp.virtual_spots(a), ValueError,
          "lie at the same point"),
@@ -870,6 +899,17 @@ CASES = [
     case("load: an archive that inflates to 64 MiB", inflating_file, None, load, phg2st.ModelFileError,
          "refused before inflating"),
     case("load: a plain pickle", pickle_file, None, load, phg2st.ModelFileError, "not an archive written by"),
+    case("load: an architecture far larger than its weights",
+         payload(edit_json("config", lambda c: {**c, "hidden": 60000, "heads": 2})), None, load, phg2st.ModelFileError,
+         "do not match the stored architecture"),
+    case("load: an embedding record that is not a mapping", payload(edit_json("info", lambda i: {**i, "embedding": "tiny"})),
+         None, load, phg2st.ModelFileError, r"`info\['embedding'\]` has type str"),
+    case("load: a target sum as text", payload(edit_json("info", lambda i: {**i, "normalization": {
+         **i["normalization"], "target_sum": "1e4"}})), None, load, phg2st.ModelFileError, "is '1e4'"),  # fmt: skip
+    case("load: integer weights", payload(lambda d: d.__setitem__("state_dict", {k: v.long() if v.is_floating_point()
+         else v for k, v in d["state_dict"].items()})), None, load, phg2st.ModelFileError, "is torch.int64"),  # fmt: skip
+    case("load: a format version as text", payload(lambda d: d.__setitem__("format_version", "1")), None, load,
+         phg2st.ModelFileError, "format version '1'"),
     # ---- late failures and unclear messages, now refused first with the fix
     case("baseline: integer obs_names", "targets", integer_obs_names, idw, TypeError, r"obs_names\.astype\(str\)"),
     case("fit: integer obs_names", "section", integer_obs_names, fit, TypeError, "must be strings"),
@@ -895,7 +935,7 @@ CASES = [
 
 @pytest.mark.parametrize("c", CASES)
 def test_bad_input(c: Case, env: Env):
-    env.model, env.protocol_model  # noqa: B018 - trained (once per module) before the tripwires replace training
+    env.model, env.protocol_model, env.log_model  # noqa: B018 - trained (once per module) before the tripwires replace training
     obj = getattr(env, c.data) if isinstance(c.data, str) else (c.data(env) if c.data is not None else None)
     if c.corrupt is not None:
         c.corrupt(obj, env)

@@ -399,7 +399,7 @@ def test_slots_of_phg2st_are_replaced_and_the_users_only_with_overwrite(sections
     phg2st.tl.impute(target, model)  # its own slots: replaced
     from phg2st_sc._utils import written_keys
 
-    assert written_keys(target)["layers"] == {"phg2st"} and "X_phg2st" in written_keys(target)["obsm"]
+    assert written_keys(target)["layers"] == {"phg2st": "tl.impute"} and "X_phg2st" in written_keys(target)["obsm"]
     target.write_h5ad(tmp_path / "t.h5ad")
     back = ad.read_h5ad(tmp_path / "t.h5ad")
     phg2st.tl.select_prompts(back, fraction=0.3, seed=1)  # the record survives a file round trip
@@ -474,3 +474,141 @@ def test_same_section_given_twice_to_fit_but_other_visium_sections_share_barcode
     before = snapshot(b)
     phg2st.tl.fit([a, b], max_epochs=1, **KW)
     assert_adata_equal(b, before)
+
+
+# -- found by a hostile review of the first round of these fixes --------------------------------------------------------
+def test_cli_impute_never_replaces_its_own_input(sections, model, tmp_path, capsys):
+    """`phg2st impute X.h5ad --out-dir <X's folder>`: skipped X as done, or with --overwrite replaced the counts."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    a = sections[0][1].copy()
+    a.write_h5ad(folder / "S1.h5ad")
+    model.save(folder / "m.pt")
+    before = snapshot(folder / "S1.h5ad")
+    for extra in ([], ["--overwrite"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(["impute", str(folder / "S1.h5ad"), "--model", str(folder / "m.pt"), "--out-dir", str(folder), *extra])
+        assert exit_.value.code == 2 and "replaced by its own output" in capsys.readouterr().err
+    assert_unchanged(folder / "S1.h5ad", before)
+
+
+def test_wide_integer_images_holding_8_bit_values(sections):
+    """int32 / uint32 / int64 pixels of 0-255 were scaled by their type's range: every tile black."""
+    from spatialdata.models import Image2DModel
+    from spatialdata.transformations import Identity
+
+    from phg2st_sc._image import to_rgb8
+
+    sdata = phg2st.io.to_spatialdata(sections[0][1].copy())
+    key = next(iter(sdata.images))
+    full = np.asarray(phg2st.io.image_levels(sdata.images[key])[0].values)
+    phg2st.pp.embed_tiles(sdata, encoder=Tiny(), tile_size=16, grid_size=0, key_added="X_ref")
+    for dtype in (np.int32, np.uint32, np.int64, np.uint16):
+        assert (to_rgb8(full.astype(dtype), channels_first=True) == np.moveaxis(full, 0, -1)).all(), dtype
+        sdata.images[key] = Image2DModel.parse(full.astype(dtype), dims=("c", "y", "x"),
+                                               transformations={"global": Identity()})  # fmt: skip
+        phg2st.pp.embed_tiles(sdata, encoder=Tiny(), tile_size=16, grid_size=0, key_added="X_wide")
+        table = sdata.tables["table"]
+        np.testing.assert_allclose(table.obsm["X_wide"], table.obsm["X_ref"], atol=1e-6, err_msg=str(dtype))
+
+
+def test_own_normalisation_models_check_the_scale_and_the_log_base(sections):
+    """A model of the user's CP10k + log1p refused nothing: CPM + log1p and log base 2 went through."""
+    import scanpy as sc
+
+    def normalised(a, target_sum, base=None):
+        a = a.copy()
+        a.X = np.random.default_rng(0).poisson(30.0, a.shape).astype(np.float32)
+        sc.pp.normalize_total(a, target_sum=target_sum)
+        sc.pp.log1p(a, base=base)
+        return a
+
+    secs, _ = sections
+    trained = phg2st.tl.fit(normalised(secs[0], 1e4), max_epochs=1, **KW)
+    assert trained.info["normalization"]["library_size"] == pytest.approx(1e4, rel=1e-3)
+    same = normalised(secs[1], 1e4)
+    phg2st.tl.select_prompts(same, fraction=0.2, seed=0)
+    phg2st.tl.impute(same, trained)  # the same normalisation: accepted
+    for target_sum, base, match in [(1e6, None, "100 times as much"), (1e4, 2, "base 2.0")]:
+        other = normalised(secs[1], target_sum, base)
+        phg2st.tl.select_prompts(other, fraction=0.2, seed=0)
+        with pytest.raises(phg2st.InputMismatchError, match=match):
+            phg2st.tl.impute(other, trained)
+
+
+def test_cli_overwrite_replaces_slots_of_earlier_versions(sections, model, tmp_path, capsys):
+    """Files of earlier versions have no record of what phg2st-sc wrote; `--overwrite` lets the CLI replace them."""
+    a = sections[0][1].copy()
+    phg2st.tl.select_prompts(a, fraction=0.2, seed=0)
+    phg2st.tl.impute(a, model)
+    del a.uns["phg2st_written"]  # as an earlier version wrote it
+    a.write_h5ad(tmp_path / "old.h5ad")
+    model.save(tmp_path / "m.pt")
+    args = ["impute", str(tmp_path / "old.h5ad"), "--model", str(tmp_path / "m.pt"), "--out-dir", str(tmp_path / "o"),
+            "--no-progress"]  # fmt: skip
+    assert main(args) == 1 and "`--overwrite` on the command line" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 0
+    assert "phg2st" in ad.read_h5ad(tmp_path / "o" / "old.h5ad").layers
+
+
+def test_cli_expands_a_tilde_after_the_equals_sign(sections, model, tmp_path, monkeypatch):
+    """`--out-dir=~/res` (the shell leaves `~` alone there) passed the early check, then failed after the work."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    _, paths = sections
+    model.save(tmp_path / "m.pt")
+    assert main(["impute", str(paths[1]), "--model=~/m.pt", "--out-dir=~/res", "--no-progress"]) == 0
+    assert (tmp_path / "res" / "S1.h5ad").is_file()
+
+
+def test_simulated_sections_with_the_same_layout_are_different_sections():
+    """`datasets.synthetic` gives every seed the same spot names and layout: they were refused as one section."""
+    secs = [phg2st.datasets.synthetic(120, 6, n_features=4, grid_size=0, seed=s) for s in (0, 1)]
+    for a in secs:
+        phg2st.pp.build_hypergraph(a, use_rep="X_synthetic")
+    model = phg2st.tl.fit(secs, use_rep="X_synthetic", max_epochs=1, validation=None, accelerator="cpu",
+                          hidden=32, heads=2, spot_depth=1, use_neighbour_branch=False)  # fmt: skip
+    assert model.info["training_sections"]
+
+
+def test_results_of_impute_and_baseline_may_share_a_scratch_layer(sections, model):
+    a = sections[0][1].copy()
+    phg2st.tl.select_prompts(a, fraction=0.2, seed=0)
+    phg2st.tl.impute(a, model, layer_added="pred")
+    phg2st.tl.baseline(a, method="idw", layer_added="pred")  # results replace results
+    phg2st.tl.impute(a, model, layer_added="pred")
+    with pytest.raises(phg2st.SlotExistsError, match="holds the output of `tl.select_prompts`"):
+        phg2st.tl.baseline(a, method="idw", layer_added="phg2st_prompt")  # but not the prompts' record
+
+
+def test_settings_lightning_accepts_and_numpy_integers(sections):
+    a = sections[0][0]
+    phg2st.tl.fit(a, max_epochs=np.int64(1), patience=0, seed=np.uint32(3), **KW)
+
+
+def test_cli_checks_fit_setting_values_before_reading_inputs(tmp_path, capsys):
+    missing = str(tmp_path / "not_there.h5ad")
+    for setting, message in [("validation=none", "`validation` must be"), ("lr=-1", "`lr` must be"),
+                             ("hidden=30", "multiple of `heads`")]:  # fmt: skip
+        with pytest.raises(SystemExit) as exit_:
+            main(["fit", missing, "--out", str(tmp_path / "m.pt"), "--fit", setting])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err, setting
+
+
+def test_sigterm_during_training_exits_143_not_0(sections, tmp_path):
+    """Lightning turns SIGTERM into a `SystemExit` with no code (exit 0, "success"); it was also reported as Ctrl-C."""
+    _, paths = sections
+    cmd = [sys.executable, "-m", "phg2st_sc.cli", "fit", *map(str, paths[:2]), "--out", str(tmp_path / "m.pt"),
+           "--use-rep", "X_tiny", "--protocol", "none", "--max-epochs", "100000", "--accelerator", "cpu",
+           "--checkpoint-dir", str(tmp_path / "c"), "--fit", "hidden=32", "heads=2", "spot_depth=1",
+           "validation=null", "--no-progress"]  # fmt: skip
+    child = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    for line in child.stderr:
+        if "training" in line:
+            break
+    deadline = time.time() + 120
+    while not (tmp_path / "c" / "last.ckpt").exists() and time.time() < deadline:  # Lightning's handler is set
+        time.sleep(0.2)
+    child.send_signal(signal.SIGTERM)
+    rest = child.stderr.read()
+    assert child.wait(timeout=120) == 143, rest
+    assert "terminated (SIGTERM)" in rest.strip().splitlines()[-1] and "Ctrl-C" not in rest

@@ -14,6 +14,7 @@ from ._errors import (
     SlotExistsError,
     SmoothedTargetWarning,
     TrainingDivergedError,
+    TrainingTerminated,
 )
 from ._settings import Settings, settings
 
@@ -48,6 +49,7 @@ __all__ = [
     "ModelFileError",
     "InputMismatchError",
     "TrainingDivergedError",
+    "TrainingTerminated",
     "SlotExistsError",
     "MissingImageWarning",
     "SmoothedTargetWarning",

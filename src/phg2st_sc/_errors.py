@@ -31,6 +31,14 @@ class TrainingDivergedError(Phg2stError, RuntimeError):
     """Training produced a non-finite loss or non-finite weights; the message names the setting to lower."""
 
 
+class TrainingTerminated(SystemExit):
+    """Training stopped because the process received SIGTERM (a cluster's time limit, ``kill``); exit code 143.
+
+    A ``SystemExit``: it ends the program unless caught. With ``checkpoint_dir``, ``resume=True`` continues from the
+    last complete epoch.
+    """
+
+
 class SlotExistsError(Phg2stError, ValueError):
     """A result would overwrite a slot of the AnnData that phg2st-sc did not write (pass ``overwrite=True``)."""
 

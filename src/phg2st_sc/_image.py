@@ -28,11 +28,13 @@ _HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
 def pixel_scale(dtype: Any, vmin: float, vmax: float, what: str = "the image") -> float:
-    """The factor that maps an image's values to 0-255, from its dtype (and, for floats, its range).
+    """The factor that maps an image's values to 0-255, from its dtype and its range.
 
-    Integers are scaled by their type's range (``uint16``: 65535 -> 255; ``uint8`` unchanged), booleans give 0/255;
-    floats in [0, 1] are multiplied by 255 and floats in (1, 255] kept as they are. Negative values, floats above
-    255 and NaN are refused: no scaling of them is right for an H&E image.
+    ``uint8`` is unchanged and booleans give 0/255. Wider integers are scaled by the bit depth their values use:
+    up to 255 they are 8-bit data in a wider type (unchanged), up to 65535 16-bit (65535 -> 255), above that 32-bit
+    (a brightfield H&E is mostly near-white background, so its maximum tells the depth). Floats in [0, 1] are
+    multiplied by 255 and floats in (1, 255] kept as they are. Negative values, floats above 255 and NaN are
+    refused: no scaling of them is right for an H&E image.
     """
     dtype = np.dtype(dtype)
     if dtype.kind == "b":
@@ -44,8 +46,13 @@ def pixel_scale(dtype: Any, vmin: float, vmax: float, what: str = "the image") -
     if vmin < 0:
         raise ValueError(f"{what} has negative pixel values (down to {vmin:g}); an H&E image has none.")
     if dtype.kind in "iu":
-        top = np.iinfo(dtype).max
-        return 1.0 if top <= 255 else 255.0 / top
+        for bits in (8, 16, 32, 64):
+            if vmax <= 2**bits - 1 or bits >= 8 * dtype.itemsize:
+                return 255.0 / (2**bits - 1)
+    return _float_scale(vmax, what)
+
+
+def _float_scale(vmax: float, what: str) -> float:
     if vmax <= 1.0:
         return 255.0
     if vmax <= 255.0:
@@ -104,12 +111,7 @@ def _pil_rgb(im: Any, what: str) -> np.ndarray:
     """A Pillow image as ``uint8`` RGB: 8-bit modes through Pillow, high-bit ones through :func:`to_rgb8`."""
     if im.mode not in _HIGH_BIT_MODES:
         return np.asarray(im.convert("RGB"), dtype=np.uint8)
-    arr = np.asarray(im)
-    scale = None
-    if im.mode == "I" and arr.size:  # 32-bit integers: often 16-bit data widened by the decoder
-        top = float(arr.max())
-        scale = 1.0 if top <= 255 else (255.0 / 65535 if top <= 65535 else None)
-    return to_rgb8(arr, scale=scale, what=what)
+    return to_rgb8(np.asarray(im), what=what)
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:

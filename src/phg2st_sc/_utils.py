@@ -58,10 +58,16 @@ def get_table(data: AnnData | SpatialData, table_key: str | None = None) -> AnnD
     raise TypeError(f"Expected an AnnData or a SpatialData object, got {type(data).__name__}.")
 
 
-def written_keys(adata: AnnData) -> dict[str, set[str]]:
-    """The slots this package wrote into ``adata``: ``uns['phg2st_written']``, a JSON text {slot: [keys]}.
+#: Writers whose results may replace one another's under a shared name (a scratch layer ``"pred"`` filled by
+#: ``impute`` and then by ``baseline``); any other writer's slots are refused to them, and theirs to it.
+RESULT_WRITERS = frozenset({"tl.impute", "tl.baseline"})
 
-    A JSON text (not a dict of lists) so that it reads back from ``.h5ad`` and ``.zarr`` exactly as written.
+
+def written_keys(adata: AnnData) -> dict[str, dict[str, str]]:
+    """The slots this package wrote into ``adata`` and the function that wrote each: ``{slot: {key: writer}}``.
+
+    Stored in ``uns['phg2st_written']`` as a JSON text (not nested dicts), so that it reads back from ``.h5ad`` and
+    ``.zarr`` exactly as written.
     """
     import json
 
@@ -77,14 +83,14 @@ def written_keys(adata: AnnData) -> dict[str, set[str]]:
             return {}
     if not isinstance(record, Mapping):
         return {}
-    return {str(slot): {str(k) for k in np.atleast_1d(np.asarray(keys, dtype=object))} for slot, keys in record.items()
-            if keys is not None and np.size(keys)}  # fmt: skip
+    return {str(slot): {str(k): str(w) for k, w in keys.items()} for slot, keys in record.items()
+            if isinstance(keys, Mapping)}  # fmt: skip
 
 
-def _record(written: dict[str, set[str]]) -> str:
+def _record(written: Mapping[str, Mapping[str, str]]) -> str:
     import json
 
-    return json.dumps({slot: sorted(keys) for slot, keys in sorted(written.items()) if keys})
+    return json.dumps({slot: dict(sorted(keys.items())) for slot, keys in sorted(written.items()) if keys})
 
 
 def carry_written(source: AnnData, target: AnnData) -> None:
@@ -94,14 +100,20 @@ def carry_written(source: AnnData, target: AnnData) -> None:
     """
     from phg2st_sc._constants import Keys
 
-    kept = {slot: {k for k in keys if k in getattr(target, slot)} for slot, keys in written_keys(source).items()
-            if slot in _SLOTS}  # fmt: skip
+    kept = {slot: {k: w for k, w in keys.items() if k in getattr(target, slot)}
+            for slot, keys in written_keys(source).items() if slot in _SLOTS}  # fmt: skip
     if any(kept.values()):
         target.uns[Keys.WRITTEN_UNS] = _record(kept)
 
 
-def check_slots(adata: AnnData, keys: Mapping[tuple[str, str], str | None], *, overwrite: bool) -> None:
-    """Refuse, before any work, to replace or remove slots that exist and that this package did not write.
+def check_slots(
+    adata: AnnData, keys: Mapping[tuple[str, str], str | None], *, overwrite: bool, writer: str = ""
+) -> None:
+    """Refuse, before any work, to replace or remove slots that the calling function has no right to.
+
+    A slot may be replaced by the function that wrote it (recorded in ``uns['phg2st_written']``), and results of
+    ``tl.impute`` and ``tl.baseline`` by each other; the user's own slots and other steps' outputs (embeddings, the
+    hypergraph, the targets' record) only with ``overwrite``.
 
     Parameters
     ----------
@@ -111,7 +123,9 @@ def check_slots(adata: AnnData, keys: Mapping[tuple[str, str], str | None], *, o
         ``{(slot, key): argument}``: the slots a call will write, each with the argument that named it. Slots of
         fixed names (``None``: ``uns['phg2st_smooth']``, ...) are the package's own and never refused.
     overwrite
-        The user allowed replacing their own slots: nothing is refused.
+        The user allowed replacing any slot: nothing is refused.
+    writer
+        The calling function (``"tl.impute"``), for the record and the messages.
     """
     from phg2st_sc._constants import Keys
     from phg2st_sc._errors import SlotExistsError
@@ -122,11 +136,15 @@ def check_slots(adata: AnnData, keys: Mapping[tuple[str, str], str | None], *, o
     for (slot, key), arg in keys.items():
         if arg is None or (slot, key) == ("uns", Keys.WRITTEN_UNS) or key not in getattr(adata, slot):
             continue
-        if key not in written.get(slot, set()):
-            raise SlotExistsError(
-                f"`adata.{slot}[{key!r}]` exists and was not written by phg2st-sc: this call would replace it. "
-                + f"Choose another `{arg}=`, or pass `overwrite=True` to replace it."
-            )
+        owner = written.get(slot, {}).get(key)
+        if owner == writer or (owner in RESULT_WRITERS and writer in RESULT_WRITERS):
+            continue
+        whose = "was not written by phg2st-sc" if owner is None else f"holds the output of `{owner}`"
+        raise SlotExistsError(
+            f"`adata.{slot}[{key!r}]` exists and {whose}: {'this call' if not writer else f'`{writer}`'} would "
+            f"replace it. Choose another `{arg}=`, or pass `overwrite=True` (`--overwrite` on the command line) to "
+            "replace it."
+        )
 
 
 def finish(
@@ -136,6 +154,7 @@ def finish(
     copy: bool,
     overwrite: bool = False,
     names: Mapping[tuple[str, str], str] | None = None,
+    writer: str = "",
 ) -> AnnData | None:
     """Write computed results into ``adata`` (or a copy) and honour the ``copy`` contract.
 
@@ -143,9 +162,9 @@ def finish(
     user's object untouched. The assignments themselves are all or nothing: values are checked against the
     object's shape first, and if an assignment still fails (or the run is interrupted), the ones made are undone.
 
-    Slots that exist and were not written by this package (the user's own ``layers['counts']``,
-    ``obsm['spatial']``, ...) are never replaced or removed unless ``overwrite``: the written keys are recorded in
-    ``uns['phg2st_written']`` for that.
+    Slots the caller has no right to replace (:func:`check_slots`: the user's own ``layers['counts']`` or
+    ``obsm['spatial']``, another step's embeddings) are refused unless ``overwrite``; what is written is recorded,
+    with ``writer``, in ``uns['phg2st_written']``.
 
     Parameters
     ----------
@@ -157,9 +176,11 @@ def finish(
     copy
         Write into a copy and return it, instead of writing in place and returning ``None``.
     overwrite
-        Replace existing slots that this package did not write.
+        Replace existing slots whatever wrote them.
     names
         ``{(slot, key): argument}``: the argument of the calling function that chose each key, for messages.
+    writer
+        The calling function, e.g. ``"tl.impute"``.
     """
     from phg2st_sc._constants import Keys
 
@@ -167,13 +188,14 @@ def finish(
         if slot not in _SLOTS:
             raise ValueError(f"Unknown AnnData slot {slot!r}.")
         _check_shape(adata, slot, key, value)
-    check_slots(adata, {sk: (names or {}).get(sk) for sk in writes}, overwrite=overwrite)
-    written = written_keys(adata)
+    check_slots(adata, {sk: (names or {}).get(sk) for sk in writes}, overwrite=overwrite, writer=writer)
+    written = {slot: {k: w for k, w in keys.items() if k in getattr(adata, slot)}  # stale entries dropped
+               for slot, keys in written_keys(adata).items() if slot in _SLOTS}  # fmt: skip
     for (slot, key), value in writes.items():
         if value is None:
-            written.get(slot, set()).discard(key)
+            written.get(slot, {}).pop(key, None)
         else:
-            written.setdefault(slot, set()).add(key)
+            written.setdefault(slot, {})[key] = writer or "phg2st-sc"
     writes = {**writes, ("uns", Keys.WRITTEN_UNS): _record(written)}
     target = adata.copy() if copy else adata
     done: list[tuple[str, str, bool, Any]] = []
@@ -300,9 +322,14 @@ def check_replaceable(path: str | os.PathLike, *, store: bool = False) -> None:
     replaces only a Zarr store, never a file or an ordinary folder. Existing outputs of the right kind may be
     replaced. The parent folder must be writable (it is created if missing).
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     if store:
-        if path.is_symlink() or (path.exists() and not is_zarr_store(path)):
+        if path.is_symlink():
+            raise FileExistsError(
+                f"{path} is a symbolic link: a store written there would replace the link, not what it points to. "
+                "Give the real path (nothing was deleted)."
+            )
+        if path.exists() and not is_zarr_store(path):
             raise FileExistsError(
                 f"{path} exists and is not a Zarr store; phg2st-sc replaces only its own kind of output there. Choose "
                 "another output path (nothing was deleted)."
@@ -346,7 +373,7 @@ def atomic_path(path: str | os.PathLike, *, store: bool = False) -> Iterator[Pat
     store
         The output is a folder (a Zarr store) rather than a file.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     check_replaceable(path, store=store)
     work = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:

@@ -218,7 +218,9 @@ def check_layout(coords: np.ndarray, where: str = "the coordinates") -> None:
     n = len(coords)
     if n < 2:
         return
-    points = np.ascontiguousarray(coords[:, :2], dtype=np.float64).view(np.complex128).ravel()  # one 1-D sort
+    tol = 1e-6 * max(1.0, float(np.abs(coords).max()))  # positions closer than this are the same position
+    snapped = np.round(np.asarray(coords[:, :2], dtype=np.float64) / tol)
+    points = np.ascontiguousarray(snapped).view(np.complex128).ravel()  # one 1-D sort
     _, counts = np.unique(points, return_counts=True)
     distinct, shared = len(counts), int(counts[counts > 1].sum())
     if distinct == 1:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 import time
@@ -331,12 +330,12 @@ def _embed_one(path: Path, args: argparse.Namespace) -> tuple[bool, str]:
     if args.overwrite or not has_embedding:
         options = {"batch_size": args.batch_size, "mpp": args.mpp, "cache_dir": args.cache_dir}
         phg2st.pp.embed_tiles(data, encoder=args.encoder, weights=args.weights, device=args.device,
-                              table_key=args.table_key, image_key=args.image_key,
+                              table_key=args.table_key, image_key=args.image_key, overwrite=args.overwrite,
                               **{k: v for k, v in options.items() if v is not None})  # fmt: skip
         p = get_table(data, args.table_key).uns[key]["params"]
         done.append(f"{p['tiles_embedded']} tiles embedded on {p['device']}")
     if not args.no_hypergraph:
-        phg2st.pp.build_hypergraph(data, use_rep=key, table_key=args.table_key)
+        phg2st.pp.build_hypergraph(data, use_rep=key, table_key=args.table_key, overwrite=args.overwrite)
         done.append("hypergraph built")
     _write(data, out)
     return False, f"{table.n_obs} spots, {', '.join(done) or 'nothing to add'} -> {out}"
@@ -464,8 +463,10 @@ def _impute_one(path: Path, args: argparse.Namespace, model) -> tuple[bool, str]
     work = _model_targets(sections[0], model)
     key = args.prompt_key or Keys.PROMPT
     if not args.prompt_key:
-        phg2st.tl.select_prompts(work, fraction=args.prompt_fraction, seed=args.seed, strategy=args.strategy)
-    phg2st.tl.impute(work, model, prompt_key=key, layer_added=args.layer_added, device=args.device)
+        phg2st.tl.select_prompts(work, fraction=args.prompt_fraction, seed=args.seed, strategy=args.strategy,
+                                 overwrite=args.overwrite)  # fmt: skip
+    phg2st.tl.impute(work, model, prompt_key=key, layer_added=args.layer_added, device=args.device,
+                     overwrite=args.overwrite)  # fmt: skip
     _write(work, out)
     return False, f"{work.n_obs} spots, {int(work.obs[key].sum())} prompts, {work.n_vars} genes -> {out}"
 
@@ -477,6 +478,23 @@ def run_impute(args: argparse.Namespace) -> int:
     model = phg2st.PHG2ST.load(args.model)
     _say(f"phg2st impute: {model!r}")
     return _each_input("impute", args.inputs, lambda path: _impute_one(path, args, model))
+
+
+#: Arguments that hold paths: ``~`` is expanded once, here, so that every later use sees the same path.
+PATH_ARGUMENTS = ("inputs", "data", "out", "out_dir", "model", "checkpoint_dir", "genes", "cache_dir", "weights",
+                  "methods_file")  # fmt: skip
+
+
+def _expand_paths(args: argparse.Namespace) -> None:
+    def expand(value: str) -> str:
+        return str(Path(value).expanduser()) if value.startswith("~") else value
+
+    for name in PATH_ARGUMENTS:
+        value = getattr(args, name, None)
+        if isinstance(value, str):
+            setattr(args, name, expand(value))
+        elif isinstance(value, list):
+            setattr(args, name, [expand(v) if isinstance(v, str) else v for v in value])
 
 
 def _check_args(args: argparse.Namespace) -> str | None:
@@ -494,9 +512,13 @@ def _check_args(args: argparse.Namespace) -> str | None:
         if repeated:
             return f"several inputs are named {repeated}; each needs its own output name."
     try:
-        if args.command in ("fit", "benchmark") and getattr(args, "fit", None):
+        if args.command == "benchmark" and args.fit:
             _fit_settings(args.fit)
         if args.command == "fit":
+            from phg2st_sc.tl._fit import check_fit_settings
+
+            flags = {"seed": args.seed, "variant": args.variant, "hidden": args.hidden, "max_epochs": args.max_epochs}
+            check_fit_settings(**{**{k: v for k, v in flags.items() if v is not None}, **_key_values(args.fit or [])})
             if args.genes:
                 _read_genes(args.genes)
             out = Path(args.out).expanduser()
@@ -510,6 +532,11 @@ def _check_args(args: argparse.Namespace) -> str | None:
             if not Path(args.model).expanduser().is_file():
                 return f"no model file at {args.model}."
             check_writable(args.out_dir)
+            outputs = {str((Path(args.out_dir) / f"{_stem(p)}.h5ad").resolve()) for p in inputs}
+            clash = [p for p, r in zip(inputs, resolved, strict=True) if r in outputs]
+            if clash:
+                return (f"{clash} would be replaced by its own output in --out-dir {args.out_dir}; write the "
+                        "predictions to another folder.")  # fmt: skip
         elif args.command == "embed":
             check_writable(args.out_dir)
         elif args.command == "benchmark":
@@ -520,13 +547,11 @@ def _check_args(args: argparse.Namespace) -> str | None:
 
 
 def _fit_settings(items: Sequence[str]) -> dict[str, Any]:
-    """``--fit KEY=VALUE`` settings, each checked to be a setting of tl.fit or of lightning.Trainer."""
-    import phg2st_sc as phg2st
-    from phg2st_sc._validate import check_trainer_kwargs
+    """``--fit KEY=VALUE`` settings, each checked (name and value) as tl.fit checks its own, before any work."""
+    from phg2st_sc.tl._fit import check_fit_settings
 
     settings = _key_values(items)
-    own = [p for p in inspect.signature(phg2st.tl.fit).parameters if p not in ("adatas", "trainer_kwargs")]
-    check_trainer_kwargs({k: v for k, v in settings.items() if k not in own}, own=own)
+    check_fit_settings(**settings)
     return settings
 
 
@@ -689,9 +714,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_bench.add_argument("--per-gene", action="store_true")
     batch = _add_batch_commands(sub)
     args = parser.parse_args(argv)
+    _expand_paths(args)
     problem = _check_args(args)
     if problem:
         (batch.get(args.command) or {"benchmark": p_bench, "demo": p_demo}[args.command]).error(problem)
+    from phg2st_sc._errors import TrainingTerminated
     from phg2st_sc._settings import settings
 
     progress = settings.progress
@@ -705,6 +732,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"phg2st {args.command}: interrupted (Ctrl-C); {RESUME_NOTES[args.command]}.", file=sys.stderr)
         return 130  # the shells' convention: 128 + SIGINT
+    except TrainingTerminated:
+        print(f"phg2st {args.command}: terminated (SIGTERM); {RESUME_NOTES[args.command]}.", file=sys.stderr)
+        return 143  # 128 + SIGTERM
     except Exception as err:  # noqa: BLE001 - the CLI reports any failure as a message and an exit code
         print(f"phg2st {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 1

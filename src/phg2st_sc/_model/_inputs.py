@@ -32,20 +32,46 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def input_record(adata: AnnData, use_rep: str) -> dict[str, Any]:
+#: A section whose median library size (expression summed over the model's genes, log1p undone) differs from the
+#: training data's by more than this factor was normalised differently (CPM vs 1e4 differ by 100x). Panels cover a
+#: different share of the counts in different tissues, so a tighter bound would refuse legitimate sections.
+LIBRARY_FACTOR = 10.0
+
+
+def _log1p_base(adata: AnnData) -> float | None:
+    """The base of ``sc.pp.log1p`` recorded in ``uns['log1p']`` (``None``: natural log)."""
+    rec = adata.uns.get("log1p")
+    base = rec.get("base") if isinstance(rec, dict) else None
+    return None if base is None else float(_plain(base))
+
+
+def library_size(values: np.ndarray, log1p: bool, base: float | None = None) -> float:
+    """Median over spots of the expression summed over genes, with log1p undone (``base ** x - 1``)."""
+    x = np.asarray(values, dtype=np.float64)
+    if log1p:
+        x = np.expm1(x) if base is None else np.power(base, x) - 1.0
+    return float(np.median(x.sum(axis=1))) if x.size else float("nan")
+
+
+def input_record(adata: AnnData, use_rep: str, values: np.ndarray | None = None) -> dict[str, Any]:
     """The expectations of a model trained on ``adata``: target normalisation and the embedding's provenance.
 
     ``normalization`` is ``uns['phg2st_targets']['params']`` of :func:`~phg2st_sc.tl.prepare_targets` when the
-    targets were made by it, else ``{"log1p": <whether uns['log1p'] is set>}`` (the user's own normalisation).
-    ``embedding`` is the encoder and tile geometry of :func:`~phg2st_sc.pp.embed_tiles` (empty for features made
-    otherwise); ``encoder`` and ``encoder_fingerprint`` repeat two of its fields for older readers.
+    targets were made by it, else ``{"log1p": <whether uns['log1p'] is set>, "log1p_base": ...}`` (the user's own
+    normalisation); with ``values`` (the training expression of the model's genes), also the median
+    ``library_size``. ``embedding`` is the encoder and tile geometry of :func:`~phg2st_sc.pp.embed_tiles` (empty for
+    features made otherwise); ``encoder`` and ``encoder_fingerprint`` repeat two of its fields for older readers.
     """
     targets = adata.uns.get(Keys.TARGETS_UNS, {}).get("params")
     embedding = _embedding_params(adata, use_rep)
+    if targets:
+        norm = {k: _plain(v) for k, v in dict(targets).items()}
+    else:
+        norm = {"log1p": "log1p" in adata.uns, "log1p_base": _log1p_base(adata)}
+    if values is not None:
+        norm["library_size"] = library_size(values, bool(norm.get("log1p")), norm.get("log1p_base"))
     return {
-        "normalization": {k: _plain(v) for k, v in dict(targets).items()}
-        if targets
-        else {"log1p": "log1p" in adata.uns},
+        "normalization": norm,
         "embedding": embedding,
         "encoder": embedding.get("encoder", ""),
         "encoder_fingerprint": embedding.get("encoder_fingerprint", ""),
@@ -136,14 +162,33 @@ def check_normalisation(info: dict[str, Any], adata: AnnData, values: np.ndarray
             f"The model was trained on expression that {said} log1p-transformed (`uns['log1p']`), and this data's "
             f"expression {'is not' if expected['log1p'] else 'is'}: normalise it as the training data were."
         )
+    elif expected.get("log1p") and "log1p_base" in expected and _log1p_base(adata) != expected["log1p_base"]:
+        raise InputMismatchError(
+            f"The data were log-transformed with base {_log1p_base(adata) or 'e'}, the model's training data with "
+            f"base {expected['log1p_base'] or 'e'} (`uns['log1p']['base']`): transform them the same way."
+        )
     if values is not None and expected.get("log1p"):
         total = expected.get("target_sum", -1)
-        ceiling = math.log1p(total if isinstance(total, (int, float)) and total > 0 else 1e7) + 0.5
+        base = expected.get("log1p_base")
+        ceiling = math.log1p(total if isinstance(total, (int, float)) and total > 0 else 1e7)
+        ceiling = ceiling / math.log(base) if isinstance(base, (int, float)) and base > 1 else ceiling
+        ceiling += 0.5
         finite = values[np.isfinite(values)]
         if finite.size and float(finite.max()) > ceiling:
             raise InputMismatchError(
                 f"The expression reaches {float(finite.max()):.4g}, more than log1p-transformed values can "
                 f"(at most {ceiling - 0.5:.3g} for {_describe(expected)}): these look like raw or unlogged counts. "
+                + (f"Prepare them as in training: {fix}." if "protocol" in expected else "Normalise them as the "
+                   "training data were.")
+            )  # fmt: skip
+    if values is not None and isinstance(expected.get("library_size"), (int, float)) and expected["library_size"] > 0:
+        found = library_size(values, bool(expected.get("log1p")), expected.get("log1p_base"))
+        ratio = found / expected["library_size"] if np.isfinite(found) else 1.0
+        if not 1 / LIBRARY_FACTOR <= ratio <= LIBRARY_FACTOR:
+            raise InputMismatchError(
+                f"The prompt spots' expression adds up to a median of {found:.4g} per spot over the model's genes "
+                f"(log1p undone), the training data's to {expected['library_size']:.4g}: {ratio:.3g} times as much, so "
+                "the data were normalised differently (another `normalize_total` target, or none). "
                 + (f"Prepare them as in training: {fix}." if "protocol" in expected else "Normalise them as the "
                    "training data were.")
             )  # fmt: skip

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
-from phg2st_sc._errors import ModelFileError, TrainingDivergedError
+from phg2st_sc._errors import ModelFileError, TrainingDivergedError, TrainingTerminated
 from phg2st_sc._model._data import FixedSlides, Slide, TrainSlides, draw_prompts, slide_batch, slide_from_adata
 from phg2st_sc._model._module import VARIANTS, ModelConfig, PHG2STModule
 
@@ -304,9 +304,12 @@ def _interruptible(trainer: Any):
     handler = signal.getsignal(signal.SIGINT) if main else None
     try:
         yield
-    except SystemExit:
+    except SystemExit as err:
         if not trainer.interrupted:
             raise
+        if getattr(trainer, "received_sigterm", False) or type(err).__name__ == "SIGTERMException":
+            # Lightning's SIGTERMException exits with code None (0, "success"): make it 143 (128 + SIGTERM)
+            raise TrainingTerminated(128 + signal.SIGTERM) from None
         raise KeyboardInterrupt(
             f"Training was interrupted in epoch {trainer.current_epoch} (counting from 0); no model is returned. With "
             "`checkpoint_dir`, `resume=True` continues from the last complete epoch."
@@ -333,6 +336,16 @@ def is_model_file(path: str | os.PathLike) -> bool:
         return False
 
 
+#: Types of the fields of ``info['normalization']`` that the input checks read.
+NORMALIZATION_FIELDS: dict[str, tuple[type, ...]] = {
+    "target_sum": (int, float),
+    "log1p": (bool,),
+    "smooth": (bool,),
+    "protocol": (str,),
+    "log1p_base": (int, float),
+    "library_size": (int, float),
+}
+
 #: What the input description of a model file (``info``) must hold, and of which types.
 INFO_FIELDS: dict[str, tuple[type, ...]] = {
     "use_rep": (str,),
@@ -355,7 +368,7 @@ def _parse_payload(payload: Any, path: Path) -> tuple[ModelConfig, list[str], di
         raise ModelFileError(f"{path} is not a phg2st-sc model file.")
     if payload.get("format_version") != FORMAT_VERSION:
         raise ModelFileError(
-            f"{path} has format version {payload.get('format_version')}; this version reads {FORMAT_VERSION}."
+            f"{path} has format version {payload.get('format_version')!r}; this version reads {FORMAT_VERSION!r}."
         )
     missing = [k for k in ("config", "genes", "info", "state_dict") if k not in payload]
     if missing:
@@ -395,6 +408,12 @@ def _parse_payload(payload: Any, path: Path) -> tuple[ModelConfig, list[str], di
             raise bad(f"the input description lacks `{key}`")
         if not isinstance(info[key], types):
             raise bad(f"`info['{key}']` has type {type(info[key]).__name__}")
+    if not isinstance(info.get("embedding", {}), dict):
+        raise bad(f"`info['embedding']` has type {type(info['embedding']).__name__}")
+    for key, types in NORMALIZATION_FIELDS.items():
+        value = info["normalization"].get(key)
+        if value is not None and (not isinstance(value, types) or (bool not in types and isinstance(value, bool))):
+            raise bad(f"`info['normalization']['{key}']` is {value!r}")
     state = payload["state_dict"]
     if (
         not isinstance(state, dict)
@@ -402,6 +421,19 @@ def _parse_payload(payload: Any, path: Path) -> tuple[ModelConfig, list[str], di
         or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
     ):
         raise bad("`state_dict` must map parameter names to tensors")
+    with torch.device("meta"):  # the architecture's shapes, without allocating it (a file may declare any size)
+        expected = PHG2STModule(config).state_dict()
+    if set(expected) != set(state):
+        missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        raise ModelFileError(
+            f"{path}: the weights do not match the stored architecture (missing {missing[:3]}, unexpected {extra[:3]})."
+        )
+    for key, tensor in expected.items():
+        if tuple(state[key].shape) != tuple(tensor.shape) or state[key].dtype != tensor.dtype:
+            raise ModelFileError(
+                f"{path}: the weights do not match the stored architecture: `{key}` is {state[key].dtype} "
+                f"{tuple(state[key].shape)}, the architecture needs {tensor.dtype} {tuple(tensor.shape)}."
+            )
     if not all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point()):
         raise bad("some weights are NaN or infinite (the training diverged)")
     history = pd.DataFrame()

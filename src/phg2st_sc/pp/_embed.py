@@ -83,7 +83,7 @@ def _spatialdata_source(sdata: SpatialData, table: AnnData, image_key: str | Non
     to_pixels = np.linalg.inv(affine(transforms[cs])) @ affine(spot_transforms[cs])
     coords = get_coordinates(table, spatial_key) @ to_pixels[:2, :2].T + to_pixels[:2, 2]
     dtype = full.dtype
-    if dtype.kind in "fi":  # floats (their range sets the scale) and signed integers (negative values refused)
+    if dtype != np.uint8 and dtype.kind != "b":  # the range sets the scale (and negative values are refused)
         low, high = float(smallest.min()), float(smallest.max())  # the smallest level: cheap to read whole
     else:
         low, high = 0.0, 0.0
@@ -275,11 +275,11 @@ def embed_tiles(
         return {("obsm", key): "key_added", ("obsm", f"{key}_neighbours"): "key_added", ("uns", key): "key_added"}
 
     if key_added is not None:  # checked before the encoder is loaded
-        check_slots(table, slots_of(key_added), overwrite=overwrite)
+        check_slots(table, slots_of(key_added), overwrite=overwrite, writer="pp.embed_tiles")
     enc = get_encoder(encoder, weights, input_size=tile_size)
     key_added = f"X_{enc.name}" if key_added is None else key_added
     slots = slots_of(key_added)
-    check_slots(table, slots, overwrite=overwrite)
+    check_slots(table, slots, overwrite=overwrite, writer="pp.embed_tiles")
 
     plan: TilePlan = plan_tiles(coords, (height, width), region, grid_size if grid_size else 1)
     boxes = plan.spot_boxes if not grid_size else np.concatenate([plan.spot_boxes, plan.cell_boxes])
@@ -330,7 +330,7 @@ def embed_tiles(
     else:  # a previous run's neighbour index would point at tiles that are no longer stored
         writes[("obsm", f"{key_added}_neighbours")] = None
     writes[("uns", key_added)] = uns
-    return finish(table, writes, copy=copy, overwrite=overwrite, names=slots)
+    return finish(table, writes, copy=copy, overwrite=overwrite, names=slots, writer="pp.embed_tiles")
 
 
 @inject_docs

@@ -293,7 +293,7 @@ def build_hypergraph(
     seed = check_seed(seed)
     slots = {(slot, f"{key_added}{suffix}"): "key_added" for slot, suffix in (
         ("obsp", "_incidence"), ("obsp", "_distances"), ("obsm", "_neighbour_hyperedges"), ("uns", "_hypergraph"))}  # fmt: skip
-    check_slots(table, slots, overwrite=overwrite)
+    check_slots(table, slots, overwrite=overwrite, writer="pp.build_hypergraph")
     features = get_representation(table, use_rep, dtype=np.float32)
     coords = get_coordinates(table, spatial_key)
     if table.n_obs <= k:
@@ -334,4 +334,4 @@ def build_hypergraph(
     if tiles is not None:
         writes[("obsm", f"{key_added}_neighbour_hyperedges")] = neighbour_hyperedges(tiles, index, neighbour_k)
     writes[("uns", f"{key_added}_hypergraph")] = {"params": params}
-    return finish(table, writes, copy=copy, overwrite=overwrite, names=slots)
+    return finish(table, writes, copy=copy, overwrite=overwrite, names=slots, writer="pp.build_hypergraph")

@@ -106,10 +106,10 @@ def smooth(
     if not isinstance(layer_added, str) or not layer_added:
         raise TypeError("`layer_added` must be a non-empty string.")
     slots = {("layers", layer_added): "layer_added", ("uns", Keys.SMOOTH_UNS): None}
-    check_slots(adata, slots, overwrite=overwrite)
+    check_slots(adata, slots, overwrite=overwrite, writer="pp.smooth")
     x = get_matrix(adata, layer)
     op = array_neighbourhood(adata, radius)
     smoothed = np.asarray(op @ x, dtype=np.float32)
     params = {"layer": "X" if layer is None else layer, "layer_added": layer_added, "radius": radius}
     writes = {("layers", layer_added): smoothed, ("uns", Keys.SMOOTH_UNS): {"params": params}}
-    return finish(adata, writes, copy=copy, overwrite=overwrite, names=slots)
+    return finish(adata, writes, copy=copy, overwrite=overwrite, names=slots, writer="pp.smooth")

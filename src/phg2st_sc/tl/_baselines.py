@@ -290,7 +290,7 @@ def baseline(
         raise TypeError("`layer_added` must be a non-empty string.")
     seed = check_seed(seed)
     slots = {("layers", layer_added): "layer_added", ("uns", layer_added): "layer_added"}
-    check_slots(adata, slots, overwrite=overwrite)
+    check_slots(adata, slots, overwrite=overwrite, writer="tl.baseline")
     prompts = get_prompt_mask(adata, prompt_key)
     if prompts.all():
         raise ValueError(f"`adata.obs[{prompt_key!r}]` marks every spot as a prompt: nothing is left to predict.")
@@ -341,4 +341,4 @@ def baseline(
     out = y.astype(np.float32, copy=True)
     out[held] = pred
     writes = {("layers", layer_added): out, ("uns", layer_added): {"params": params}}
-    return finish(adata, writes, copy=copy, overwrite=overwrite, names=slots)
+    return finish(adata, writes, copy=copy, overwrite=overwrite, names=slots, writer="tl.baseline")

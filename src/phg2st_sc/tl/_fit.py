@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from anndata import AnnData
+from scipy import sparse
 
 from phg2st_sc._constants import Keys
 from phg2st_sc._docs import inject_docs
@@ -67,10 +68,68 @@ def _slides(data: Any, table_key: str | None) -> list[AnnData]:
     return out
 
 
-def _fit_parameters() -> list[str]:
-    import inspect
+#: The architecture settings among tl.fit's arguments (the fields of ModelConfig that the data do not decide).
+ARCHITECTURE = ("variant", "hidden", "heads", "spot_depth", "neighbour_depth", "dropout", "use_spot_branch",
+                "use_neighbour_branch", "use_prompts", "use_image", "attention_window")  # fmt: skip
 
-    return [p for p in inspect.signature(fit).parameters if p != "trainer_kwargs"]
+
+def check_fit_settings(**settings: Any) -> None:
+    """Check :func:`fit`'s settings that need no data, before any work (``phg2st fit`` checks ``--fit`` with it).
+
+    Settings that are not :func:`fit`'s own must be ``lightning.Trainer`` parameters; a typo is refused with a
+    suggestion.
+    """
+    from phg2st_sc._model._module import ModelConfig
+
+    own = _fit_parameters()
+    check_trainer_kwargs({k: v for k, v in settings.items() if k not in own}, own=own)
+    checks = {
+        "prompt_fraction": lambda v: _check_fraction(v, "prompt_fraction"),
+        "validation": _check_validation,
+        "max_epochs": lambda v: check_positive_int(v, "max_epochs"),
+        "lr": lambda v: check_positive_real(v, "lr"),
+        "step_size": lambda v: check_positive_int(v, "step_size"),
+        "gamma": lambda v: check_positive_real(v, "gamma", maximum=1.0),
+        "patience": lambda v: check_positive_int(v, "patience", minimum=0),
+        "seed": check_seed,
+    }
+    for key, check in checks.items():
+        if key in settings:
+            check(settings[key])
+    arch = {k: settings[k] for k in ARCHITECTURE if k in settings}
+    ModelConfig(n_genes=1, feature_dim=1, **arch)  # checks every architecture value
+    if "use_image" in arch or "use_prompts" in arch:
+        if not arch.get("use_image", True) and not arch.get("use_prompts", True):
+            raise ValueError("With neither the image nor the prompts the model has no input.")
+        if arch.get("variant", "propagated") == "paper" and not arch.get("use_image", True):
+            raise ValueError("The paper's variant reads the prompts only through the image branches; `use_image=False` "
+                             "leaves it without input. Use `variant='propagated'` for a prompts-only model.")  # fmt: skip
+    if settings.get("checkpoint_dir") is not None and settings.get("enable_checkpointing") is False:
+        raise ValueError(
+            "`checkpoint_dir` asks for checkpoints and `enable_checkpointing=False` forbids them: drop one."
+        )
+
+
+def _check_validation(value: Any) -> None:
+    if isinstance(value, str) and value != "auto":
+        raise ValueError(f"`validation` must be 'auto', a fraction, a list of sections or None, got {value!r}.")
+    if isinstance(value, bool):
+        raise TypeError("`validation` must be 'auto', a fraction, a list of sections or None, got a boolean.")
+    if isinstance(value, (int, float)) and not 0 < value < 1:
+        raise ValueError(f"`validation` as a fraction must be in (0, 1), got {value}.")
+
+
+def _fit_parameters() -> list[str]:
+    """tl.fit's own parameters (read once from the function itself: a test may replace the module's `fit`)."""
+    global _FIT_PARAMETERS
+    if _FIT_PARAMETERS is None:
+        import inspect
+
+        _FIT_PARAMETERS = [p for p in inspect.signature(_FIT).parameters if p != "trainer_kwargs"]
+    return list(_FIT_PARAMETERS)
+
+
+_FIT_PARAMETERS: list[str] | None = None
 
 
 def _same_section(a: AnnData, b: AnnData) -> bool:
@@ -79,11 +138,16 @@ def _same_section(a: AnnData, b: AnnData) -> bool:
         return True
     if a.n_obs != b.n_obs or set(a.obs_names) != set(b.obs_names):
         return False
-    xy_a, xy_b = a.obsm.get(Keys.SPATIAL), b.obsm.get(Keys.SPATIAL)
-    if xy_a is None or xy_b is None:
-        return True
     order = b.obs_names.get_indexer(a.obs_names)  # Visium barcodes repeat across sections: compare positions too
-    return np.array_equal(np.asarray(xy_a), np.asarray(xy_b)[order])
+    xy_a, xy_b = a.obsm.get(Keys.SPATIAL), b.obsm.get(Keys.SPATIAL)
+    if xy_a is not None and xy_b is not None and not np.array_equal(np.asarray(xy_a), np.asarray(xy_b)[order]):
+        return False
+    if a.n_vars != b.n_vars or not a.var_names.equals(b.var_names) or a.X is None or b.X is None:
+        return a.X is None and b.X is None and a.var_names.equals(b.var_names)
+    x_a, x_b = a.X, b.X[order]  # and the measurements: simulated sections share names and layouts
+    if sparse.issparse(x_a) or sparse.issparse(x_b):
+        return bool((sparse.csr_matrix(x_a) != sparse.csr_matrix(x_b)).nnz == 0)
+    return bool(np.array_equal(np.asarray(x_a), np.asarray(x_b), equal_nan=True))
 
 
 def _name(a: AnnData, i: int) -> str:
@@ -222,29 +286,21 @@ def fit(
     --------
     >>> model = phg2st.tl.fit([c3, c4, c5, c6], use_rep="X_efficientnet_lite0", max_epochs=100)  # doctest: +SKIP
     """
-    from phg2st_sc._model._model import PHG2ST, VARIANTS
+    from phg2st_sc._model._inputs import library_size
+    from phg2st_sc._model._model import PHG2ST
     from phg2st_sc._model._module import ModelConfig
 
     slides = _slides(adatas, table_key)
     checkpoint_dir, resume_from = _resume_path(checkpoint_dir, resume)
-    if variant not in VARIANTS:
-        raise ValueError(f"Unknown variant {variant!r}; choose one of {list(VARIANTS)}.")
+    check_fit_settings(
+        variant=variant, prompt_fraction=prompt_fraction, validation=validation, max_epochs=max_epochs, lr=lr,
+        step_size=step_size, gamma=gamma, patience=patience, seed=seed, hidden=hidden, heads=heads,
+        spot_depth=spot_depth, neighbour_depth=neighbour_depth, dropout=dropout, use_spot_branch=use_spot_branch,
+        use_neighbour_branch=use_neighbour_branch, use_prompts=use_prompts, use_image=use_image,
+        attention_window=attention_window, checkpoint_dir=checkpoint_dir, **trainer_kwargs,
+    )  # fmt: skip
     fraction = _check_fraction(prompt_fraction, "prompt_fraction")
-    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
-        raise ValueError(f"`max_epochs` must be a positive integer, got {max_epochs!r}.")
-    if isinstance(attention_window, bool) or not isinstance(attention_window, int) or attention_window < 16:
-        raise ValueError(f"`attention_window` must be an integer of at least 16 spots, got {attention_window!r}.")
-    check_positive_real(lr, "lr")
-    check_positive_int(step_size, "step_size")
-    check_positive_real(gamma, "gamma", maximum=1.0)
-    check_positive_int(patience, "patience")
-    seed = check_seed(seed)
-    check_trainer_kwargs(trainer_kwargs, own=_fit_parameters())
-    if not use_image and not use_prompts:
-        raise ValueError("With neither the image nor the prompts the model has no input.")
-    if variant == "paper" and not use_image:
-        raise ValueError("The paper's variant reads the prompts only through the image branches; `use_image=False` "
-                         "leaves it without input. Use `variant='propagated'` for a prompts-only model.")  # fmt: skip
+    seed, max_epochs, step_size, patience = int(seed), int(max_epochs), int(step_size), int(patience)  # numpy ints
     if genes is None:
         shared = slides[0].var_names
         for a in slides[1:]:
@@ -275,13 +331,13 @@ def fit(
     small = [s.name for s in tensors if s.n < 10]
     if small:
         raise ValueError(f"Sections {small} have fewer than 10 spots: too few to draw prompts and score the rest.")
+    norm = model.info["normalization"]  # the scale of the targets, which impute compares its prompts' with
+    norm["library_size"] = library_size(
+        np.concatenate([s.y.numpy() for s in tensors]), bool(norm.get("log1p")), norm.get("log1p_base")
+    )
 
     rng = np.random.default_rng(seed)
-    if isinstance(validation, str):
-        if validation != "auto":
-            raise ValueError(
-                f"`validation` must be 'auto', a fraction, a list of sections or None, got {validation!r}."
-            )
+    if isinstance(validation, str):  # "auto" (checked above)
         if len(slides) >= 3:
             validation, slides, tensors = [slides[-1]], slides[:-1], tensors[:-1]
         else:
@@ -540,7 +596,7 @@ def impute(
         ("obsm", latent_key): "latent_key",
         ("uns", layer_added): "layer_added",
     }
-    check_slots(table, slots, overwrite=overwrite)
+    check_slots(table, slots, overwrite=overwrite, writer="tl.impute")
     model.check_input(table, prompts)
     pred, latent = model.predict(table, prompts, device=device)
     order = [model.genes.index(g) for g in table.var_names]
@@ -556,4 +612,7 @@ def impute(
         ("obsm", latent_key): latent,
         ("uns", layer_added): {"params": params},
     }
-    return finish(table, writes, copy=copy, overwrite=overwrite, names=slots)
+    return finish(table, writes, copy=copy, overwrite=overwrite, names=slots, writer="tl.impute")
+
+
+_FIT = fit  # the function itself, for `_fit_parameters`

@@ -128,7 +128,7 @@ def select_prompts(
         )
     seed = check_seed(seed)
     slots = {("obs", key_added): "key_added", ("uns", key_added): "key_added"}
-    check_slots(adata, slots, overwrite=overwrite)
+    check_slots(adata, slots, overwrite=overwrite, writer="tl.select_prompts")
     if mask is not None:
         chosen = np.asarray(mask)
         if chosen.dtype != bool:
@@ -169,4 +169,4 @@ def select_prompts(
         "fraction": float(chosen.sum() / n_measured) if n_measured else 0.0,
     }
     writes = {("obs", key_added): chosen, ("uns", key_added): {"params": params}}
-    return finish(adata, writes, copy=copy, overwrite=overwrite, names=slots)
+    return finish(adata, writes, copy=copy, overwrite=overwrite, names=slots, writer="tl.select_prompts")
