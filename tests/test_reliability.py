@@ -444,7 +444,7 @@ def test_cli_checks_outputs_settings_and_inputs_first(sections, tmp_path, capsys
 
 
 def test_a_genes_file_with_a_byte_order_mark_and_crlf(sections, tmp_path):
-    from phg2st_sc.cli import _read_genes
+    from phg2st_sc.cli.fit import read_genes as _read_genes
 
     path = tmp_path / "genes.txt"
     path.write_bytes("\ufeffG1\r\nG2\r\n# a comment\r\n\r\nG3\r\n".encode())

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+#: The named encoders of ``pp.embed_tiles`` (the registry in ``_model._encoders`` is keyed by exactly these; the
+#: CLI offers them without importing torch).
+ENCODER_NAMES = ("efficientnet_lite0", "uni", "resnet50")
+
 
 class Keys:
     """Names of the AnnData slots used by phg2st-sc.
@@ -39,10 +43,45 @@ class Keys:
     IMAGE_SHAPE = "image_shape"
     IMAGE_NOTE = "image_note"
 
+    # defaults of the writers' keys
+    HYPERGRAPH = "phg2st"  # pp.build_hypergraph's key_added, tl.fit's hypergraph_key
+    LATENT = "X_phg2st"  # tl.impute's latent_key
+
+    # Derived names: every slot whose name is built from another key is spelled here, and only here.
     @staticmethod
     def baseline_layer(method: str) -> str:
         """Default layer name of a baseline's predictions."""
         return f"baseline_{method}"
+
+    @staticmethod
+    def embedding(encoder: str) -> str:
+        """``obsm`` key of an encoder's tile embeddings (``pp.embed_tiles``' default ``key_added``)."""
+        return f"X_{encoder}"
+
+    @staticmethod
+    def tile_index(use_rep: str) -> str:
+        """``obsm`` key of each spot's neighbour-window index into the stored tiles (``pp.embed_tiles``)."""
+        return f"{use_rep}_neighbours"
+
+    @staticmethod
+    def incidence(key: str) -> str:
+        """``obsp`` key of the spot hypergraph's incidence matrix (``pp.build_hypergraph``)."""
+        return f"{key}_incidence"
+
+    @staticmethod
+    def distances(key: str) -> str:
+        """``obsp`` key of the spot hypergraph's combined distances."""
+        return f"{key}_distances"
+
+    @staticmethod
+    def neighbour_hyperedges(key: str) -> str:
+        """``obsm`` key of the tile sub-hypergraphs of every spot's window."""
+        return f"{key}_neighbour_hyperedges"
+
+    @staticmethod
+    def hypergraph(key: str) -> str:
+        """``uns`` key of the hypergraph's parameters."""
+        return f"{key}_hypergraph"
 
 
 class SpatialDataKeys:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from anndata import AnnData
@@ -313,3 +313,47 @@ def get_representation(adata: AnnData, use_rep: str, *, dtype: type = np.float64
     if not np.isfinite(rep).all():
         raise ValueError(f"`adata.obsm[{use_rep!r}]` contains NaN or infinite values.")
     return rep
+
+
+class Missing(NamedTuple):
+    """What :func:`readiness` found missing: the exception to raise, its message, and a few words for a summary."""
+
+    error: type
+    message: str
+    short: str
+
+
+def readiness(adata: AnnData, use_rep: str, hypergraph_key: str = Keys.HYPERGRAPH) -> Missing | None:
+    """What a section lacks for ``tl.fit`` / ``tl.impute`` with the features ``obsm[use_rep]``, or ``None``.
+
+    The one readiness check of the package (the model, ``tl.benchmark`` and the CLI use it): the features, and the
+    spot hypergraph built from them (``pp.build_hypergraph``; a hypergraph without a record of its features is
+    taken as built from them).
+    """
+    if use_rep not in adata.obsm:
+        return Missing(KeyError, (
+            f"`adata.obsm[{use_rep!r}]` is missing: image features are needed. Compute tile embeddings into "
+            f"`adata.obsm` first (`phg2st.pp.embed_tiles`), or name an existing representation with `use_rep=` "
+            f"(has {list(adata.obsm)})."
+        ), f"no `obsm[{use_rep!r}]`")  # fmt: skip
+    short = f"no hypergraph built from `obsm[{use_rep!r}]`"
+    if Keys.incidence(hypergraph_key) not in adata.obsp:
+        return Missing(KeyError, (
+            f"`adata.obsp[{Keys.incidence(hypergraph_key)!r}]` is missing: run `phg2st.pp.build_hypergraph(adata, "
+            f"use_rep={use_rep!r}, key_added={hypergraph_key!r})` first."
+        ), short)  # fmt: skip
+    graph = adata.uns.get(Keys.hypergraph(hypergraph_key), {})
+    built_from = graph.get("params", {}).get("use_rep", use_rep) if isinstance(graph, dict) else use_rep
+    if built_from != use_rep:
+        return Missing(ValueError, (
+            f"The hypergraph `{hypergraph_key}` was built from `obsm[{built_from!r}]`, not {use_rep!r}: rebuild it "
+            f"with `phg2st.pp.build_hypergraph(adata, use_rep={use_rep!r})`."
+        ), short)  # fmt: skip
+    return None
+
+
+def check_ready(adata: AnnData, use_rep: str, hypergraph_key: str = Keys.HYPERGRAPH) -> None:
+    """Raise :func:`readiness`'s error when the section lacks the features or the hypergraph."""
+    missing = readiness(adata, use_rep, hypergraph_key)
+    if missing is not None:
+        raise missing.error(missing.message)

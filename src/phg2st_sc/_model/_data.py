@@ -12,8 +12,9 @@ from scipy import sparse
 from scipy.spatial import cKDTree
 from torch.utils.data import Dataset
 
+from phg2st_sc._constants import Keys
 from phg2st_sc._utils import as_dense, spot_pitch
-from phg2st_sc._validate import get_coordinates, get_representation
+from phg2st_sc._validate import check_ready, get_coordinates, get_representation
 
 
 @dataclass
@@ -57,29 +58,18 @@ def slide_from_adata(
 
     With ``prompt``, only the prompt spots' expression must be finite (the others are never read: NaN becomes 0).
     """
+    check_ready(adata, use_rep, hypergraph_key)
     x = get_representation(adata, use_rep, dtype=np.float32)
-    inc_key = f"{hypergraph_key}_incidence"
-    _need(
-        adata,
-        "obsp",
-        inc_key,
-        f"run `phg2st.pp.build_hypergraph(adata, use_rep={use_rep!r}, key_added={hypergraph_key!r})` first.",
-    )
+    inc_key = Keys.incidence(hypergraph_key)
     coords = get_coordinates(adata)
     n = adata.n_obs
-    graph = adata.uns.get(f"{hypergraph_key}_hypergraph", {}).get("params", {})
-    if graph.get("use_rep", use_rep) != use_rep:
-        raise ValueError(
-            f"The hypergraph `{hypergraph_key}` was built from `obsm[{graph['use_rep']!r}]`, not {use_rep!r}: rebuild it "
-            f"with `phg2st.pp.build_hypergraph(adata, use_rep={use_rep!r})`."
-        )
     h = sparse.coo_matrix(adata.obsp[inc_key])
     if h.shape != (n, n) or not np.isfinite(h.data).all():
         raise ValueError(
             f"`adata.obsp[{inc_key!r}]` must be a finite {n} x {n} incidence matrix; rebuild the hypergraph."
         )
     if neighbours:
-        idx_key, nh_key = f"{use_rep}_neighbours", f"{hypergraph_key}_neighbour_hyperedges"
+        idx_key, nh_key = Keys.tile_index(use_rep), Keys.neighbour_hyperedges(hypergraph_key)
         _need(
             adata,
             "obsm",

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from phg2st_sc._constants import ENCODER_NAMES
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 UNI_WEIGHTS_ENV = "PHG2ST_UNI_WEIGHTS"
@@ -172,6 +174,7 @@ ENCODERS: dict[str, Callable[[Any], Encoder]] = {
     "efficientnet_lite0": _efficientnet_lite0,
     "resnet50": _resnet50,
 }
+assert set(ENCODERS) == set(ENCODER_NAMES), "the registry and _constants.ENCODER_NAMES must name the same encoders"
 
 
 class _CallableModule(nn.Module):

@@ -12,6 +12,8 @@ from scipy import sparse
 from phg2st_sc._constants import Keys
 from phg2st_sc.pp._tiles import plan_tiles
 
+REP = Keys.embedding("synthetic")  # the representation key of the synthetic features
+
 # centre-to-centre distance and spot diameter in µm
 LAYOUTS = {"st": (200.0, 100.0), "visium": (100.0, 55.0), "visium_hd": (16.0, 16.0)}
 _BIOLOGY_SEED = 20261125  # fixes how fields map to features and genes, shared by all sections
@@ -111,7 +113,7 @@ def synthetic(
     adata.obs[Keys.SECTION] = pd.Categorical([section] * n_spots)
     adata.obs[Keys.PATIENT] = pd.Categorical([section] * n_spots)
     adata.obsm[Keys.SPATIAL] = xy_px
-    adata.obsm["X_synthetic"] = feats
+    adata.obsm[REP] = feats
     total = counts.sum(axis=1, keepdims=True)
     adata.layers["log1p"] = np.log1p(counts / np.maximum(total, 1) * 1e4).astype(np.float32)
     height, width = (extent / MPP).astype(int)[::-1]
@@ -124,8 +126,8 @@ def synthetic(
             scale=0.5, size=(len(plan.cells), n_features)
         ).astype(np.float32)
         uns_rep["tile_cells"] = plan.cells.astype(np.int32)
-        adata.obsm["X_synthetic_neighbours"] = plan.index.astype(np.int32)
-    adata.uns["X_synthetic"] = uns_rep
+        adata.obsm[Keys.tile_index(REP)] = plan.index.astype(np.int32)
+    adata.uns[REP] = uns_rep
     adata.uns[Keys.SPATIAL] = {
         section: {
             Keys.IMAGES: {},

@@ -272,12 +272,12 @@ def embed_tiles(
         raise ValueError(f"A tile would cover only {region} image pixels; use a larger `tile_size` or `mpp`.")
 
     def slots_of(key: str) -> dict[tuple[str, str], str]:
-        return {("obsm", key): "key_added", ("obsm", f"{key}_neighbours"): "key_added", ("uns", key): "key_added"}
+        return {("obsm", key): "key_added", ("obsm", Keys.tile_index(key)): "key_added", ("uns", key): "key_added"}
 
     if key_added is not None:  # checked before the encoder is loaded
         check_slots(table, slots_of(key_added), overwrite=overwrite, writer="pp.embed_tiles")
     enc = get_encoder(encoder, weights, input_size=tile_size)
-    key_added = f"X_{enc.name}" if key_added is None else key_added
+    key_added = Keys.embedding(enc.name) if key_added is None else key_added
     slots = slots_of(key_added)
     check_slots(table, slots, overwrite=overwrite, writer="pp.embed_tiles")
 
@@ -326,9 +326,9 @@ def embed_tiles(
     if grid_size:
         uns["tile_embeddings"] = emb[n:]
         uns["tile_cells"] = plan.cells.astype(np.int32)
-        writes[("obsm", f"{key_added}_neighbours")] = plan.index.astype(np.int32)
+        writes[("obsm", Keys.tile_index(key_added))] = plan.index.astype(np.int32)
     else:  # a previous run's neighbour index would point at tiles that are no longer stored
-        writes[("obsm", f"{key_added}_neighbours")] = None
+        writes[("obsm", Keys.tile_index(key_added))] = None
     writes[("uns", key_added)] = uns
     return finish(table, writes, copy=copy, overwrite=overwrite, names=slots, writer="pp.embed_tiles")
 
@@ -357,7 +357,7 @@ def neighbour_embeddings(
     The float32 array (n, grid^2, d) and the boolean mask (n, grid^2), True where a tile exists.
     """
     table = get_table(adata, table_key)
-    index_key = f"{key}_neighbours"
+    index_key = Keys.tile_index(key)
     if index_key not in table.obsm or key not in table.uns or "tile_embeddings" not in table.uns[key]:
         raise KeyError(
             f"No neighbour tiles under {key!r}: run `phg2st.pp.embed_tiles(adata, key_added={key!r})` with grid_size > 0."

@@ -291,14 +291,14 @@ def build_hypergraph(
     if neighbour_k > 127:
         raise ValueError("`neighbour_k` must be below 128.")
     seed = check_seed(seed)
-    slots = {(slot, f"{key_added}{suffix}"): "key_added" for slot, suffix in (
-        ("obsp", "_incidence"), ("obsp", "_distances"), ("obsm", "_neighbour_hyperedges"), ("uns", "_hypergraph"))}  # fmt: skip
+    slots = {("obsp", Keys.incidence(key_added)): "key_added", ("obsp", Keys.distances(key_added)): "key_added",
+             ("obsm", Keys.neighbour_hyperedges(key_added)): "key_added", ("uns", Keys.hypergraph(key_added)): "key_added"}  # fmt: skip
     check_slots(table, slots, overwrite=overwrite, writer="pp.build_hypergraph")
     features = get_representation(table, use_rep, dtype=np.float32)
     coords = get_coordinates(table, spatial_key)
     if table.n_obs <= k:
         raise ValueError(f"`k={k}` needs more than {k} spots; the data has {table.n_obs}.")
-    index_key = f"{use_rep}_neighbours"
+    index_key = Keys.tile_index(use_rep)
     tiles = None
     if index_key in table.obsm:
         index = np.asarray(table.obsm[index_key])
@@ -328,10 +328,10 @@ def build_hypergraph(
     params: dict[str, Any] = {"use_rep": use_rep, "k": k, "neighbour_k": neighbour_k, "spatial_key": spatial_key,
                               "tau": tau, "seed": seed, **info}  # fmt: skip
     writes: dict[tuple[str, str], Any] = {
-        ("obsp", f"{key_added}_incidence"): incidence,
-        ("obsp", f"{key_added}_distances"): distances,
+        ("obsp", Keys.incidence(key_added)): incidence,
+        ("obsp", Keys.distances(key_added)): distances,
     }
     if tiles is not None:
         writes[("obsm", f"{key_added}_neighbour_hyperedges")] = neighbour_hyperedges(tiles, index, neighbour_k)
-    writes[("uns", f"{key_added}_hypergraph")] = {"params": params}
+    writes[("uns", Keys.hypergraph(key_added))] = {"params": params}
     return finish(table, writes, copy=copy, overwrite=overwrite, names=slots, writer="pp.build_hypergraph")

@@ -16,7 +16,7 @@ import pandas as pd
 from anndata import AnnData
 
 from phg2st_sc._constants import Keys
-from phg2st_sc._errors import DataNotFoundError, MissingImageWarning, SmoothedTargetWarning
+from phg2st_sc._errors import DataNotFoundError, MissingImageWarning
 from phg2st_sc._settings import settings
 from phg2st_sc._validate import check_seed
 from phg2st_sc.tl._baselines import IMAGE_METHODS, METHODS
@@ -161,23 +161,6 @@ def _folds(folds: Any, sections: dict[str, AnnData]) -> dict[str, list[str]]:
     raise ValueError(f"`folds` must be one of {list(FOLDS)} or a mapping fold -> test sections, got {folds!r}.")
 
 
-def _score_rows(adata, layer, base, spots, per_gene):
-    from phg2st_sc.tl._metrics import score
-
-    rows, genes = [], []
-    for which in spots:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", SmoothedTargetWarning)
-            s = score(adata, layer=layer, spots=which)
-        rows.append({**base, "spots": which, **{m: float(s.summary[m]) for m in METRICS},
-                     "n_genes": int(s.summary["n_genes"]), "n_genes_skipped": int(s.summary["n_genes_skipped"]),
-                     "n_spots": int(s.summary["n_spots"])})  # fmt: skip
-        if per_gene:
-            g = s.per_gene.drop(columns="skipped").rename_axis("gene").reset_index()
-            genes.append(g.assign(**base, spots=which))
-    return rows, genes
-
-
 def benchmark(
     data: str | AnnData | Sequence[AnnData | str | os.PathLike],
     *,
@@ -261,12 +244,54 @@ def benchmark(
     """
     from tqdm.auto import tqdm
 
-    from phg2st_sc.pp import build_hypergraph, embed_tiles
-    from phg2st_sc.tl._baselines import baseline
-    from phg2st_sc.tl._fit import fit, impute
-    from phg2st_sc.tl._prompts import select_prompts
+    run = _prepare(
+        data, folds=folds, methods=methods, protocols=protocols, prompt_fractions=prompt_fractions,
+        prompt_strategy=prompt_strategy, seeds=seeds, spots=spots, panel=panel, sections=sections, encoder=encoder,
+        use_rep=use_rep, embed_kwargs=embed_kwargs, fit_kwargs=fit_kwargs, per_gene=per_gene, out=out,
+        data_dir=data_dir,
+    )  # fmt: skip
+    tables, genes_tables = [], []
+    for fold, test_sections in tqdm(run.folds.items(), desc="benchmark folds", disable=not settings.progress):
+        done = _read_fold(run, fold)
+        if done is None:
+            done = _run_fold(run, fold, test_sections)
+            _write_fold(run, fold, *done)
+        tables.append(done[0])
+        genes_tables += done[1]
+    table = pd.concat(tables, ignore_index=True)
+    summary = summarise(table)
+    if run.out_dir is not None:
+        _atomic_write(run.out_dir / "results.csv", table.to_csv(index=False))
+        _atomic_write(run.out_dir / "summary.csv", summary.to_csv(index=False))
+    per_gene_table = pd.concat(genes_tables, ignore_index=True) if per_gene and genes_tables else None
+    return BenchmarkResult(table=table, summary=summary, protocol=run.record, per_gene=per_gene_table)
 
-    specs = _resolve_methods(methods)
+
+#: Columns of the result rows, in the order of ``results.csv`` (and of the folds a resumed run reads back).
+ROW_COLUMNS = ["fold", "section", "protocol", "prompt_fraction", "seed", "method", "spots", *METRICS, "n_genes",
+               "n_genes_skipped", "n_spots"]  # fmt: skip
+
+
+@dataclass
+class _Run:
+    """Everything a benchmark run needs once its inputs are checked and prepared."""
+
+    specs: dict[str, dict[str, Any]]
+    protocols: list[Protocol]
+    fractions: list[float]
+    strategy: str
+    seeds: list[int]
+    spots: list[str]
+    folds: dict[str, list[str]]
+    rep: str
+    targets: dict[str, dict[str, AnnData]]
+    fit_kwargs: dict[str, Any]
+    per_gene: bool
+    record: dict[str, Any]
+    out_dir: Path | None
+
+
+def _check_run_settings(protocols, prompt_fractions, prompt_strategy, seeds, spots) -> tuple[list, list, list]:
     protos = [get_protocol(p) for p in protocols]
     if not protos:
         raise ValueError("`protocols` is empty.")
@@ -281,19 +306,10 @@ def benchmark(
     bad_spots = [s for s in spots if s not in ("heldout", "all")]
     if not spots or bad_spots:
         raise ValueError(f"`spots` must be 'heldout' and/or 'all', got {list(spots)}.")
-    dataset, loaded = _load(data, sections, data_dir)
-    if len(loaded) < 1:
-        raise ValueError("No section to benchmark.")
-    fold_map = _folds(folds, loaded)
-    needs_model = any(s["method"] == "phg2st" for s in specs.values())
-    needs_image = needs_model or any(s["method"] in IMAGE_METHODS for s in specs.values())
-    if needs_model and len(loaded) < 2:
-        raise ValueError("PHG2ST needs training sections besides the test fold.")
-    rep = use_rep if use_rep is not None else f"X_{encoder}"
-    if use_rep is not None and needs_image:
-        lacking = [s for s, a in loaded.items() if use_rep not in a.obsm]
-        if lacking:
-            raise KeyError(f"`obsm[{use_rep!r}]` is missing in sections {lacking}; run `pp.embed_tiles` first.")
+    return protos, fractions, seeds
+
+
+def _resolve_panel(panel: Any, dataset: str, loaded: dict[str, AnnData]) -> Any:
     if panel == "auto":
         panel = DATASET_PANELS.get(dataset)
         if panel is None:
@@ -305,81 +321,114 @@ def benchmark(
         from phg2st_sc.pp import top_expressed_genes
 
         panel = top_expressed_genes(list(loaded.values()), n_top=1000)
-    protocol_record = {
+    return panel
+
+
+def _prepare(data: Any, **kw: Any) -> _Run:
+    """Check the settings, load and prepare the sections (features, hypergraphs, targets), record the protocol."""
+    specs = _resolve_methods(kw["methods"])
+    protos, fractions, seeds = _check_run_settings(
+        kw["protocols"], kw["prompt_fractions"], kw["prompt_strategy"], kw["seeds"], kw["spots"]
+    )
+    dataset, loaded = _load(data, kw["sections"], kw["data_dir"])
+    if len(loaded) < 1:
+        raise ValueError("No section to benchmark.")
+    fold_map = _folds(kw["folds"], loaded)
+    needs_model = any(s["method"] == "phg2st" for s in specs.values())
+    needs_image = needs_model or any(s["method"] in IMAGE_METHODS for s in specs.values())
+    if needs_model and len(loaded) < 2:
+        raise ValueError("PHG2ST needs training sections besides the test fold.")
+    use_rep, encoder = kw["use_rep"], kw["encoder"]
+    rep = use_rep if use_rep is not None else Keys.embedding(encoder)
+    if use_rep is not None and needs_image:
+        lacking = [s for s, a in loaded.items() if use_rep not in a.obsm]
+        if lacking:
+            raise KeyError(f"`obsm[{use_rep!r}]` is missing in sections {lacking}; run `pp.embed_tiles` first.")
+    panel = _resolve_panel(kw["panel"], dataset, loaded)
+    record = {
         "dataset": dataset, "sections": list(loaded), "folds": fold_map, "methods": specs,
-        "protocols": [asdict(p) for p in protos], "prompt_fractions": fractions, "prompt_strategy": prompt_strategy, "seeds": seeds,
-        "spots": list(spots), "panel": panel if isinstance(panel, str) else {"custom": len(panel), "genes": list(panel)},
-        "encoder": (use_rep or encoder) if needs_image else None, "embed_kwargs": dict(embed_kwargs or {}),
-        "fit_kwargs": dict(fit_kwargs or {}), "model_selection": "tl.fit validation='auto' on training sections only",
+        "protocols": [asdict(p) for p in protos], "prompt_fractions": fractions,
+        "prompt_strategy": kw["prompt_strategy"], "seeds": seeds, "spots": list(kw["spots"]),
+        "panel": panel if isinstance(panel, str) else {"custom": len(panel), "genes": list(panel)},
+        "encoder": (use_rep or encoder) if needs_image else None, "embed_kwargs": dict(kw["embed_kwargs"] or {}),
+        "fit_kwargs": dict(kw["fit_kwargs"] or {}), "model_selection": "tl.fit validation='auto' on training sections only",
         "package_version": _version(), "date": time.strftime("%Y-%m-%d"),
     }  # fmt: skip
-    out_dir = Path(out) if out is not None else None
+    out_dir = Path(kw["out"]) if kw["out"] is not None else None
     if out_dir is not None:
-        _check_results_folder(out_dir, protocol_record)
+        _check_results_folder(out_dir, record)
         out_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(out_dir / "protocol.json", json.dumps(protocol_record, indent=1, default=str))
-
+        _atomic_write(out_dir / "protocol.json", json.dumps(record, indent=1, default=str))
     if needs_image:
-        for a in loaded.values():
-            if rep not in a.obsm:
-                embed_tiles(a, encoder=encoder, **dict(embed_kwargs or {}))
-            if needs_model and "phg2st_incidence" not in a.obsp:
-                build_hypergraph(a, use_rep=rep)
+        _embed(loaded, rep, encoder, dict(kw["embed_kwargs"] or {}), hypergraph=needs_model)
     targets = {p.name: {s: prepare_targets(a, p, panel=panel) for s, a in loaded.items()} for p in protos}
+    return _Run(specs=specs, protocols=protos, fractions=fractions, strategy=kw["prompt_strategy"], seeds=seeds,
+                spots=list(kw["spots"]), folds=fold_map, rep=rep, targets=targets,
+                fit_kwargs=dict(kw["fit_kwargs"] or {}), per_gene=kw["per_gene"], record=record, out_dir=out_dir)  # fmt: skip
 
-    tables, genes_tables = [], []
-    for fold, test_sections in tqdm(fold_map.items(), desc="benchmark folds", disable=not settings.progress):
-        path = out_dir / f"fold_{fold}.csv" if out_dir is not None else None
-        if path is not None and path.exists():
-            tables.append(pd.read_csv(path))
-            gene_path = out_dir / f"per_gene_{fold}.csv.gz"
-            if per_gene and gene_path.exists():
-                genes_tables.append(pd.read_csv(gene_path))
-            continue
-        rows, genes = [], []
-        for proto in protos:
-            secs = targets[proto.name]
-            train = [secs[s] for s in secs if s not in test_sections]
-            models = {}
-            for label, spec in specs.items():
-                if spec["method"] == "phg2st":
-                    kwargs = {k: v for k, v in spec.items() if k != "method"}
-                    models[label] = fit(train, use_rep=rep, **{**dict(fit_kwargs or {}), **kwargs})
-            for section in test_sections:
-                work = secs[section].copy()
-                for fraction in fractions:
-                    for seed in seeds:
-                        select_prompts(work, fraction=fraction, seed=seed, strategy=prompt_strategy)
-                        for label, spec in specs.items():
-                            if spec["method"] == "phg2st":
-                                impute(work, models[label], layer_added="_pred")
-                            else:
-                                kwargs = {k: v for k, v in spec.items() if k != "method"}
-                                if spec["method"] in IMAGE_METHODS:
-                                    kwargs.setdefault("use_rep", rep)
-                                baseline(work, method=spec["method"], layer_added="_pred", seed=seed, **kwargs)
-                            base = {"fold": fold, "section": section, "protocol": proto.name, "prompt_fraction": fraction,
-                                    "seed": seed, "method": label}  # fmt: skip
-                            r, g = _score_rows(work, "_pred", base, spots, per_gene)
-                            rows += r
-                            genes += g
-        fold_table = pd.DataFrame(rows)
-        tables.append(fold_table)
-        if path is not None:
-            _atomic_write(path, fold_table.to_csv(index=False))
-            if per_gene and genes:
-                from phg2st_sc._utils import atomic_path
 
-                with atomic_path(out_dir / f"per_gene_{fold}.csv.gz") as tmp:
-                    pd.concat(genes).to_csv(tmp, index=False, compression="gzip")
-        genes_tables += genes
-    table = pd.concat(tables, ignore_index=True)
-    summary = summarise(table)
-    if out_dir is not None:
-        _atomic_write(out_dir / "results.csv", table.to_csv(index=False))
-        _atomic_write(out_dir / "summary.csv", summary.to_csv(index=False))
-    per_gene_table = pd.concat(genes_tables, ignore_index=True) if per_gene and genes_tables else None
-    return BenchmarkResult(table=table, summary=summary, protocol=protocol_record, per_gene=per_gene_table)
+def _embed(loaded: dict[str, AnnData], rep: str, encoder: str, embed_kwargs: dict, *, hypergraph: bool) -> None:
+    """Embed the sections that lack ``obsm[rep]`` and build the hypergraphs the model needs."""
+    from phg2st_sc._validate import readiness
+    from phg2st_sc.pp import build_hypergraph, embed_tiles
+
+    for a in loaded.values():
+        if rep not in a.obsm:
+            embed_tiles(a, encoder=encoder, **embed_kwargs)
+        if hypergraph and readiness(a, rep) is not None:
+            build_hypergraph(a, use_rep=rep)
+
+
+def _read_fold(run: _Run, fold: str) -> tuple[pd.DataFrame, list[pd.DataFrame]] | None:
+    """A finished fold's results from the results folder (a resumed run), or ``None``."""
+    if run.out_dir is None or not (run.out_dir / f"fold_{fold}.csv").exists():
+        return None
+    genes = []
+    gene_path = run.out_dir / f"per_gene_{fold}.csv.gz"
+    if run.per_gene and gene_path.exists():
+        genes.append(pd.read_csv(gene_path))
+    return pd.read_csv(run.out_dir / f"fold_{fold}.csv"), genes
+
+
+def _run_fold(run: _Run, fold: str, test_sections: list[str]) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+    """Train PHG2ST on the fold's training sections (per protocol) and score every method on its test sections."""
+    from phg2st_sc.tl._evaluation import baseline_predictor, evaluate_methods, model_predictor
+    from phg2st_sc.tl._fit import fit
+
+    rows, genes = [], []
+    for proto in run.protocols:
+        secs = run.targets[proto.name]
+        train = [secs[s] for s in secs if s not in test_sections]
+        predictors = {}
+        for label, spec in run.specs.items():
+            if spec["method"] == "phg2st":
+                settings = {k: v for k, v in spec.items() if k != "method"}
+                predictors[label] = model_predictor(fit(train, use_rep=run.rep, **{**run.fit_kwargs, **settings}))
+            else:
+                predictors[label] = baseline_predictor(spec, run.rep)
+        for section in test_sections:
+            work = secs[section].copy()
+            for fraction in run.fractions:
+                r, g = evaluate_methods(
+                    work, predictors, seeds=run.seeds, fraction=fraction, strategy=run.strategy, spots=run.spots,
+                    per_gene=run.per_gene, base={"fold": fold, "section": section, "protocol": proto.name},
+                )  # fmt: skip
+                rows += r
+                genes += g
+    base = ["fold", "section", "protocol", "prompt_fraction", "seed", "method"]  # the per-gene tables' order
+    genes = [g[[c for c in g.columns if c not in (*base, "spots")] + [*base, "spots"]] for g in genes]
+    return pd.DataFrame(rows)[ROW_COLUMNS], genes
+
+
+def _write_fold(run: _Run, fold: str, table: pd.DataFrame, genes: list[pd.DataFrame]) -> None:
+    if run.out_dir is None:
+        return
+    _atomic_write(run.out_dir / f"fold_{fold}.csv", table.to_csv(index=False))
+    if run.per_gene and genes:
+        from phg2st_sc._utils import atomic_path
+
+        with atomic_path(run.out_dir / f"per_gene_{fold}.csv.gz") as tmp:
+            pd.concat(genes).to_csv(tmp, index=False, compression="gzip")
 
 
 def _version() -> str:

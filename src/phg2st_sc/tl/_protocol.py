@@ -28,9 +28,8 @@ from phg2st_sc._validate import (
     get_array_coordinates,
 )
 
-from ._baselines import METHODS, baseline
-from ._metrics import SMOOTH_NOTE, score
-from ._prompts import select_prompts
+from ._baselines import METHODS
+from ._metrics import SMOOTH_NOTE
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -136,6 +135,21 @@ def _model_protocol(model: PHG2ST) -> Protocol:
     if recipe.get("target_sum") is not None and recipe["target_sum"] < 0:  # recorded as -1: no normalize_total
         recipe["target_sum"] = None
     return Protocol(str(norm["protocol"]), **recipe, description="the protocol recorded by the model")
+
+
+def model_input(adata: AnnData, model: PHG2ST) -> AnnData:
+    """A new AnnData of one section as ``model`` expects it (what ``phg2st impute`` does before imputing).
+
+    Raw counts are prepared with the model's recorded protocol and genes (:func:`prepare_targets` with the model);
+    a section already prepared (``uns['phg2st_targets']``), or any section for a model of the user's own
+    normalisation, is only restricted to the model's genes. :func:`~phg2st_sc.tl.impute` then checks the result
+    against the model, so a section prepared another way fails there, with the fix.
+    """
+    from phg2st_sc.pp import select_genes
+
+    if "protocol" in model.info.get("normalization", {}) and Keys.TARGETS_UNS not in adata.uns:
+        return prepare_targets(adata, model)
+    return select_genes(adata, model.genes, copy=True)
 
 
 def _check_counts(adata: AnnData) -> None:
@@ -299,39 +313,24 @@ def evaluate(
 
     from tqdm.auto import tqdm
 
+    from ._evaluation import baseline_predictor, evaluate_methods
+
     work = prepare_targets(adata, proto, panel=panel)
     section = str(work.obs[Keys.SECTION].iloc[0]) if Keys.SECTION in work.obs else ""
-    rows = []
-    progress = tqdm(
-        total=len(seeds) * len(methods), desc=f"evaluate {section}", disable=not settings.progress, leave=False
-    )
-    for seed in seeds:
-        select_prompts(work, fraction=proto.prompt_fraction, seed=seed)
-        for method in methods:
-            progress.set_postfix(seed=seed, method=method)
-            kwargs = dict(method_kwargs.get(method, {}))
-            if method in ("feature_knn", "ridge", "stack"):
-                kwargs.setdefault("use_rep", use_rep)
-            layer = f"pred_{method}"
-            baseline(work, method=method, layer_added=layer, seed=seed, **kwargs)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", SmoothedTargetWarning)  # reported once below and in the table
-                s = score(work, layer=layer, spots=proto.spots).summary
-            rows.append(
-                {
-                    "section": section,
-                    "method": method,
-                    "seed": seed,
-                    "protocol": proto.name,
-                    **{k: s[k] for k in ("pcc", "ccc", "mae", "n_genes", "n_genes_skipped", "n_spots")},
-                    "targets_smoothed": bool(s["targets_smoothed"]),
-                    "note": s["note"],
-                }
-            )
-            progress.update()
-    progress.close()
+    predictors = {m: baseline_predictor({"method": m, **method_kwargs.get(m, {})}, use_rep) for m in methods}
+    bar = tqdm(total=len(seeds) * len(methods), desc=f"evaluate {section}", disable=not settings.progress, leave=False)
+
+    def advance(seed: int, method: str) -> None:
+        bar.set_postfix(seed=seed, method=method)
+        bar.update()
+
+    rows, _ = evaluate_methods(work, predictors, seeds=seeds, fraction=proto.prompt_fraction, spots=[proto.spots],
+                               base={"section": section, "protocol": proto.name}, progress=advance)  # fmt: skip
+    bar.close()
+    columns = ["section", "method", "seed", "protocol", "pcc", "ccc", "mae", "n_genes", "n_genes_skipped", "n_spots",
+               "targets_smoothed", "note"]  # fmt: skip
     if proto.smooth:
         warnings.warn(f"Protocol {proto.name!r}: {SMOOTH_NOTE}.", SmoothedTargetWarning, stacklevel=2)
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows)[columns]
     table.attrs["protocol"] = asdict(proto)
     return table
