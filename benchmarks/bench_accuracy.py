@@ -22,12 +22,13 @@ import pandas as pd
 
 import phg2st_sc as phg2st
 from phg2st_sc.cli import prepare_sections
+from phg2st_sc.tl._evaluation import baseline_predictor, evaluate_methods, model_predictor
 
 SECTIONS = ["C2", "C3", "C4", "C5", "C6"]
 BASELINES = ["mean", "idw", "gp", "feature_knn", "ridge", "stack"]
 REP = "X_efficientnet_lite0"
 # Fixed in advance: the defaults of tl.fit (the paper's optimiser and epochs), with a smaller token size for a CPU.
-FIT = {"use_rep": REP, "hidden": 128, "max_epochs": 200, "patience": 20, "lr": 1e-4, "accelerator": "cpu"}
+FIT = {"use_rep": REP, "config": {"hidden": 128}, "max_epochs": 200, "patience": 20, "lr": 1e-4, "accelerator": "cpu"}
 PROMPT_TRAIN = {"propagated": (0.05, 0.3), "paper": 0.3}
 ABLATIONS = {
     "no spot branch": {"use_spot_branch": False},
@@ -35,17 +36,6 @@ ABLATIONS = {
     "no prompts (image only)": {"use_prompts": False},
     "no image (prompts only)": {"use_image": False},
 }
-
-
-def score_all(adata, layer, fold, protocol, method, seed, fraction):
-    rows = []
-    for spots in ("heldout", "all"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", phg2st.SmoothedTargetWarning)
-            s = phg2st.tl.score(adata, layer=layer, spots=spots).summary
-        rows.append({"test": fold, "protocol": protocol, "method": method, "seed": seed, "prompt_fraction": fraction,
-                     "spots": spots, "pcc": s["pcc"], "ccc": s["ccc"], "mae": s["mae"], "n_genes": s["n_genes"]})  # fmt: skip
-    return rows
 
 
 def run_fold(test, targets, seeds, ablations, fractions):
@@ -66,25 +56,23 @@ def run_fold(test, targets, seeds, ablations, fractions):
             for name, switch in ABLATIONS.items():
                 t = time.perf_counter()
                 models[name] = phg2st.tl.fit([secs[s] for s in fit_on], validation=[secs[val]], variant="propagated",
-                                             prompt_fraction=PROMPT_TRAIN["propagated"], **FIT, **switch)  # fmt: skip
+                                             prompt_fraction=PROMPT_TRAIN["propagated"],
+                                             **{**FIT, "config": {**FIT["config"], **switch}})  # fmt: skip
                 log.append({"test": test, "protocol": protocol, "model": name, "fit_s": time.perf_counter() - t,
                             "epochs": models[name].info["epochs_trained"],
                             "val_pcc": models[name].info.get("best_epoch_val_pcc")})  # fmt: skip
         target = secs[test].copy()
         for fraction in fractions if protocol == "heldout" else [0.1]:
-            for seed in seeds:
-                phg2st.tl.select_prompts(target, fraction=fraction, seed=seed)
-                for name, model in models.items():
-                    if fraction != 0.1 and name not in ("propagated", "paper"):
-                        continue
-                    phg2st.tl.impute(target, model, layer_added="pred")
-                    rows += score_all(target, "pred", test, protocol, f"PHG2ST {name}", seed, fraction)
-                if fraction == 0.1:
-                    for method in BASELINES:
-                        phg2st.tl.baseline(target, method=method, layer_added="pred",
-                                           use_rep=REP if method in ("feature_knn", "ridge", "stack") else None)  # fmt: skip
-                        rows += score_all(target, "pred", test, protocol, method, seed, fraction)
-    return pd.DataFrame(rows), pd.DataFrame(log)
+            # every method at 10% prompts; the two variants alone at the other fractions
+            predictors = {f"PHG2ST {name}": model_predictor(model) for name, model in models.items()
+                          if fraction == 0.1 or name in ("propagated", "paper")}  # fmt: skip
+            if fraction == 0.1:
+                predictors.update({m: baseline_predictor({"method": m}, REP) for m in BASELINES})
+            r, _ = evaluate_methods(target, predictors, seeds=seeds, fraction=fraction, spots=("heldout", "all"),
+                                    base={"test": test, "protocol": protocol})  # fmt: skip
+            rows += r
+    columns = ["test", "protocol", "method", "seed", "prompt_fraction", "spots", "pcc", "ccc", "mae", "n_genes"]
+    return pd.DataFrame(rows)[columns], pd.DataFrame(log)
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:

@@ -128,13 +128,13 @@ def stage(args) -> dict:
         rec["attention"] = "full" if args.full_attention else "windows of 1024"
         t = time.perf_counter()
         model = phg2st.tl.fit(work, use_rep="X_synthetic", max_epochs=1, validation=None,
-                              accelerator=args.accelerator, attention_window=window)  # fmt: skip
+                              accelerator=args.accelerator, config={"attention_window": window})  # fmt: skip
         rec["seconds"] = time.perf_counter() - t
         rec["epoch_seconds"] = float(pd.DataFrame(model.history_)["seconds"].iloc[-1])
     elif args.stage == "spot_branch":
+        from phg2st_sc._model._config import ModelConfig
         from phg2st_sc._model._data import slide_batch
         from phg2st_sc._model._model import PHG2ST
-        from phg2st_sc._model._module import ModelConfig
 
         phg2st.pp.build_hypergraph(a, use_rep="X_synthetic", k=4)
         work = _targets(a)
@@ -147,7 +147,7 @@ def stage(args) -> dict:
         model = PHG2ST(cfg, list(work.var_names), {"use_rep": "X_synthetic", "hypergraph_key": "phg2st", "layer": None})
         prompt = np.zeros(work.n_obs, dtype=bool)
         prompt[::10] = True
-        batch = slide_batch(model.slide(work), prompt, ~prompt, cfg.prompt_k)
+        batch = slide_batch(model.tensors(work), prompt, ~prompt, cfg.prompt_k)
         module = model.module.train()
         rec["rss_before_mib"] = _rss_mib()
         t = time.perf_counter()

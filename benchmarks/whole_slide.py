@@ -23,7 +23,7 @@ import phg2st_sc as phg2st
 TRAIN = ["C3", "C4", "C5", "C6"]
 TEST = "C2"
 REP = "X_efficientnet_lite0"
-FIT = {"use_rep": REP, "hidden": 128, "max_epochs": 200, "patience": 20, "accelerator": "cpu"}
+FIT = {"use_rep": REP, "config": {"hidden": 128}, "max_epochs": 200, "patience": 20, "accelerator": "cpu"}
 BASELINES = ["mean", "idw", "gp", "feature_knn", "ridge", "stack"]
 GENE = "FASN"  # a lipid-synthesis gene high in HER2+ tumour cells; in the 785-gene panel (ERBB2 is not)
 

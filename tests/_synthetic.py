@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 #: Model settings small enough to train in seconds on the sections below (their embedding is ``X_tiny``).
-SMALL = dict(use_rep="X_tiny", hidden=32, heads=2, spot_depth=1, neighbour_depth=1, accelerator="cpu")
+SMALL = dict(use_rep="X_tiny", config=dict(hidden=32, heads=2, spot_depth=1, neighbour_depth=1), accelerator="cpu")
 
 
 class Tiny(torch.nn.Module):

@@ -140,8 +140,8 @@ def c2_imputed_by_colour_model(load_her2st):
         w.obsm["X_col"] = _colour_features(w)
         phg2st.pp.build_hypergraph(w, use_rep="X_col")
         sections[s] = w
-    model = phg2st.tl.fit([sections["C3"], sections["C4"]], use_rep="X_col", max_epochs=3, hidden=64,
-                          use_neighbour_branch=False, validation=None, accelerator="cpu")  # fmt: skip
+    model = phg2st.tl.fit([sections["C3"], sections["C4"]], use_rep="X_col", max_epochs=3,
+                          config={"hidden": 64, "use_neighbour_branch": False}, validation=None, accelerator="cpu")  # fmt: skip
     c2 = sections["C2"]
     phg2st.tl.select_prompts(c2, fraction=0.1, seed=0)
     phg2st.tl.impute(c2, model)

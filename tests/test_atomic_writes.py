@@ -62,7 +62,7 @@ _REAL_ASSIGN = utils._assign
 
 @contextmanager
 def write_hook(monkeypatch, fail_at: int | None = None) -> Iterator[list]:
-    """Record the keys that `finish` writes (yielded list); with ``fail_at``, that write raises `Injected`."""
+    """Record the keys that `write_slots` writes (yielded list); with ``fail_at``, that write raises `Injected`."""
     seen: list = []
 
     def hook(container, key, value):
@@ -137,7 +137,7 @@ def test_select_genes_undoes_its_record_if_the_subset_fails(monkeypatch, section
 def test_finish_refuses_a_value_of_the_wrong_shape_before_writing(section):
     a = section.copy()
     with pytest.raises(ValueError, match="does not fit"):
-        utils.finish(a, {("obsm", "ok"): np.zeros((a.n_obs, 2)), ("layers", "bad"): np.zeros((3, 3))}, copy=False)
+        utils.write_slots(a, {("obsm", "ok"): np.zeros((a.n_obs, 2)), ("layers", "bad"): np.zeros((3, 3))}, copy=False)
     assert_adata_equal(a, section)
 
 

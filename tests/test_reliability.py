@@ -566,7 +566,7 @@ def test_simulated_sections_with_the_same_layout_are_different_sections():
     for a in secs:
         phg2st.pp.build_hypergraph(a, use_rep="X_synthetic")
     model = phg2st.tl.fit(secs, use_rep="X_synthetic", max_epochs=1, validation=None, accelerator="cpu",
-                          hidden=32, heads=2, spot_depth=1, use_neighbour_branch=False)  # fmt: skip
+                          config=dict(hidden=32, heads=2, spot_depth=1, use_neighbour_branch=False))  # fmt: skip
     assert model.info["training_sections"]
 
 

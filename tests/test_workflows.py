@@ -33,7 +33,7 @@ def test_spatialdata_end_to_end(load_her2st, tmp_path):
     assert REP in c2.tables["table"].obsm and "phg2st_incidence" in c2.tables["table"].obsp
     # a workflow check, not an accuracy one: train on the section itself, then impute it from 10% prompts
     train = phg2st.tl.prepare_targets(c2, "heldout", panel=GENES)
-    model = phg2st.tl.fit(train, use_rep=REP, max_epochs=2, hidden=32, validation=None, accelerator="cpu")
+    model = phg2st.tl.fit(train, use_rep=REP, max_epochs=2, config={"hidden": 32}, validation=None, accelerator="cpu")
     result = phg2st.tl.prepare_targets(c2, "heldout", panel=GENES)
     phg2st.tl.select_prompts(result, fraction=0.1, seed=0)
     phg2st.tl.impute(result, model)

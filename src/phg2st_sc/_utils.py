@@ -147,7 +147,7 @@ def check_slots(
         )
 
 
-def finish(
+def write_slots(
     adata: AnnData,
     writes: Mapping[tuple[str, str], Any],
     *,
@@ -226,7 +226,7 @@ def finish(
 
 
 def _assign(container: Any, key: str, value: Any) -> None:
-    """One write of :func:`finish` (``None`` deletes); a function of its own so tests can make it fail."""
+    """One write of :func:`write_slots` (``None`` deletes); a function of its own so tests can make it fail."""
     if value is None:
         del container[key]
     else:

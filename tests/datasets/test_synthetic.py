@@ -62,7 +62,7 @@ def test_pipeline_runs_on_synthetic():
     for a in [*train, test]:
         phg2st.pp.build_hypergraph(a, use_rep="X_synthetic", k=4)
         sections.append(phg2st.tl.prepare_targets(a, "heldout"))
-    model = phg2st.tl.fit(sections[:2], use_rep="X_synthetic", hidden=16, heads=2, spot_depth=1, neighbour_depth=1,
+    model = phg2st.tl.fit(sections[:2], use_rep="X_synthetic", config=dict(hidden=16, heads=2, spot_depth=1, neighbour_depth=1),
                           max_epochs=2, accelerator="cpu", validation=None)  # fmt: skip
     phg2st.tl.select_prompts(sections[2], fraction=0.1, seed=0)
     phg2st.tl.impute(sections[2], model)

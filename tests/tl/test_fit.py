@@ -24,7 +24,7 @@ pytestmark = [
 
 
 def batch_for(model, adata, prompt):
-    slide = model.slide(adata)
+    slide = model.tensors(adata)
     return slide_batch(slide, prompt, ~prompt, model.config["prompt_k"])
 
 
@@ -209,8 +209,8 @@ def test_ddp_two_cpu_processes(tmp_path):
             phg2st.settings.progress = False
             tmp = pathlib.Path({str(tmp_path)!r})
             slides = [_synthetic_section(tmp, seed=s, name=f"S{{s}}") for s in range(4)]
-            model = phg2st.tl.fit(slides, max_epochs=2, strategy="ddp", devices=2, use_rep="X_tiny", hidden=32,
-                                  heads=2, spot_depth=1, neighbour_depth=1, accelerator="cpu")
+            model = phg2st.tl.fit(slides, max_epochs=2, strategy="ddp", devices=2, use_rep="X_tiny",
+                                  config=dict(hidden=32, heads=2, spot_depth=1, neighbour_depth=1), accelerator="cpu")
             import torch.distributed as dist
             rank = dist.get_rank() if dist.is_initialized() else 0
             if rank == 0:
@@ -323,7 +323,7 @@ def test_training_step_chunks_only_when_memory_is_short(monkeypatch, synthetic_s
 
     a = synthetic_section(side=12)
     model = phg2st.tl.fit(a, max_epochs=1, validation=None, dropout=0.0, **SMALL)  # no dropout: same masks
-    batch = TrainSlides([model.slide(a)], 0.2, 16, 0)[0]
+    batch = TrainSlides([model.tensors(a)], 0.2, 16, 0)[0]
     monkeypatch.setattr(_plan, "TRAIN_CHUNK", 50)
     monkeypatch.setattr(_plan, "available_memory", lambda: 10**12)
     assert _plan.training_chunk(batch, 32, torch.device("cpu")) is None
@@ -343,3 +343,50 @@ def test_training_step_chunks_only_when_memory_is_short(monkeypatch, synthetic_s
     torch.testing.assert_close(grads[0][0], grads[1][0])
     for g0, g1 in zip(grads[0][1], grads[1][1], strict=True):
         torch.testing.assert_close(g0, g1, rtol=1e-4, atol=1e-6)
+
+
+def test_architecture_as_config_matches_the_deprecated_keywords(synthetic_section):
+    """`config` (a ModelConfig or a dict) builds the same model as the old flat keywords, which warn."""
+    a = synthetic_section()
+    run = dict(max_epochs=1, validation=None, use_rep="X_tiny", accelerator="cpu", seed=3)
+    arch = dict(hidden=32, heads=2, spot_depth=1, neighbour_depth=1, dropout=0.0)
+    from_dict = phg2st.tl.fit(a, config=arch, **run)
+    from_config = phg2st.tl.fit(a, config=phg2st.tl.ModelConfig(**arch), **run)
+    with pytest.warns(DeprecationWarning, match=r"config=\{"):
+        flat = phg2st.tl.fit(a, **arch, **run)
+    assert from_dict.config == from_config.config == flat.config and from_dict.config["hidden"] == 32
+    assert_same_weights(from_dict, flat)
+    assert_same_weights(from_dict, from_config)
+    with pytest.raises(ValueError, match="contradicts"):
+        phg2st.tl.fit(a, variant="paper", config={"variant": "propagated"}, **run)
+    with pytest.raises(TypeError, match=r"Unknown architecture settings \['hiden'\]"):
+        phg2st.tl.fit(a, config={"hiden": 32}, **run)
+    with pytest.raises(TypeError, match="must be a ModelConfig or a dict"):
+        phg2st.tl.fit(a, config=[("hidden", 32)], **run)
+    with pytest.raises(ValueError, match="multiple of `heads`"):
+        phg2st.tl.fit(a, config={"hidden": 30, "heads": 4}, **run)
+
+
+def test_input_description_and_training_record_are_kept_apart(synthetic_section, tmp_path):
+    """`input` is what a section must hold, `training` how the model was made; a file of the one-dict layout loads."""
+    import json
+
+    a = synthetic_section()
+    model = phg2st.tl.fit(a, max_epochs=1, validation=None, seed=5, **SMALL)
+    assert model.input.use_rep == "X_tiny" and model.input.genes == model.genes
+    assert model.input.spot_pitch == pytest.approx(phg2st._utils.spot_pitch(a.obsm["spatial"]))
+    assert model.input.normalization["library_size"] > 0
+    assert model.training["seed"] == 5 and model.training["epochs_trained"] == 1
+    assert "seed" not in model.input.record() and "use_rep" not in model.training
+    view = model.info
+    view["use_rep"] = "elsewhere"  # a view: the model is unchanged
+    assert model.input.use_rep == "X_tiny" and model.info["seed"] == 5
+    path = tmp_path / "m.pt"
+    model.save(path)
+    payload = torch.load(path, weights_only=True)
+    # the layout before `training` had its own field: one `info` dict holding both
+    payload["info"] = json.dumps({**json.loads(payload["info"]), **json.loads(payload.pop("training"))})
+    old = tmp_path / "old.pt"
+    torch.save(payload, old)
+    for loaded in (phg2st.PHG2ST.load(path), phg2st.PHG2ST.load(old)):
+        assert loaded.input == model.input and loaded.training == model.training

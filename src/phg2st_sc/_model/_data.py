@@ -74,7 +74,7 @@ def slide_from_adata(
             adata,
             "obsm",
             idx_key,
-            "embed with `phg2st.pp.embed_tiles(..., grid_size=5)` (or fit with `use_neighbour_branch=False`).",
+            "embed with `phg2st.pp.embed_tiles(..., grid_size=5)` (or fit with `config={'use_neighbour_branch': False}`).",
         )
         _need(adata, "obsm", nh_key, "run `phg2st.pp.build_hypergraph` after `embed_tiles` with neighbour tiles.")
         tile_index = np.asarray(adata.obsm[idx_key], dtype=np.int64)

@@ -8,7 +8,7 @@ import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,9 @@ import torch
 from anndata import AnnData
 
 from phg2st_sc._errors import ModelFileError, TrainingDivergedError, TrainingTerminated
+from phg2st_sc._model._config import VARIANTS, InputSpec, ModelConfig
 from phg2st_sc._model._data import FixedSlides, Slide, TrainSlides, draw_prompts, slide_batch, slide_from_adata
-from phg2st_sc._model._module import VARIANTS, ModelConfig, PHG2STModule
+from phg2st_sc._model._module import PHG2STModule
 
 logger = logging.getLogger("phg2st_sc")
 
@@ -38,37 +39,50 @@ class PHG2ST:
     genes
         The genes it predicts, in order.
     config
-        Architecture (:class:`~phg2st_sc._model._module.ModelConfig` as a dict).
-    info
-        What the model expects of its input: ``use_rep``, ``encoder``, ``hypergraph_key``, ``layer``, the
-        target normalisation, and how it was trained.
+        Architecture (:class:`~phg2st_sc.tl.ModelConfig` as a dict).
+    input
+        What a section must hold for this model (:class:`~phg2st_sc._model._config.InputSpec`: representation key
+        and encoder record, hypergraph key, layer and normalisation, spot pitch), checked by :meth:`check_input`.
+    training
+        How it was trained: seed, learning rate, prompt fraction, validation, sections, epochs.
     history_
         Loss and validation PCC per epoch.
     """
 
-    def __init__(self, config: ModelConfig, genes: Sequence[str], info: dict[str, Any]):
+    def __init__(
+        self,
+        config: ModelConfig,
+        genes: Sequence[str],
+        input: InputSpec | Mapping[str, Any],
+        training: Mapping[str, Any] | None = None,
+    ):
         self.config = config.to_dict()
         self.genes = [str(g) for g in genes]
-        self.info = dict(info)
+        self.input = input if isinstance(input, InputSpec) else InputSpec.from_record(self.genes, input)
+        self.training: dict[str, Any] = dict(training or {})
         self.module = PHG2STModule(config)
         self.history_ = pd.DataFrame()
 
+    @property
+    def info(self) -> dict[str, Any]:
+        """The input description and the training record in one read-only view (``input`` and ``training``)."""
+        return {**self.input.record(), **self.training}
+
     # -- data --------------------------------------------------------------------------------------------------
-    def slide(self, adata: AnnData, *, prompt: np.ndarray | None = None, name: str = "") -> Slide:
+    def tensors(self, adata: AnnData, *, prompt: np.ndarray | None = None, name: str = "") -> Slide:
         """Tensors of one section for this model (checks slots, genes and the feature size).
 
         With ``prompt``, only the prompt spots need measured expression.
         """
-        c = self.config
+        c, spec = self.config, self.input
         slide = slide_from_adata(
-            adata, self.genes, use_rep=self.info["use_rep"], hypergraph_key=self.info["hypergraph_key"],
-            layer=self.info.get("layer"), neighbours=c["use_neighbour_branch"] and c["use_image"],
-            prompt=prompt, name=name,
+            adata, self.genes, use_rep=spec.use_rep, hypergraph_key=spec.hypergraph_key, layer=spec.layer,
+            neighbours=c["use_neighbour_branch"] and c["use_image"], prompt=prompt, name=name,
         )  # fmt: skip
         if slide.x.shape[1] != c["feature_dim"]:
             raise ValueError(
-                f"`obsm[{self.info['use_rep']!r}]` has {slide.x.shape[1]} features; the model was trained on "
-                f"{c['feature_dim']} ({self.info.get('encoder') or 'unknown encoder'})."
+                f"`obsm[{spec.use_rep!r}]` has {slide.x.shape[1]} features; the model was trained on "
+                f"{c['feature_dim']} ({spec.embedding.get('encoder') or 'unknown encoder'})."
             )
         return slide
 
@@ -80,18 +94,7 @@ class PHG2ST:
         tile geometry of the features (:func:`phg2st_sc.pp.embed_tiles`' record). Raises
         :class:`~phg2st_sc.InputMismatchError` with the fix.
         """
-        from phg2st_sc._model._inputs import check_embedding, check_normalisation
-        from phg2st_sc._utils import as_dense
-
-        check_embedding(self.info, adata, self.info["use_rep"])
-        values = None
-        if prompt is not None and all(g in adata.var_names for g in self.genes):
-            sub = adata[np.asarray(prompt, dtype=bool), self.genes]
-            layer = self.info.get("layer")
-            x = sub.X if layer is None else sub.layers.get(layer)
-            if x is not None and np.dtype(getattr(x, "dtype", object)).kind in "biuf":  # others: refused later
-                values = as_dense(x, dtype=np.float32)
-        check_normalisation(self.info, adata, values)
+        self.input.check(adata, prompt)
 
     # -- training ----------------------------------------------------------------------------------------------
     def train(
@@ -125,14 +128,14 @@ class PHG2ST:
         import lightning as L
         from torch.utils.data import DataLoader
 
-        from phg2st_sc._model._plan import Checkpoints, EarlyStopping, History, PHG2STPlan, TrainingState
+        from phg2st_sc._model._plan import Checkpoints, EarlyStopping, History, PHG2STPlan, PromptDraws, TrainingState
 
         L.seed_everything(seed, workers=True, verbose=False)
         plan = PHG2STPlan(self.config, lr=lr, step_size=step_size, gamma=gamma)
         plan.module.load_state_dict(self.module.state_dict())
         train_set = TrainSlides(slides, prompt_fraction, self.config["prompt_k"], seed)
-        history = History(train_set)
-        callbacks: list[Any] = [history, TrainingState(history, fingerprint)]
+        history = History()
+        callbacks: list[Any] = [PromptDraws(train_set), history, TrainingState(history, fingerprint)]
         extra = trainer_kwargs.pop("callbacks", None) or []
         callbacks += list(extra) if isinstance(extra, (list, tuple)) else [extra]
         with tempfile.TemporaryDirectory(prefix="phg2st-fit-") as tmp:
@@ -186,11 +189,11 @@ class PHG2ST:
             if validation and ckpt.best_model_path:
                 state = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
                 plan.load_state_dict(state)
-                self.info["best_epoch_val_pcc"] = float(ckpt.best_model_score)
-            self.info["epochs_trained"] = int(trainer.current_epoch)
-            self.info["world_size"] = int(trainer.world_size)
+                self.training["best_epoch_val_pcc"] = float(ckpt.best_model_score)
+            self.training["epochs_trained"] = int(trainer.current_epoch)
+            self.training["world_size"] = int(trainer.world_size)
             if resume_from is not None:
-                self.info["resumed_from"] = str(resume_from)
+                self.training["resumed_from"] = str(resume_from)
         self.module.load_state_dict({k: v.cpu() for k, v in plan.module.state_dict().items()})
         self.history_ = pd.DataFrame(history.rows)
 
@@ -209,7 +212,7 @@ class PHG2ST:
 
         if torch.device(device).type == "cpu":
             check_attention_memory(adata.n_obs, self.config, training=False)
-        slide = self.slide(adata, prompt=prompt)
+        slide = self.tensors(adata, prompt=prompt)
         batch = slide_batch(slide, prompt, np.zeros(slide.n, dtype=bool), self.config["prompt_k"])
         module = self.module.to(device).eval()
         out = module({k: v.to(device) for k, v in batch.items()}, chunk=PREDICT_CHUNK)
@@ -251,7 +254,8 @@ class PHG2ST:
             "format_version": FORMAT_VERSION,
             "config": json.dumps(self.config),
             "genes": json.dumps(self.genes),
-            "info": json.dumps(self.info, default=str),
+            "info": json.dumps(self.input.record(), default=str),  # the input description (the name of format 1)
+            "training": json.dumps(self.training, default=str),
             "history": self.history_.to_json(orient="records"),
             "state_dict": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
         }
@@ -272,8 +276,8 @@ class PHG2ST:
         if not path.is_file():
             raise FileNotFoundError(f"No model file at {path}.")
         payload = load_tensors_only(path, "phg2st-sc model file")
-        config, genes, info, history, state = _parse_payload(payload, path)
-        model = cls(config, genes, info)
+        config, genes, info, training, history, state = _parse_payload(payload, path)
+        model = cls(config, genes, InputSpec.from_record(genes, info), training)
         try:
             model.module.load_state_dict(state, strict=True)
         except RuntimeError as err:
@@ -286,7 +290,7 @@ class PHG2ST:
         c = self.config
         return (
             f"PHG2ST(variant={c['variant']!r}, genes={len(self.genes)}, features={c['feature_dim']} "
-            f"({self.info.get('use_rep')}), hidden={c['hidden']}, epochs={self.info.get('epochs_trained', 0)})"
+            f"({self.input.use_rep}), hidden={c['hidden']}, epochs={self.training.get('epochs_trained', 0)})"
         )
 
 
@@ -355,7 +359,7 @@ INFO_FIELDS: dict[str, tuple[type, ...]] = {
 }
 
 
-def _parse_payload(payload: Any, path: Path) -> tuple[ModelConfig, list[str], dict, pd.DataFrame, dict]:
+def _parse_payload(payload: Any, path: Path) -> tuple[ModelConfig, list[str], dict, dict, pd.DataFrame, dict]:
     """Check every field of a model file's payload; :class:`~phg2st_sc.ModelFileError` naming the first bad one."""
     import dataclasses
     import io
@@ -395,6 +399,8 @@ def _parse_payload(payload: Any, path: Path) -> tuple[ModelConfig, list[str], di
         config = ModelConfig(**raw_config)
     except (TypeError, ValueError) as err:
         raise bad(f"the architecture is invalid ({err})") from err
+    if config.n_genes < 1 or config.feature_dim < 1:
+        raise bad(f"the architecture is invalid (n_genes={config.n_genes}, feature_dim={config.feature_dim})")
     genes = json_field("genes", list)
     if not genes or not all(isinstance(g, str) and g for g in genes):
         raise bad("`genes` must be a non-empty list of gene names")
@@ -414,7 +420,24 @@ def _parse_payload(payload: Any, path: Path) -> tuple[ModelConfig, list[str], di
         value = info["normalization"].get(key)
         if value is not None and (not isinstance(value, types) or (bool not in types and isinstance(value, bool))):
             raise bad(f"`info['normalization']['{key}']` is {value!r}")
+    # the training record: its own field, or (files written before it had one) the rest of `info`
+    own = (*InputSpec.FIELDS, "encoder", "encoder_fingerprint")
+    training = (
+        json_field("training", dict) if "training" in payload else {k: v for k, v in info.items() if k not in own}
+    )
     state = payload["state_dict"]
+    _check_weights(state, config, path, bad)
+    history = pd.DataFrame()
+    if "history" in payload:
+        try:
+            history = pd.read_json(io.StringIO(payload["history"]), orient="records")
+        except (TypeError, ValueError) as err:
+            raise bad(f"`history` is not a JSON table ({err})") from err
+    return config, genes, info, training, history, state
+
+
+def _check_weights(state: Any, config: ModelConfig, path: Path, bad: Any) -> None:
+    """The weights of a model file: tensor names, shapes and dtypes of the stored architecture, finite values."""
     if (
         not isinstance(state, dict)
         or not state
@@ -436,13 +459,6 @@ def _parse_payload(payload: Any, path: Path) -> tuple[ModelConfig, list[str], di
             )
     if not all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point()):
         raise bad("some weights are NaN or infinite (the training diverged)")
-    history = pd.DataFrame()
-    if "history" in payload:
-        try:
-            history = pd.read_json(io.StringIO(payload["history"]), orient="records")
-        except (TypeError, ValueError) as err:
-            raise bad(f"`history` is not a JSON table ({err})") from err
-    return config, genes, info, history, state
 
 
 __all__ = ["PHG2ST", "VARIANTS", "draw_prompts", "is_model_file"]

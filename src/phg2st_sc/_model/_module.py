@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -28,55 +27,9 @@ with warnings.catch_warnings():  # torch-geometric's import uses torch.jit.scrip
     warnings.simplefilter("ignore", FutureWarning)
     from torch_geometric.utils import scatter
 
-VARIANTS = ("propagated", "paper")
+from phg2st_sc._model._config import ModelConfig
+
 FIELD_BANDWIDTHS = (0.5, 1.0, 2.0, 4.0)  # spot pitches
-
-
-@dataclass
-class ModelConfig:
-    """Architecture of :class:`PHG2STModule` (saved with the model)."""
-
-    n_genes: int
-    feature_dim: int
-    variant: str = "propagated"
-    hidden: int = 256
-    heads: int = 4
-    spot_depth: int = 2
-    neighbour_depth: int = 1
-    dropout: float = 0.1
-    grid_tokens: int = 25
-    prompt_k: int = 16
-    lam: float = 0.3
-    attention_window: int = 1024
-    use_spot_branch: bool = True
-    use_neighbour_branch: bool = True
-    use_prompts: bool = True
-    use_image: bool = True
-
-    def __post_init__(self) -> None:
-        """Refuse settings no network can be built from (``tl.fit`` arguments and model files alike)."""
-        minimum = {"n_genes": 1, "feature_dim": 1, "hidden": 1, "heads": 1, "spot_depth": 0, "neighbour_depth": 0,
-                   "grid_tokens": 1, "prompt_k": 1, "attention_window": 16}  # fmt: skip
-        for name, low in minimum.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"`{name}` must be an integer, got {value!r}.")
-            if value < low:
-                raise ValueError(f"`{name}` must be at least {low}, got {value}.")
-        for name in ("use_spot_branch", "use_neighbour_branch", "use_prompts", "use_image"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
-        for name, (low, high) in {"dropout": (0.0, 1.0), "lam": (0.0, math.inf)}.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value < high:
-                raise ValueError(f"`{name}` must be a number in [{low}, {high}), got {value!r}.")
-        if self.variant not in VARIANTS:
-            raise ValueError(f"Unknown variant {self.variant!r}; choose one of {list(VARIANTS)}.")
-        if self.hidden % self.heads or self.hidden % 4:
-            raise ValueError(f"`hidden` ({self.hidden}) must be a multiple of `heads` ({self.heads}) and of 4.")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class WeightedHypergraphConv(nn.Module):
@@ -211,10 +164,9 @@ class PHG2STModule(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        if config.variant not in VARIANTS:
-            raise ValueError(f"Unknown variant {config.variant!r}; choose one of {list(VARIANTS)}.")
-        if config.hidden % config.heads or config.hidden % 4:
-            raise ValueError("`hidden` must be divisible by `heads` and by 4.")
+        if config.n_genes < 1 or config.feature_dim < 1:  # ModelConfig leaves them 0 until tl.fit sets them
+            raise ValueError(f"The network needs genes and features (n_genes={config.n_genes}, "
+                             f"feature_dim={config.feature_dim}).")  # fmt: skip
         self.config = c = config
         h = c.hidden
         # Only the parts in use are created: data-parallel training requires every parameter to get a gradient.

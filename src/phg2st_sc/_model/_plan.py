@@ -124,17 +124,24 @@ class PHG2STPlan(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
 
-class History(L.Callback):
-    """Collects the epoch metrics into a list of dicts (``PHG2ST.history_``)."""
+class PromptDraws(L.Callback):
+    """Tells the training set which epoch it serves: fresh prompt masks each epoch, the same ones on a resume."""
 
-    def __init__(self, dataset=None):
-        self.rows: list[dict] = []
+    def __init__(self, dataset):
         self.dataset = dataset
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.dataset.epoch = trainer.current_epoch
+
+
+class History(L.Callback):
+    """Collects the epoch metrics into a list of dicts (``PHG2ST.history_``)."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._start = time.perf_counter()
-        if self.dataset is not None:
-            self.dataset.epoch = trainer.current_epoch  # fresh, reproducible prompt masks each epoch
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         row = {"epoch": trainer.current_epoch}

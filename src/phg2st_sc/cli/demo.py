@@ -17,7 +17,7 @@ REP = Keys.embedding(ENCODER)
 SECTIONS = ("C2", "C3", "C4", "C5", "C6")
 # Fixed in advance for a 2-core CPU (not tuned on the demo section): tl.fit's defaults with smaller tokens and
 # fewer epochs; validation "auto": the last training section (C6) selects the epoch.
-DEMO_FIT = {"use_rep": REP, "hidden": 128, "max_epochs": 100, "patience": 20, "accelerator": "cpu"}
+DEMO_FIT = {"use_rep": REP, "config": {"hidden": 128}, "max_epochs": 100, "patience": 20, "accelerator": "cpu"}
 DEMO_PROMPTS = {"propagated": (0.05, 0.3), "paper": 0.3}
 
 

@@ -112,6 +112,7 @@ def _targets(slides: list, args: argparse.Namespace) -> tuple[list, list[str] | 
 def run(args: argparse.Namespace) -> int:
     """Read and check every input, prepare the targets, train, save."""
     import phg2st_sc as phg2st
+    from phg2st_sc.tl._fit import fit_arguments
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
@@ -135,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         if (Path(args.checkpoint_dir) / "last.ckpt").is_file():
             say(f"phg2st fit: resuming from {Path(args.checkpoint_dir) / 'last.ckpt'}")
     say(f"phg2st fit: training {args.variant!r} on {len(targets)} sections (targets: {args.protocol})")
-    model = phg2st.tl.fit(targets, use_rep=args.use_rep, genes=genes, **kwargs)
+    model = phg2st.tl.fit(targets, use_rep=args.use_rep, genes=genes, **fit_arguments(kwargs))
     model.save(out, overwrite=True)  # atomic; an existing file was checked to be a model file
     val = model.info.get("best_epoch_val_pcc")
     say(f"phg2st fit: {len(model.genes)} genes, {model.info['epochs_trained']} epochs"

@@ -63,6 +63,58 @@ def array_pitch(array_xy: np.ndarray, pixel_xy: np.ndarray) -> float:
     return float(np.sqrt(abs(np.linalg.det(coef[:2, :2]))))
 
 
+def _under_tissue(counts: pd.DataFrame, spots: pd.DataFrame, section: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The spots of both tables that are under tissue, in the count table's order (drops logged or warned)."""
+    no_spot = counts.index.difference(spots.index)
+    if len(no_spot):
+        # A few unaligned array positions are normal (STutility's tables); many point at mismatched files.
+        message = (
+            f"{section}: {len(no_spot)} of {len(counts)} spots of the count table have no row in the spot table "
+            f"and were dropped (e.g. {no_spot[:3].tolist()})."
+        )
+        if len(no_spot) > 0.05 * len(counts):
+            warnings.warn(message + " Do the count and spot files belong together?", UserWarning, stacklevel=4)
+        else:
+            logger.info(message)
+    keep = counts.index.intersection(spots.index, sort=False)
+    dropped = len(spots) - len(keep)
+    if dropped:
+        logger.info(
+            "%s: %d spots of the spot table have no counts (removed in QC); using the inner join.", section, dropped
+        )
+    if "selected" in spots.columns:
+        under_tissue = spots.loc[keep, "selected"].astype(int).to_numpy() == 1
+        if (~under_tissue).any():
+            logger.info(
+                "%s: keeping the %d spots selected as under tissue of %d.", section, under_tissue.sum(), len(keep)
+            )
+        keep = keep[under_tissue]
+    if len(keep) == 0:
+        raise ValueError(f"{section}: no spot under tissue matches between the count table and the spot table.")
+    counts = counts.loc[keep]
+    spots = spots.loc[keep]
+    return counts, spots
+
+
+def _raw_counts(counts: pd.DataFrame, section: str) -> np.ndarray:
+    """The count table's values, refused unless finite, non-negative integers."""
+    values = counts.to_numpy(dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError(
+            f"{section}: the count table has {int((~np.isfinite(values)).sum())} missing values (empty cells, NaN or "
+            "infinite); is the file complete? Download it again or check how it was written."
+        )
+    if (values < 0).any():
+        raise ValueError(f"{section}: the count table has negative values; raw UMI counts are expected.")
+    if not np.array_equal(values, np.round(values)):
+        example = values[values != np.round(values)][0]
+        raise ValueError(
+            f"{section}: the count table is not integer (e.g. {example}); raw UMI counts are expected, not "
+            "normalised values. Point the reader at the published count files."
+        )
+    return values
+
+
 def build_anndata(
     counts: pd.DataFrame,
     spots: pd.DataFrame,
@@ -89,49 +141,9 @@ def build_anndata(
     image_shape
         (height, width) of the full-resolution image when the file is absent, for the scale factors.
     """
-    no_spot = counts.index.difference(spots.index)
-    if len(no_spot):
-        # A few unaligned array positions are normal (STutility's tables); many point at mismatched files.
-        message = (
-            f"{section}: {len(no_spot)} of {len(counts)} spots of the count table have no row in the spot table "
-            f"and were dropped (e.g. {no_spot[:3].tolist()})."
-        )
-        if len(no_spot) > 0.05 * len(counts):
-            warnings.warn(message + " Do the count and spot files belong together?", UserWarning, stacklevel=3)
-        else:
-            logger.info(message)
-    keep = counts.index.intersection(spots.index, sort=False)
-    dropped = len(spots) - len(keep)
-    if dropped:
-        logger.info(
-            "%s: %d spots of the spot table have no counts (removed in QC); using the inner join.", section, dropped
-        )
-    if "selected" in spots.columns:
-        under_tissue = spots.loc[keep, "selected"].astype(int).to_numpy() == 1
-        if (~under_tissue).any():
-            logger.info(
-                "%s: keeping the %d spots selected as under tissue of %d.", section, under_tissue.sum(), len(keep)
-            )
-        keep = keep[under_tissue]
-    if len(keep) == 0:
-        raise ValueError(f"{section}: no spot under tissue matches between the count table and the spot table.")
-    counts = counts.loc[keep]
-    spots = spots.loc[keep]
-
-    values = counts.to_numpy(dtype=np.float64)
-    if not np.isfinite(values).all():
-        raise ValueError(
-            f"{section}: the count table has {int((~np.isfinite(values)).sum())} missing values (empty cells, NaN or "
-            "infinite); is the file complete? Download it again or check how it was written."
-        )
-    if (values < 0).any():
-        raise ValueError(f"{section}: the count table has negative values; raw UMI counts are expected.")
-    if not np.array_equal(values, np.round(values)):
-        example = values[values != np.round(values)][0]
-        raise ValueError(
-            f"{section}: the count table is not integer (e.g. {example}); raw UMI counts are expected, not "
-            "normalised values. Point the reader at the published count files."
-        )
+    counts, spots = _under_tissue(counts, spots, section)
+    keep = counts.index
+    values = _raw_counts(counts, section)
     X = sparse.csr_matrix(values.astype(np.float32))
 
     obs = pd.DataFrame(

@@ -187,7 +187,7 @@ def unmeasured_rows(x: Any) -> np.ndarray:
     return np.isnan(np.asarray(x, dtype=np.float64)).all(axis=1)
 
 
-def finish(
+def show_or_save(
     fig: Figure, axes: Any, *, show: bool | None, save: str | os.PathLike | None, return_fig: bool
 ) -> Figure | Any | None:
     """Save and/or show a finished figure; return what the plotting function promises.

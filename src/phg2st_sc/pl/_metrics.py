@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from phg2st_sc._validate import check_choice
-from phg2st_sc.pl._base import finish, plot_docs
+from phg2st_sc.pl._base import plot_docs, show_or_save
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -289,4 +289,4 @@ def metrics(
         plt.close(fig)  # no half-drawn figure left behind
         raise
     fig.tight_layout()
-    return finish(fig, axes, show=show, save=save, return_fig=return_fig)
+    return show_or_save(fig, axes, show=show, save=save, return_fig=return_fig)

@@ -9,7 +9,7 @@ from anndata import AnnData
 
 from phg2st_sc._constants import Keys
 from phg2st_sc._validate import get_prompt_mask
-from phg2st_sc.pl._base import as_anndata, finish, plot_docs, section_view, unmeasured_rows
+from phg2st_sc.pl._base import as_anndata, plot_docs, section_view, show_or_save, unmeasured_rows
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -109,4 +109,4 @@ def prompts(
     share = f" ({100 * n_prompts / measured:.0f}%)" if measured else ""
     ax.set_title(f"{view.library_id}: {n_prompts} prompts of {measured} measured spots{share}", fontsize=10)
     fig.legend(handles=handles[::-1], loc="outside right upper", frameon=False, fontsize=8)
-    return finish(fig, ax, show=show, save=save, return_fig=return_fig)
+    return show_or_save(fig, ax, show=show, save=save, return_fig=return_fig)

@@ -15,10 +15,10 @@ from phg2st_sc.pl._base import (
     as_anndata,
     check_genes_layers,
     error_limit,
-    finish,
     layer_label,
     plot_docs,
     section_view,
+    show_or_save,
     value_limits,
 )
 
@@ -136,4 +136,4 @@ def spatial(
     if prompts is not None and prompts.any():
         fig.suptitle(f"{view.library_id}: black rings = {int(prompts.sum())} prompt spots", fontsize=10)
     fig.tight_layout()
-    return finish(fig, axes, show=show, save=save, return_fig=return_fig)
+    return show_or_save(fig, axes, show=show, save=save, return_fig=return_fig)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from phg2st_sc.pl._base import finish, plot_docs
+from phg2st_sc.pl._base import plot_docs, show_or_save
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -125,4 +125,4 @@ def training_curves(
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(loc="best", fontsize=7, frameon=False)
     fig.tight_layout()
-    return finish(fig, axes, show=show, save=save, return_fig=return_fig)
+    return show_or_save(fig, axes, show=show, save=save, return_fig=return_fig)

@@ -14,7 +14,7 @@ from phg2st_sc._constants import Keys
 from phg2st_sc._docs import inject_docs
 from phg2st_sc._image import full_resolution_path, image_size, library_info, pixel_scale
 from phg2st_sc._settings import settings
-from phg2st_sc._utils import _is_spatialdata, check_slots, finish, get_table
+from phg2st_sc._utils import _is_spatialdata, check_slots, get_table, write_slots
 from phg2st_sc._validate import (
     check_inside_image,
     check_nonempty,
@@ -245,31 +245,10 @@ def embed_tiles(
         raise ValueError(f"`grid_size` must be 0 or a positive odd integer, got {grid_size!r}.")
     if mpp is not None and (not np.isfinite(mpp) or mpp <= 0):
         raise ValueError(f"`mpp` must be a positive number of microns per pixel, got {mpp}.")
-    if _is_spatialdata(adata):
-        src = _spatialdata_source(adata, table, image_key, spatial_key)
-    else:
-        if image_key is not None:
-            raise ValueError("`image_key` is for SpatialData input; AnnData uses `library_id`.")
-        src = _anndata_source(table, library_id, spatial_key)
+    src = _image_source(adata, table, image_key, library_id, spatial_key)
     coords, reader = src["coords"], src["reader"]
     height, width = reader.shape
-    if _is_spatialdata(adata):
-        hint = "check the coordinate transformations of the image element and of the spots"
-    else:
-        hint = (
-            f"if the image file is a downscaled copy, point `uns['spatial'][{src['library_id']!r}]['metadata']"
-            "['source_image_path']` at the full-resolution image; if the coordinates are at another resolution, "
-            "convert them to full-resolution pixels (e.g. divide hires-image coordinates by `tissue_hires_scalef`)"
-        )
-    check_inside_image(coords, width, height, hint=hint, spatial_key=spatial_key)
-    if mpp is None:
-        region = round(tile_size * src["px_per_unit"])
-    else:
-        if not src["mpp"]:
-            raise ValueError("`mpp` needs the image's microns per pixel, which is not recorded for this section.")
-        region = round(tile_size * mpp / float(src["mpp"]) * src["px_per_unit"])
-    if region < 8:
-        raise ValueError(f"A tile would cover only {region} image pixels; use a larger `tile_size` or `mpp`.")
+    region = _region_px(src, tile_size, mpp)
 
     def slots_of(key: str) -> dict[tuple[str, str], str]:
         return {("obsm", key): "key_added", ("obsm", Keys.tile_index(key)): "key_added", ("uns", key): "key_added"}
@@ -296,41 +275,71 @@ def embed_tiles(
         cache_key={"source": src["source"]},
         progress=settings.progress,
     )
-    n = table.n_obs
     params = {
-        "encoder": enc.name,
-        "encoder_fingerprint": enc.fingerprint or "",
-        "weights": "" if weights is None else str(weights),
-        "dim": enc.dim,
-        "tile_size": tile_size,
-        "input_size": enc.input_size,
-        "mpp": -1.0 if mpp is None else float(mpp),
-        "region_px": int(region),
-        "grid_size": grid_size,
-        "spot_tiles": n,
-        "neighbour_tiles": len(plan.cells) if grid_size else 0,
-        "tiles_embedded": len(boxes),
-        "naive_crops": n * (1 + grid_size * grid_size),
-        "encoder_passes_this_run": record["encoder_passes"],
-        "batches_from_cache": record["batches_from_cache"],
-        "device": record["device"],
-        "precision": record["precision"],
-        "library_id": str(src["library_id"]),
-    }
+        "encoder": enc.name, "encoder_fingerprint": enc.fingerprint or "", "weights": "" if weights is None else str(weights),
+        "dim": enc.dim, "tile_size": tile_size, "input_size": enc.input_size, "mpp": -1.0 if mpp is None else float(mpp),
+        "region_px": int(region), "grid_size": grid_size, "spot_tiles": table.n_obs,
+        "neighbour_tiles": len(plan.cells) if grid_size else 0, "tiles_embedded": len(boxes),
+        "naive_crops": table.n_obs * (1 + grid_size * grid_size), "encoder_passes_this_run": record["encoder_passes"],
+        "batches_from_cache": record["batches_from_cache"], "device": record["device"],
+        "precision": record["precision"], "library_id": str(src["library_id"]),
+    }  # fmt: skip
     logger.info(
         "Embedded %d tiles for %d spots with %s (naive per-spot crops: %d, %.1fx more).",
-        len(boxes), n, enc.name, params["naive_crops"], params["naive_crops"] / len(boxes),
+        len(boxes), table.n_obs, enc.name, params["naive_crops"], params["naive_crops"] / len(boxes),
     )  # fmt: skip
+    writes = _embedding_writes(table.n_obs, emb, plan, key_added, params)
+    return write_slots(table, writes, copy=copy, overwrite=overwrite, names=slots, writer="pp.embed_tiles")
+
+
+def _image_source(
+    adata: Any, table: AnnData, image_key: str | None, library_id: str | None, spatial_key: str
+) -> dict[str, Any]:
+    """The section's image reader and spot coordinates in its pixels (every spot checked to lie on the image)."""
+    if _is_spatialdata(adata):
+        src = _spatialdata_source(adata, table, image_key, spatial_key)
+        hint = "check the coordinate transformations of the image element and of the spots"
+    else:
+        if image_key is not None:
+            raise ValueError("`image_key` is for SpatialData input; AnnData uses `library_id`.")
+        src = _anndata_source(table, library_id, spatial_key)
+        hint = (
+            f"if the image file is a downscaled copy, point `uns['spatial'][{src['library_id']!r}]['metadata']"
+            "['source_image_path']` at the full-resolution image; if the coordinates are at another resolution, "
+            "convert them to full-resolution pixels (e.g. divide hires-image coordinates by `tissue_hires_scalef`)"
+        )
+    height, width = src["reader"].shape
+    check_inside_image(src["coords"], width, height, hint=hint, spatial_key=spatial_key)
+    return src
+
+
+def _region_px(src: dict[str, Any], tile_size: int, mpp: float | None) -> int:
+    """Image pixels a tile covers: ``tile_size`` coordinate units, or ``tile_size`` pixels at ``mpp``."""
+    if mpp is None:
+        region = round(tile_size * src["px_per_unit"])
+    else:
+        if not src["mpp"]:
+            raise ValueError("`mpp` needs the image's microns per pixel, which is not recorded for this section.")
+        region = round(tile_size * mpp / float(src["mpp"]) * src["px_per_unit"])
+    if region < 8:
+        raise ValueError(f"A tile would cover only {region} image pixels; use a larger `tile_size` or `mpp`.")
+    return region
+
+
+def _embedding_writes(
+    n: int, emb: np.ndarray, plan: TilePlan, key: str, params: dict[str, Any]
+) -> dict[tuple[str, str], Any]:
+    """The slots of an embedding: spot features, the neighbour-tile index and tiles (with a grid), the record."""
     uns: dict[str, Any] = {"params": params}
-    writes: dict[tuple[str, str], Any] = {("obsm", key_added): emb[:n]}
-    if grid_size:
+    writes: dict[tuple[str, str], Any] = {("obsm", key): emb[:n]}
+    if params["grid_size"]:
         uns["tile_embeddings"] = emb[n:]
         uns["tile_cells"] = plan.cells.astype(np.int32)
-        writes[("obsm", Keys.tile_index(key_added))] = plan.index.astype(np.int32)
+        writes[("obsm", Keys.tile_index(key))] = plan.index.astype(np.int32)
     else:  # a previous run's neighbour index would point at tiles that are no longer stored
-        writes[("obsm", Keys.tile_index(key_added))] = None
-    writes[("uns", key_added)] = uns
-    return finish(table, writes, copy=copy, overwrite=overwrite, names=slots, writer="pp.embed_tiles")
+        writes[("obsm", Keys.tile_index(key))] = None
+    writes[("uns", key)] = uns
+    return writes
 
 
 @inject_docs

@@ -14,7 +14,7 @@ from scipy import sparse
 
 from phg2st_sc._constants import Keys
 from phg2st_sc._docs import inject_docs
-from phg2st_sc._utils import finish, get_table
+from phg2st_sc._utils import get_table, write_slots
 from phg2st_sc._validate import check_counts, check_nonempty, check_positive_int, check_unique_names
 
 if TYPE_CHECKING:
@@ -199,10 +199,10 @@ def select_genes(
         idx = adata.var_names.get_indexer(genes)
         if copy:
             out = adata[:, idx].copy()
-            finish(out, {("uns", Keys.GENES_UNS): {"params": params}}, copy=False, writer="pp.select_genes")
+            write_slots(out, {("uns", Keys.GENES_UNS): {"params": params}}, copy=False, writer="pp.select_genes")
             return out
         before = {key: (key in adata.uns, adata.uns.get(key)) for key in (Keys.GENES_UNS, Keys.WRITTEN_UNS)}
-        finish(adata, {("uns", Keys.GENES_UNS): {"params": params}}, copy=False, writer="pp.select_genes")
+        write_slots(adata, {("uns", Keys.GENES_UNS): {"params": params}}, copy=False, writer="pp.select_genes")
         try:
             adata._inplace_subset_var(idx)  # last: the record is undone if the subset fails
         except BaseException:
@@ -239,5 +239,5 @@ def _with_zero_genes(adata: AnnData, genes: list[str], params: dict) -> AnnData:
         uns=deepcopy(dict(adata.uns)),
         layers={k: expand(v) for k, v in sub.layers.items()},
     )
-    finish(out, {("uns", Keys.GENES_UNS): {"params": params}}, copy=False, writer="pp.select_genes")
+    write_slots(out, {("uns", Keys.GENES_UNS): {"params": params}}, copy=False, writer="pp.select_genes")
     return out

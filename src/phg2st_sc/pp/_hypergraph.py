@@ -32,7 +32,7 @@ from scipy.spatial import cKDTree
 
 from phg2st_sc._constants import Keys
 from phg2st_sc._docs import inject_docs
-from phg2st_sc._utils import check_slots, finish, get_table
+from phg2st_sc._utils import check_slots, get_table, write_slots
 from phg2st_sc._validate import (
     check_nonempty,
     check_positive_int,
@@ -332,6 +332,6 @@ def build_hypergraph(
         ("obsp", Keys.distances(key_added)): distances,
     }
     if tiles is not None:
-        writes[("obsm", f"{key_added}_neighbour_hyperedges")] = neighbour_hyperedges(tiles, index, neighbour_k)
+        writes[("obsm", Keys.neighbour_hyperedges(key_added))] = neighbour_hyperedges(tiles, index, neighbour_k)
     writes[("uns", Keys.hypergraph(key_added))] = {"params": params}
-    return finish(table, writes, copy=copy, overwrite=overwrite, names=slots, writer="pp.build_hypergraph")
+    return write_slots(table, writes, copy=copy, overwrite=overwrite, names=slots, writer="pp.build_hypergraph")

@@ -11,7 +11,7 @@ from scipy import sparse
 
 from phg2st_sc._constants import Keys
 from phg2st_sc._docs import inject_docs
-from phg2st_sc._utils import check_slots, finish, get_table
+from phg2st_sc._utils import check_slots, get_table, write_slots
 from phg2st_sc._validate import (
     check_nonempty,
     check_positive_int,
@@ -112,4 +112,4 @@ def smooth(
     smoothed = np.asarray(op @ x, dtype=np.float32)
     params = {"layer": "X" if layer is None else layer, "layer_added": layer_added, "radius": radius}
     writes = {("layers", layer_added): smoothed, ("uns", Keys.SMOOTH_UNS): {"params": params}}
-    return finish(adata, writes, copy=copy, overwrite=overwrite, names=slots, writer="pp.smooth")
+    return write_slots(adata, writes, copy=copy, overwrite=overwrite, names=slots, writer="pp.smooth")

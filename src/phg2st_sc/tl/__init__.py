@@ -1,5 +1,7 @@
 """Tools: the PHG2ST model (fit, impute), prompt selection, baselines, metrics and evaluation protocols."""
 
+from phg2st_sc._model._config import ModelConfig
+
 from ._baselines import IMAGE_METHODS, METHODS, baseline
 from ._benchmark import METHOD_PRESETS, BenchmarkResult, benchmark, summarise
 from ._fit import fit, impute
@@ -13,6 +15,7 @@ __all__ = [
     "METHOD_PRESETS",
     "summarise",
     "fit",
+    "ModelConfig",
     "impute",
     "select_prompts",
     "baseline",

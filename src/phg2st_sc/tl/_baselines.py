@@ -16,7 +16,7 @@ from scipy.spatial import cKDTree
 
 from phg2st_sc._constants import Keys
 from phg2st_sc._docs import inject_docs
-from phg2st_sc._utils import check_slots, finish, get_table, spot_pitch
+from phg2st_sc._utils import check_slots, get_table, spot_pitch, write_slots
 from phg2st_sc._validate import (
     check_choice,
     check_nonempty,
@@ -341,4 +341,4 @@ def baseline(
     out = y.astype(np.float32, copy=True)
     out[held] = pred
     writes = {("layers", layer_added): out, ("uns", layer_added): {"params": params}}
-    return finish(adata, writes, copy=copy, overwrite=overwrite, names=slots, writer="tl.baseline")
+    return write_slots(adata, writes, copy=copy, overwrite=overwrite, names=slots, writer="tl.baseline")

@@ -393,7 +393,7 @@ def _read_fold(run: _Run, fold: str) -> tuple[pd.DataFrame, list[pd.DataFrame]] 
 def _run_fold(run: _Run, fold: str, test_sections: list[str]) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
     """Train PHG2ST on the fold's training sections (per protocol) and score every method on its test sections."""
     from phg2st_sc.tl._evaluation import baseline_predictor, evaluate_methods, model_predictor
-    from phg2st_sc.tl._fit import fit
+    from phg2st_sc.tl._fit import fit, fit_arguments
 
     rows, genes = [], []
     for proto in run.protocols:
@@ -403,7 +403,9 @@ def _run_fold(run: _Run, fold: str, test_sections: list[str]) -> tuple[pd.DataFr
         for label, spec in run.specs.items():
             if spec["method"] == "phg2st":
                 settings = {k: v for k, v in spec.items() if k != "method"}
-                predictors[label] = model_predictor(fit(train, use_rep=run.rep, **{**run.fit_kwargs, **settings}))
+                predictors[label] = model_predictor(
+                    fit(train, use_rep=run.rep, **fit_arguments({**run.fit_kwargs, **settings}))
+                )
             else:
                 predictors[label] = baseline_predictor(spec, run.rep)
         for section in test_sections:

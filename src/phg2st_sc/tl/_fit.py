@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
-from pathlib import Path
+import warnings
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -14,9 +14,10 @@ from scipy import sparse
 
 from phg2st_sc._constants import Keys
 from phg2st_sc._docs import inject_docs
+from phg2st_sc._model._config import ModelConfig
 from phg2st_sc._model._inputs import input_record
 from phg2st_sc._settings import settings
-from phg2st_sc._utils import _is_spatialdata, check_slots, finish, get_table
+from phg2st_sc._utils import _is_spatialdata, check_slots, get_table, spot_pitch, write_slots
 from phg2st_sc._validate import (
     check_gene_list,
     check_nonempty,
@@ -35,8 +36,6 @@ if TYPE_CHECKING:
     from phg2st_sc._model._model import PHG2ST
 
 logger = logging.getLogger("phg2st_sc")
-
-VAL_PROMPT_FRACTION = 0.1  # validation prompts at the test-time fraction
 
 
 def _slides(data: Any, table_key: str | None) -> list[AnnData]:
@@ -68,20 +67,16 @@ def _slides(data: Any, table_key: str | None) -> list[AnnData]:
     return out
 
 
-#: The architecture settings among tl.fit's arguments (the fields of ModelConfig that the data do not decide).
-ARCHITECTURE = ("variant", "hidden", "heads", "spot_depth", "neighbour_depth", "dropout", "use_spot_branch",
-                "use_neighbour_branch", "use_prompts", "use_image", "attention_window")  # fmt: skip
-
-
 def check_fit_settings(**settings: Any) -> None:
     """Check :func:`fit`'s settings that need no data, before any work (``phg2st fit`` checks ``--fit`` with it).
 
-    Settings that are not :func:`fit`'s own must be ``lightning.Trainer`` parameters; a typo is refused with a
-    suggestion.
+    Architecture settings may come as ``config`` or flat (:data:`~phg2st_sc._model._config.ARCHITECTURE`); settings
+    that are neither :func:`fit`'s own nor architecture fields must be ``lightning.Trainer`` parameters (a typo is
+    refused with a suggestion).
     """
-    from phg2st_sc._model._module import ModelConfig
+    from phg2st_sc._model._config import ARCHITECTURE, architecture
 
-    own = _fit_parameters()
+    own = [*_fit_parameters(), *ARCHITECTURE]
     check_trainer_kwargs({k: v for k, v in settings.items() if k not in own}, own=own)
     checks = {
         "prompt_fraction": lambda v: _check_fraction(v, "prompt_fraction"),
@@ -96,18 +91,27 @@ def check_fit_settings(**settings: Any) -> None:
     for key, check in checks.items():
         if key in settings:
             check(settings[key])
-    arch = {k: settings[k] for k in ARCHITECTURE if k in settings}
-    ModelConfig(n_genes=1, feature_dim=1, **arch)  # checks every architecture value
-    if "use_image" in arch or "use_prompts" in arch:
-        if not arch.get("use_image", True) and not arch.get("use_prompts", True):
-            raise ValueError("With neither the image nor the prompts the model has no input.")
-        if arch.get("variant", "propagated") == "paper" and not arch.get("use_image", True):
-            raise ValueError("The paper's variant reads the prompts only through the image branches; `use_image=False` "
-                             "leaves it without input. Use `variant='propagated'` for a prompts-only model.")  # fmt: skip
+    flat = {k: settings[k] for k in ARCHITECTURE if k in settings and settings[k] is not None}
+    architecture(settings.get("config"), **flat)  # checks every architecture value
     if settings.get("checkpoint_dir") is not None and settings.get("enable_checkpointing") is False:
         raise ValueError(
             "`checkpoint_dir` asks for checkpoints and `enable_checkpointing=False` forbids them: drop one."
         )
+
+
+def fit_arguments(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` as :func:`fit` takes them: flat architecture fields (other than ``variant``) moved into ``config``.
+
+    For callers with flat settings: ``tl.benchmark``'s ``fit_kwargs`` and ``phg2st fit --fit``.
+    """
+    from phg2st_sc._model._config import ARCHITECTURE, architecture
+
+    flat = {k: v for k, v in settings.items() if k in ARCHITECTURE and k != "variant"}
+    if not flat:
+        return dict(settings)
+    out = {k: v for k, v in settings.items() if k not in flat}
+    out["config"] = architecture(settings.get("config"), **flat)
+    return out
 
 
 def _check_validation(value: Any) -> None:
@@ -168,7 +172,8 @@ def _check_fraction(value: Any, name: str) -> float | tuple[float, float]:
 def fit(
     adatas: AnnData | SpatialData | Sequence[AnnData | SpatialData],
     *,
-    variant: Literal["propagated", "paper"] = "propagated",
+    variant: Literal["propagated", "paper"] | None = None,
+    config: ModelConfig | Mapping[str, Any] | None = None,
     genes: Sequence[str] | None = None,
     layer: str | None = None,
     use_rep: str = "X_uni",
@@ -180,19 +185,8 @@ def fit(
     step_size: int = 50,
     gamma: float = 0.9,
     patience: int = 20,
-    hidden: int = 256,
-    heads: int = 4,
-    spot_depth: int = 2,
-    neighbour_depth: int = 1,
-    dropout: float = 0.1,
-    use_spot_branch: bool = True,
-    use_neighbour_branch: bool = True,
-    use_prompts: bool = True,
-    use_image: bool = True,
-    attention_window: int = 1024,
     seed: int = 0,
     accelerator: str = "auto",
-    devices: int | str | Sequence[int] = "auto",
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool | str | os.PathLike = False,
     table_key: str | None = None,
@@ -214,8 +208,15 @@ def fit(
         hypergraphs of :func:`phg2st_sc.pp.build_hypergraph`, ``obsm['spatial']`` and normalised expression
         (e.g. from :func:`phg2st_sc.tl.prepare_targets`).
     variant
-        ``"propagated"`` (default): every spot attends to its nearest prompts and refines the interpolated prompt
-        field. ``"paper"``: the published design, where a prompt informs only itself (see the design notes).
+        ``"propagated"`` (the default): every spot attends to its nearest prompts and refines the interpolated
+        prompt field. ``"paper"``: the published design, where a prompt informs only itself (see the design notes).
+        A shortcut for ``config``'s field of that name.
+    config
+        The architecture: a :class:`~phg2st_sc.tl.ModelConfig` or a dict of some of its fields (token size, heads,
+        depths, dropout, attention window, and the switches for ablations: no spot branch, no neighbour branch,
+        image only with ``use_prompts=False``, prompts only with ``use_image=False``); ``None`` keeps the defaults.
+        Architecture fields given directly as keywords (``hidden=128``, as before) still work, with a
+        ``DeprecationWarning``.
     genes
         Genes to predict; defaults to those shared by all sections, in the first section's order.
     layer
@@ -239,19 +240,11 @@ def fit(
         Adam learning rate and its StepLR schedule (multiplied by ``gamma`` every ``step_size`` epochs).
     patience
         Epochs without a better validation PCC before stopping.
-    hidden, heads, spot_depth, neighbour_depth, dropout
-        Token size, attention heads, transformer blocks of the spot and neighbour branches, dropout.
-    use_spot_branch, use_neighbour_branch, use_prompts, use_image
-        Switch parts off for ablations (no spot branch, no neighbour branch, image only, prompts only).
-    attention_window
-        Sections with more spots than this run the spot transformer within spatial windows of this many spots
-        (alternating row and column bands), so memory grows linearly with the number of spots instead of
-        quadratically; smaller sections get full attention. See the benchmarks page for its effect on accuracy.
     seed
         Seeds weights, prompt draws and the validation split: the same seed gives the same model on the CPU.
-    accelerator, devices
-        Lightning's ``"auto"``, ``"cpu"``, ``"gpu"``, ``"mps"``, and device counts; several devices or
-        ``num_nodes`` run data-parallel (``strategy="ddp"``), one section per step and process.
+    accelerator
+        Lightning's ``"auto"``, ``"cpu"``, ``"gpu"``, ``"mps"``. Several ``devices`` (a ``lightning.Trainer``
+        keyword, below) or ``num_nodes`` run data-parallel (``strategy="ddp"``), one section per step and process.
     checkpoint_dir
         Folder for training checkpoints: after every epoch a complete checkpoint (weights, optimiser and schedule,
         random generators, history) is written atomically to ``last.ckpt`` and, with a validation set, the best
@@ -267,7 +260,7 @@ def fit(
         moved or copied between runs. Checkpoints are read with ``weights_only=True``.
     {table_key}
     **trainer_kwargs
-        Passed to ``lightning.Trainer`` (e.g. ``strategy``, ``num_nodes``, ``precision``); ``callbacks`` are added
+        Passed to ``lightning.Trainer`` (e.g. ``devices``, ``strategy``, ``num_nodes``, ``precision``); ``callbacks`` are added
         to the package's own (history, checkpoints, early stopping).
 
     Returns
@@ -286,221 +279,103 @@ def fit(
     --------
     >>> model = phg2st.tl.fit([c3, c4, c5, c6], use_rep="X_efficientnet_lite0", max_epochs=100)  # doctest: +SKIP
     """
+    from phg2st_sc._model import _training
+    from phg2st_sc._model._config import InputSpec
     from phg2st_sc._model._inputs import library_size
     from phg2st_sc._model._model import PHG2ST
-    from phg2st_sc._model._module import ModelConfig
 
     slides = _slides(adatas, table_key)
-    checkpoint_dir, resume_from = _resume_path(checkpoint_dir, resume)
-    check_fit_settings(
-        variant=variant, prompt_fraction=prompt_fraction, validation=validation, max_epochs=max_epochs, lr=lr,
-        step_size=step_size, gamma=gamma, patience=patience, seed=seed, hidden=hidden, heads=heads,
-        spot_depth=spot_depth, neighbour_depth=neighbour_depth, dropout=dropout, use_spot_branch=use_spot_branch,
-        use_neighbour_branch=use_neighbour_branch, use_prompts=use_prompts, use_image=use_image,
-        attention_window=attention_window, checkpoint_dir=checkpoint_dir, **trainer_kwargs,
-    )  # fmt: skip
+    arch, trainer_kwargs = _architecture(variant, config, trainer_kwargs)
+    devices = trainer_kwargs.pop("devices", "auto")
+    checkpoint_dir, resume_from = _training.resume_path(checkpoint_dir, resume)
+    optimiser = {"lr": lr, "step_size": step_size, "gamma": gamma}
+    check_fit_settings(prompt_fraction=prompt_fraction, validation=validation, max_epochs=max_epochs, patience=patience,
+                       seed=seed, checkpoint_dir=checkpoint_dir, **optimiser, **trainer_kwargs)  # fmt: skip
     fraction = _check_fraction(prompt_fraction, "prompt_fraction")
-    seed, max_epochs, step_size, patience = int(seed), int(max_epochs), int(step_size), int(patience)  # numpy ints
-    if genes is None:
-        shared = slides[0].var_names
-        for a in slides[1:]:
-            shared = shared.intersection(a.var_names, sort=False)
-        genes = list(shared)
-        if not genes:
-            raise ValueError("The training sections share no gene.")
-    else:
-        genes = check_gene_list(genes)
-    first = slides[0]
-    if use_rep not in first.obsm:
+    seed, max_epochs, patience = int(seed), int(max_epochs), int(patience)  # numpy ints
+    optimiser["step_size"] = int(step_size)
+    genes = _shared_genes(slides) if genes is None else check_gene_list(genes)
+    if use_rep not in slides[0].obsm:
         raise KeyError(
             f"`adata.obsm[{use_rep!r}]` is missing: embed the tiles first (`phg2st.pp.embed_tiles`) or name the "
-            f"embedding with `use_rep=` (has {list(first.obsm)})."
+            f"embedding with `use_rep=` (has {list(slides[0].obsm)})."
         )
-    config = ModelConfig(
-        n_genes=len(genes), feature_dim=int(np.asarray(first.obsm[use_rep]).shape[1]), variant=variant, hidden=hidden,
-        heads=heads, spot_depth=spot_depth, neighbour_depth=neighbour_depth, dropout=dropout,
-        use_spot_branch=use_spot_branch, use_neighbour_branch=use_neighbour_branch, use_prompts=use_prompts,
-        use_image=use_image, attention_window=attention_window,
-    )  # fmt: skip
-    info = {"use_rep": use_rep, "hypergraph_key": hypergraph_key, "layer": layer, **input_record(first, use_rep)}
+    record = input_record(slides[0], use_rep)
+    spec = InputSpec(genes=genes, use_rep=use_rep, hypergraph_key=hypergraph_key, layer=layer,
+                     normalization=record["normalization"], embedding=record["embedding"])  # fmt: skip
     import torch
 
     torch.manual_seed(seed)  # the initial weights
-    model = PHG2ST(config, genes, info)
-    tensors = [model.slide(a, name=_name(a, i)) for i, a in enumerate(slides)]  # validates every section first
+    features = int(np.asarray(slides[0].obsm[use_rep]).shape[1])
+    model = PHG2ST(ModelConfig(n_genes=len(genes), feature_dim=features, **arch), genes, spec)
+    tensors = [model.tensors(a, name=_name(a, i)) for i, a in enumerate(slides)]  # validates every section first
     small = [s.name for s in tensors if s.n < 10]
     if small:
         raise ValueError(f"Sections {small} have fewer than 10 spots: too few to draw prompts and score the rest.")
-    norm = model.info["normalization"]  # the scale of the targets, which impute compares its prompts' with
+    spec.spot_pitch = float(np.median([spot_pitch(np.asarray(a.obsm[Keys.SPATIAL], dtype=float)) for a in slides]))
+    norm = spec.normalization  # the scale of the targets, which impute compares its prompts' with
     norm["library_size"] = library_size(
         np.concatenate([s.y.numpy() for s in tensors]), bool(norm.get("log1p")), norm.get("log1p_base")
     )
-
-    rng = np.random.default_rng(seed)
-    if isinstance(validation, str):  # "auto" (checked above)
-        if len(slides) >= 3:
-            validation, slides, tensors = [slides[-1]], slides[:-1], tensors[:-1]
-        else:
-            validation = 0.1
-    val_items = None
-    if isinstance(validation, (int, float)) and not isinstance(validation, bool):
-        if not 0 < validation < 1:
-            raise ValueError(f"`validation` as a fraction must be in (0, 1), got {validation}.")
-        val_items = []
-        for s in tensors:
-            held = np.zeros(s.n, dtype=bool)
-            held[rng.choice(s.n, size=max(2, round(validation * s.n)), replace=False)] = True
-            if s.n - held.sum() < 3:
-                raise ValueError(f"Section {s.name} has too few spots ({s.n}) for a validation split.")
-            s.trainable = ~held
-            prompts = _draw(~held, VAL_PROMPT_FRACTION, rng)
-            val_items.append((s, prompts, held))
-        mode = f"{validation:.0%} of each training section's spots"
-    elif validation is not None:
-        held_out = _slides(validation, table_key)
-        for a in held_out:
-            if any(_same_section(a, t) for t in slides):
-                raise ValueError("A validation section is also a training section; hold out a different section.")
-        val_items = []
-        for i, a in enumerate(held_out):
-            s = model.slide(a, name=_name(a, i))
-            prompts = _draw(np.ones(s.n, dtype=bool), VAL_PROMPT_FRACTION, rng)
-            val_items.append((s, prompts, ~prompts))
-        mode = f"{len(held_out)} held-out sections"
-    else:
-        mode = "none"
-    if variant == "paper" or not use_prompts:
-        # Without a prompt field the heads must learn each gene's level from zero: start them at the mean of the
-        # training spots (validation spots excluded).
-        mean = torch.cat([s.y[torch.from_numpy(s.trainable)] for s in tensors]).mean(0)
-        for name in ("head", "head_spot", "head_nbr"):
-            if hasattr(model.module, name):
-                getattr(model.module, name).bias.data.copy_(mean)
-    model.info.update(
-        {
-            "variant": variant,
-            "prompt_fraction": fraction,
-            "validation": mode,
-            "seed": seed,
-            "lr": lr,
-            "training_sections": [s.name for s in tensors],
-        }  # fmt: skip
-    )
-    _check_training_memory(model, tensors, accelerator)
-    fingerprint = _fingerprint(model, tensors, val_items, trainer_kwargs, step_size=step_size, gamma=gamma)
+    held_out = None
+    if validation is not None and not isinstance(validation, (str, int, float)):
+        held_out = [model.tensors(a, name=_name(a, i)) for i, a in enumerate(_held_out(validation, slides, table_key))]
+    tensors, val_items, mode = _training.split_validation(tensors, validation, held_out, np.random.default_rng(seed))
+    _training.init_head_bias(model, tensors)
+    model.training.update({"variant": model.config["variant"], "prompt_fraction": fraction, "validation": mode,
+                           "seed": seed, "lr": lr, "training_sections": [s.name for s in tensors]})  # fmt: skip
+    _training.check_training_memory(model, tensors, accelerator)
+    fingerprint = _training.run_fingerprint(model, tensors, val_items, trainer_kwargs, **optimiser)
     if resume_from is not None:
-        from phg2st_sc._model._plan import read_checkpoint
-
-        ckpt = read_checkpoint(resume_from, fingerprint)
-        logger.info("Resuming from %s (after epoch %d).", resume_from, int(ckpt.get("epoch", -1)))
-        del ckpt
-    logger.info(
-        "Training PHG2ST (%s) on %d sections, %d genes; validation: %s.", variant, len(tensors), len(genes), mode
-    )
+        _training.check_resumable(resume_from, fingerprint)
+    logger.info("Training PHG2ST (%s) on %d sections, %d genes; validation: %s.", model.config["variant"],
+                len(tensors), len(genes), mode)  # fmt: skip
     model.train(
-        tensors, val_items, prompt_fraction=fraction, max_epochs=max_epochs, lr=lr, step_size=step_size, gamma=gamma,
-        patience=patience, seed=seed, accelerator=accelerator, devices=devices, progress=settings.progress,
+        tensors, val_items, prompt_fraction=fraction, max_epochs=max_epochs, **optimiser, patience=patience,
+        seed=seed, accelerator=accelerator, devices=devices, progress=settings.progress,
         checkpoint_dir=checkpoint_dir, resume_from=resume_from, fingerprint=fingerprint, **trainer_kwargs,
     )  # fmt: skip
     return model
 
 
-def _check_training_memory(model: PHG2ST, tensors: list, accelerator: str) -> None:
-    """Refuse a CPU run whose attention maps cannot fit in memory, before any training starts.
+def _architecture(
+    variant: str | None, config: ModelConfig | Mapping[str, Any] | None, kwargs: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The architecture fields from ``variant``, ``config`` and deprecated flat keywords; the Trainer's keywords."""
+    from phg2st_sc._model._config import ARCHITECTURE, architecture
 
-    On a GPU nothing is checked (CUDA's fused attention kernels do not store the maps), and CUDA is not
-    initialised here, so that Lightning's fork-based strategies still work from a notebook.
-    """
-    import torch
-
-    from phg2st_sc._model._plan import check_attention_memory
-
-    if accelerator != "cpu" and (accelerator != "auto" or torch.cuda.is_available()):
-        return
-    largest = max(tensors, key=lambda s: s.n)
-    check_attention_memory(largest.n, model.config, training=True, name=largest.name)
-
-
-def _resume_path(
-    checkpoint_dir: str | os.PathLike | None, resume: bool | str | os.PathLike
-) -> tuple[Path | None, Path | None]:
-    """The checkpoint folder and the checkpoint to resume from (``None`` for a fresh run).
-
-    Refuses to mix a fresh run into old checkpoints.
-    """
-    folder = Path(checkpoint_dir).expanduser() if checkpoint_dir is not None else None
-    if folder is not None and folder.exists() and not folder.is_dir():
-        raise NotADirectoryError(f"`checkpoint_dir` {folder} is a file; give a folder.")
-    if isinstance(resume, bool):
-        if not resume:
-            if folder is not None and folder.is_dir() and any(folder.glob("*.ckpt")):
-                raise FileExistsError(
-                    f"{folder} holds checkpoints of an earlier run: pass `resume=True` to continue it, or choose "
-                    "an empty `checkpoint_dir` for a new run."
-                )
-            return folder, None
-        if folder is None:
-            raise ValueError("`resume=True` continues from `checkpoint_dir/last.ckpt`: give `checkpoint_dir`.")
-        last = folder / "last.ckpt"
-        if last.is_file():
-            return folder, last
-        logger.info("No checkpoint in %s yet: training from the start.", folder)
-        return folder, None
-    if isinstance(resume, (str, os.PathLike)):
-        path = Path(resume).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"No checkpoint at {path} to resume from.")
-        # The run goes on in the checkpoint's folder (its best epoch's file and `last.ckpt` live there).
-        if folder is not None and folder.resolve() != path.parent.resolve():
-            raise ValueError(
-                f"The checkpoint {path} is not in `checkpoint_dir` {folder}: leave `checkpoint_dir` out (the run "
-                "continues in the checkpoint's folder) or give that folder."
-            )
-        return path.parent, path
-    raise TypeError(f"`resume` must be True, False or a checkpoint path, got {type(resume).__name__}.")
+    flat = {k: kwargs[k] for k in ARCHITECTURE if k in kwargs}
+    if flat:
+        warnings.warn(
+            f"Architecture settings as keywords of `tl.fit` ({sorted(flat)}) are deprecated: pass "
+            f"`config={flat!r}` (or a `phg2st.tl.ModelConfig`). They will be removed in the next release.",
+            DeprecationWarning, stacklevel=3,
+        )  # fmt: skip
+    if variant is not None:
+        given = architecture(config).get("variant") if config is not None else None
+        if given is not None and given != variant:
+            raise ValueError(f"`variant={variant!r}` contradicts `config`'s variant {given!r}: give one.")
+        flat.setdefault("variant", variant)
+    arch = architecture(config, **flat)
+    return arch, {k: v for k, v in kwargs.items() if k not in flat}
 
 
-def _fingerprint(model: PHG2ST, tensors: list, val_items: list | None, trainer_kwargs: dict, **optimiser: Any) -> str:
-    """A hash of what decides a run's result, so that a checkpoint is resumed only by the run that wrote it.
-
-    Covers the data, architecture, genes, seed, optimiser and Trainer settings; ``max_epochs``, ``patience`` and
-    the accelerator may change.
-    """
-    import hashlib
-    import json
-
-    def plain(v: Any) -> Any:  # 7 == np.int64(7) and 1 == 1.0 for the hash
-        if isinstance(v, dict):
-            return {str(k): plain(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [plain(x) for x in v]
-        if isinstance(v, (bool, str)) or v is None:
-            return v
-        try:
-            return float(v)
-        except (TypeError, ValueError):
-            return str(v)
-
-    data = hashlib.blake2b(digest_size=16)
-    for s in tensors + [item[0] for item in val_items or []]:
-        for t in (s.x, s.y, s.pos):
-            data.update(t.detach().cpu().contiguous().numpy().tobytes())
-    keys = ("variant", "prompt_fraction", "seed", "lr", "use_rep", "hypergraph_key", "layer", "validation")
-    setup = {
-        "config": model.config, "genes": model.genes, "info": {k: v for k, v in model.info.items() if k in keys},
-        "sections": [(s.name, s.n) for s in tensors],
-        "validation": [(s.name, int(p.sum()), int(r.sum())) for s, p, r in val_items or []],
-        "data": data.hexdigest(),
-        "trainer": {k: v for k, v in trainer_kwargs.items() if k not in ("callbacks", "enable_progress_bar")},
-        **optimiser,
-    }  # fmt: skip
-    return hashlib.sha256(json.dumps(plain(setup), sort_keys=True).encode()).hexdigest()[:16]
+def _shared_genes(slides: list[AnnData]) -> list[str]:
+    shared = slides[0].var_names
+    for a in slides[1:]:
+        shared = shared.intersection(a.var_names, sort=False)
+    if shared.empty:
+        raise ValueError("The training sections share no gene.")
+    return list(shared)
 
 
-def _draw(eligible: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
-    from phg2st_sc._model._data import draw_prompts
-
-    return draw_prompts(eligible, fraction, rng)
+def _held_out(validation: Any, slides: list[AnnData], table_key: str | None) -> list[AnnData]:
+    """The sections given for validation, none of which may be a training section."""
+    held_out = _slides(validation, table_key)
+    for a in held_out:
+        if any(_same_section(a, t) for t in slides):
+            raise ValueError("A validation section is also a training section; hold out a different section.")
+    return held_out
 
 
 @inject_docs
@@ -602,17 +477,17 @@ def impute(
     order = [model.genes.index(g) for g in table.var_names]
     pred = pred[:, order]
     if keep_prompts:
-        measured = model.slide(table, prompt=prompts).y.numpy()[:, order]
+        measured = model.tensors(table, prompt=prompts).y.numpy()[:, order]
         pred[prompts] = measured[prompts]
     params = {"variant": model.config["variant"], "prompt_key": prompt_key, "n_prompts": int(prompts.sum()),
-              "keep_prompts": keep_prompts, "use_rep": model.info["use_rep"],
-              "layer": model.info.get("layer") or "X", "prompts": prompt_fingerprint(prompts)}  # fmt: skip
+              "keep_prompts": keep_prompts, "use_rep": model.input.use_rep,
+              "layer": model.input.layer or "X", "prompts": prompt_fingerprint(prompts)}  # fmt: skip
     writes = {
         ("layers", layer_added): pred.astype(np.float32),
         ("obsm", latent_key): latent,
         ("uns", layer_added): {"params": params},
     }
-    return finish(table, writes, copy=copy, overwrite=overwrite, names=slots, writer="tl.impute")
+    return write_slots(table, writes, copy=copy, overwrite=overwrite, names=slots, writer="tl.impute")
 
 
 _FIT = fit  # the function itself, for `_fit_parameters`

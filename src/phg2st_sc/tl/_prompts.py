@@ -10,7 +10,7 @@ from anndata import AnnData
 
 from phg2st_sc._constants import Keys
 from phg2st_sc._docs import inject_docs
-from phg2st_sc._utils import check_slots, finish, get_table
+from phg2st_sc._utils import check_slots, get_table, write_slots
 from phg2st_sc._validate import (
     check_choice,
     check_fraction,
@@ -169,4 +169,4 @@ def select_prompts(
         "fraction": float(chosen.sum() / n_measured) if n_measured else 0.0,
     }
     writes = {("obs", key_added): chosen, ("uns", key_added): {"params": params}}
-    return finish(adata, writes, copy=copy, overwrite=overwrite, names=slots, writer="tl.select_prompts")
+    return write_slots(adata, writes, copy=copy, overwrite=overwrite, names=slots, writer="tl.select_prompts")

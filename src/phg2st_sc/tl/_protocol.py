@@ -17,7 +17,7 @@ from phg2st_sc._constants import Keys
 from phg2st_sc._docs import inject_docs
 from phg2st_sc._errors import SmoothedTargetWarning
 from phg2st_sc._settings import settings
-from phg2st_sc._utils import finish, get_table
+from phg2st_sc._utils import get_table, write_slots
 from phg2st_sc._validate import (
     check_choice,
     check_counts,
@@ -244,7 +244,7 @@ def prepare_targets(
     if model_panel is not None and not isinstance(panel_name, str):  # the model's genes: record its panel's name
         params["panel"] = str(model_panel)
     params["protocol"] = params.pop("name")
-    finish(work, {("uns", Keys.TARGETS_UNS): {"params": params}}, copy=False, writer="tl.prepare_targets")
+    write_slots(work, {("uns", Keys.TARGETS_UNS): {"params": params}}, copy=False, writer="tl.prepare_targets")
     return work
 
 
