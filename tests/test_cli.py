@@ -33,8 +33,10 @@ def test_demo_runs_on_real_data(tmp_path, capsys, embedding_cache):
     out = capsys.readouterr().out
     assert "Protocol 'heldout'" in out and "Protocol 'heldout_smoothed'" in out and "NOTE" in out
     assert "shared neighbour tiles" in out and "trained 'propagated'" in out and "trained 'paper'" in out
+    assert "trained 'adaptive'" in out
     table = pd.read_csv(tmp_path / "her2st_C2_phg2st.csv")
-    expected = {"PHG2ST propagated", "PHG2ST paper", "mean", "idw", "gp", "feature_knn", "ridge", "stack"}
+    expected = {"PHG2ST adaptive", "PHG2ST propagated", "PHG2ST paper", "mean", "idw", "gp", "feature_knn", "ridge",
+                "stack"}  # fmt: skip
     assert set(table["method"]) == expected and set(table["protocol"]) == {"heldout", "heldout_smoothed"}
     assert table["pcc"].notna().all() and (table["n_spots"] == 168).all()
     assert (tmp_path / "her2st_C2_genes.png").stat().st_size > 10_000

@@ -56,21 +56,28 @@ def test_her2st_patient_folds_match_manual_protocol(data_dir, tmp_path):
     np.testing.assert_allclose(again.table.query("fold == 'A'")["pcc"], t.query("fold == 'A'")["pcc"])
 
 
-def test_benchmark_trains_only_on_training_sections(monkeypatch):
-    """PHG2ST is fitted (and selects its epoch) on training sections only; the test section is never passed."""
+def _spy_on_fit(monkeypatch, what):
+    """Record ``what(adatas, kwargs)`` of every `tl.fit` call that `tl.benchmark` makes (the list is returned)."""
     from phg2st_sc.tl import _fit
 
-    seen = []
-    real_fit = _fit.fit
+    seen, real_fit = [], _fit.fit
 
     def spy(adatas, **kwargs):
-        seen.append(sorted({str(a.obs["section"].iloc[0]) for a in adatas}))
+        seen.append(what(adatas, kwargs))
         return real_fit(adatas, **kwargs)
 
     monkeypatch.setattr(_fit, "fit", spy)
-    sections = [
-        phg2st.datasets.synthetic(150, 10, n_features=8, grid_size=3, seed=s, section=f"S{s}") for s in range(4)
-    ]
+    return seen
+
+
+def _sections(n):
+    return [phg2st.datasets.synthetic(150, 10, n_features=8, grid_size=3, seed=s, section=f"S{s}") for s in range(n)]
+
+
+def test_benchmark_trains_only_on_training_sections(monkeypatch):
+    """PHG2ST is fitted (and selects its epoch) on training sections only; the test section is never passed."""
+    seen = _spy_on_fit(monkeypatch, lambda adatas, kwargs: sorted({str(a.obs["section"].iloc[0]) for a in adatas}))
+    sections = _sections(4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = phg2st.tl.benchmark(
@@ -104,3 +111,30 @@ def test_bad_arguments(kwargs, error, match):
     sections = [phg2st.datasets.synthetic(60, 5, n_features=4, grid_size=0, seed=s, section=f"S{s}") for s in (0, 1)]
     with pytest.raises(error, match=match):
         phg2st.tl.benchmark(sections, **{"folds": "leave_one_section_out", **kwargs})
+
+
+def test_the_adaptive_model_and_its_network_alone_share_one_training(monkeypatch):
+    """`phg2st_adaptive_network` is the same trained model with the in-context layer off: one fit per fold."""
+    calls = _spy_on_fit(monkeypatch, lambda adatas, kwargs: kwargs.get("variant"))
+    sections = _sections(3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = phg2st.tl.benchmark(
+            sections, folds={"f2": ["S2"]}, methods=["phg2st_adaptive", "phg2st_adaptive_network"],
+            protocols=["heldout"], seeds=[0], spots=["heldout"], use_rep="X_synthetic",
+            fit_kwargs=dict(config={"hidden": 16, "heads": 2, "spot_depth": 1}, max_epochs=1, accelerator="cpu"),
+        )  # fmt: skip
+    assert calls == ["adaptive"]
+    pcc = res.table.set_index("method")["pcc"]
+    assert pcc["phg2st_adaptive"] != pcc["phg2st_adaptive_network"]  # the layer changes the predictions
+
+
+def test_the_protocol_record_carries_no_path_of_the_machine(tmp_path):
+    from phg2st_sc.tl._benchmark import _portable
+
+    out = tmp_path / "run"
+    assert _portable({"cache_dir": str(out / "embedding_cache"), "mpp": 0.9}, out) == {
+        "cache_dir": "embedding_cache", "mpp": 0.9}  # fmt: skip
+    outside = _portable({"cache_dir": str(tmp_path / "shared_cache")}, out)["cache_dir"]
+    assert str(tmp_path) not in outside and "shared_cache" in outside
+    assert _portable(None, out) == {}

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from anndata import AnnData
 
-VARIANTS = ("propagated", "paper")
+VARIANTS = ("propagated", "paper", "adaptive")
 
 
 @dataclass
@@ -26,7 +26,10 @@ class ModelConfig:
     n_genes, feature_dim
         Set from the data by ``tl.fit`` (genes predicted, width of the image features); 0 until then.
     variant
-        ``"propagated"`` (every spot attends to its nearest prompts) or ``"paper"`` (as published).
+        ``"propagated"``: every spot attends to its nearest prompts inside the network; ``"adaptive"``: the same
+        network, its prediction then adapted to each section through the section's prompts (regression kriging of
+        its cross-fitted residuals, an in-section ridge, a combination chosen on the prompts); ``"paper"``: as
+        published.
     hidden, heads
         Token size and attention heads (``hidden`` a multiple of ``heads`` and of 4).
     spot_depth, neighbour_depth

@@ -27,6 +27,7 @@ logger = logging.getLogger("phg2st_sc")
 FORMAT = "phg2st-sc model"
 FORMAT_VERSION = 1
 PREDICT_CHUNK = 4096  # spots per inference chunk after the spot branch (bounds memory on large slides)
+CROSS_FIT_FOLDS = 5  # the adaptive variant's passes with a fold of the prompts held out
 
 
 class PHG2ST:
@@ -62,6 +63,7 @@ class PHG2ST:
         self.training: dict[str, Any] = dict(training or {})
         self.module = PHG2STModule(config)
         self.history_ = pd.DataFrame()
+        self.in_context_: dict[str, Any] | None = None  # what the last prediction's in-context layer chose
 
     @property
     def info(self) -> dict[str, Any]:
@@ -199,8 +201,15 @@ class PHG2ST:
 
     # -- inference ---------------------------------------------------------------------------------------------
     @torch.inference_mode()
-    def predict(self, adata: AnnData, prompt: np.ndarray, *, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
-        """Predicted expression (n, genes) and latent tokens (n, hidden) of a section given its prompt mask."""
+    def predict(
+        self, adata: AnnData, prompt: np.ndarray, *, device: str = "cpu", network_only: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted expression (n, genes) and latent tokens (n, hidden) of a section given its prompt mask.
+
+        The adaptive variant adapts the network's prediction to the section through its prompts (the in-context
+        layer, :func:`~phg2st_sc._model._incontext.adapt`; what it chose is kept in ``in_context_``);
+        ``network_only`` skips that step.
+        """
         prompt = np.asarray(prompt)
         if prompt.dtype != bool or prompt.shape != (adata.n_obs,):
             raise ValueError(
@@ -227,7 +236,33 @@ class PHG2ST:
                    else "Check the inputs: image features and prompt expression of a scale far from the training data "
                    "overflow the network.")
             )  # fmt: skip
+        self.in_context_ = None
+        if self.config["variant"] == "adaptive" and not network_only:
+            from phg2st_sc._model._incontext import adapt
+
+            y = slide.y.numpy().astype(np.float64)[prompt]
+            at_prompts = self._cross_fitted(slide, prompt, device) if self.config["use_prompts"] else None
+            adapted, fit = adapt(pred.astype(np.float64), latent, slide.x.numpy(), slide.pos.numpy(), prompt, y,
+                                 network_at_prompts=at_prompts)  # fmt: skip
+            pred, self.in_context_ = adapted.astype(np.float32), fit.record()
         return pred, latent
+
+    def _cross_fitted(self, slide: Slide, prompt: np.ndarray, device: str) -> np.ndarray | None:
+        """The network's prediction at each prompt from the other prompts (``None`` with too few prompts).
+
+        :data:`CROSS_FIT_FOLDS` passes, each with one fold of the prompts held out of the network's input.
+        """
+        idx = np.flatnonzero(prompt)
+        if len(idx) < 2 * CROSS_FIT_FOLDS:
+            return None
+        out = np.zeros((len(idx), len(self.genes)))
+        for part in np.array_split(np.random.default_rng(0).permutation(len(idx)), CROSS_FIT_FOLDS):
+            mask = prompt.copy()
+            mask[idx[part]] = False
+            batch = slide_batch(slide, mask, np.zeros(slide.n, dtype=bool), self.config["prompt_k"])
+            pred = self.module({k: v.to(device) for k, v in batch.items()}, chunk=PREDICT_CHUNK)["pred"]
+            out[part] = pred.float().cpu().numpy()[idx[part]]
+        return out
 
     # -- persistence -------------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:

@@ -188,7 +188,7 @@ class PHG2STModule(nn.Module):
             self.head_nbr = nn.Linear(h, c.n_genes)
         if c.variant == "paper" and nbr:
             self.prompt_proj = PromptProjection(c.n_genes, h, c.dropout)  # the query of eq. 5
-        if c.variant == "propagated" and c.use_prompts:
+        if c.variant != "paper" and c.use_prompts:  # propagated and adaptive
             self.prompt_proj = PromptProjection(c.n_genes, h, c.dropout)
             self.prompt_img = nn.Linear(h, h)
             self.prompt_attn = Attention(h, c.heads, c.dropout)

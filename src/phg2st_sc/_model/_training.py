@@ -67,8 +67,9 @@ def split_validation(
 def init_head_bias(model: PHG2ST, tensors: list[Slide]) -> None:
     """Start the output heads at the mean expression of the training spots (validation spots excluded).
 
-    Only for models without a prompt field (``variant="paper"`` or ``use_prompts=False``), whose heads would
-    otherwise have to learn each gene's level from zero; the propagated variant predicts a residual on the field.
+    Only for networks without a prompt field (``variant="paper"`` or ``use_prompts=False``), whose heads would
+    otherwise have to learn each gene's level from zero; the propagated and adaptive networks predict a residual on
+    their field.
     """
     import torch
 

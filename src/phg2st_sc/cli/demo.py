@@ -18,7 +18,7 @@ SECTIONS = ("C2", "C3", "C4", "C5", "C6")
 # Fixed in advance for a 2-core CPU (not tuned on the demo section): tl.fit's defaults with smaller tokens and
 # fewer epochs; validation "auto": the last training section (C6) selects the epoch.
 DEMO_FIT = {"use_rep": REP, "config": {"hidden": 128}, "max_epochs": 100, "patience": 20, "accelerator": "cpu"}
-DEMO_PROMPTS = {"propagated": (0.05, 0.3), "paper": 0.3}
+DEMO_PROMPTS = {"adaptive": (0.05, 0.3), "propagated": (0.05, 0.3), "paper": 0.3}
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -104,7 +104,7 @@ def demo(
 
 def _run_protocol(protocol: str, embedded: dict, section: str, train: list[str], seeds: Sequence[int],
                   epochs: int | None) -> tuple[Any, dict, dict]:  # fmt: skip
-    """Targets, the two trained variants, and the scores of every method on ``section`` (printed)."""
+    """Targets, the three trained variants, and the scores of every method on ``section`` (printed)."""
     import pandas as pd
 
     import phg2st_sc as phg2st
@@ -115,7 +115,7 @@ def _run_protocol(protocol: str, embedded: dict, section: str, train: list[str],
         warnings.simplefilter("ignore", phg2st.SmoothedTargetWarning)
         targets = {s: phg2st.tl.prepare_targets(a, protocol, panel="her2st_785") for s, a in embedded.items()}
     models = {}
-    for variant in ("propagated", "paper"):
+    for variant in DEMO_PROMPTS:
         t = time.perf_counter()
         fit_kwargs = {**DEMO_FIT, **({"max_epochs": epochs} if epochs else {})}
         model = phg2st.tl.fit([targets[s] for s in train], variant=variant, prompt_fraction=DEMO_PROMPTS[variant],
@@ -140,13 +140,15 @@ def _run_protocol(protocol: str, embedded: dict, section: str, train: list[str],
 
 
 def _figure(target: Any, models: dict, *, seed: int, path: Path) -> Path:
-    """Three genes of the section: measured, the stack baseline and both variants, on the H&E."""
+    """Three genes of the section: measured, the stack baseline and the three variants, on the H&E."""
     import phg2st_sc as phg2st
 
     work = target.copy()
     phg2st.tl.select_prompts(work, fraction=0.1, seed=seed)
     phg2st.tl.baseline(work, method="stack", use_rep=REP)
     phg2st.tl.impute(work, models["PHG2ST paper"], layer_added="phg2st_paper")
-    phg2st.tl.impute(work, models["PHG2ST propagated"], layer_added="phg2st")
-    phg2st.pl.spatial(work, list(DEMO_GENES), layers=(None, "baseline_stack", "phg2st_paper", "phg2st"), save=path)
+    phg2st.tl.impute(work, models["PHG2ST propagated"], layer_added="phg2st_propagated")
+    phg2st.tl.impute(work, models["PHG2ST adaptive"], layer_added="phg2st")
+    layers = (None, "baseline_stack", "phg2st_paper", "phg2st_propagated", "phg2st")
+    phg2st.pl.spatial(work, list(DEMO_GENES), layers=layers, save=path)
     return path

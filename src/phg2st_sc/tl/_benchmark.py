@@ -30,10 +30,24 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
     **{m: {"method": m} for m in METHODS},
     "phg2st": {"method": "phg2st", "variant": "propagated", "prompt_fraction": (0.05, 0.3)},
     "phg2st_paper": {"method": "phg2st", "variant": "paper", "prompt_fraction": 0.3},
-    "phg2st_no_spot_branch": {"method": "phg2st", "prompt_fraction": (0.05, 0.3), "use_spot_branch": False},
-    "phg2st_no_neighbour_branch": {"method": "phg2st", "prompt_fraction": (0.05, 0.3), "use_neighbour_branch": False},
-    "phg2st_image_only": {"method": "phg2st", "prompt_fraction": (0.05, 0.3), "use_prompts": False},
-    "phg2st_prompts_only": {"method": "phg2st", "prompt_fraction": (0.05, 0.3), "use_image": False},
+    # ablations of the propagated network (without the adaptive variant's in-context layer)
+    **{
+        f"phg2st_{name}": {"method": "phg2st", "variant": "propagated", "prompt_fraction": (0.05, 0.3), switch: False}
+        for name, switch in (
+            ("no_spot_branch", "use_spot_branch"),
+            ("no_neighbour_branch", "use_neighbour_branch"),
+            ("image_only", "use_prompts"),
+            ("prompts_only", "use_image"),
+        )
+    },  # fmt: skip
+    "phg2st_adaptive": {"method": "phg2st", "variant": "adaptive", "prompt_fraction": (0.05, 0.3)},
+    # the adaptive model's image network alone (the same trained model: its in-context layer switched off)
+    "phg2st_adaptive_network": {
+        "method": "phg2st",
+        "variant": "adaptive",
+        "prompt_fraction": (0.05, 0.3),
+        "impute": {"in_context": False},
+    },
 }
 DATASET_PANELS = {"her2st": "her2st_785", "cscc": "cscc_171", "stutility_mob": "top_expressed"}
 FOLDS = ("leave_one_patient_out", "leave_one_section_out")
@@ -309,6 +323,21 @@ def _check_run_settings(protocols, prompt_fractions, prompt_strategy, seeds, spo
     return protos, fractions, seeds
 
 
+def _portable(embed_kwargs: Mapping[str, Any] | None, out: Any) -> dict[str, Any]:
+    """``embed_kwargs`` as recorded, with no path of the machine it ran on.
+
+    A cache folder inside the results folder is recorded relative to it, another one by name only (the cache does not
+    change the results).
+    """
+    record = dict(embed_kwargs or {})
+    if record.get("cache_dir") is not None:
+        cache = Path(record["cache_dir"]).expanduser().resolve()
+        root = Path(out).expanduser().resolve() if out is not None else None
+        inside = root is not None and cache.is_relative_to(root)
+        record["cache_dir"] = str(cache.relative_to(root)) if inside else f"<outside the results folder: {cache.name}>"
+    return record
+
+
 def _resolve_panel(panel: Any, dataset: str, loaded: dict[str, AnnData]) -> Any:
     if panel == "auto":
         panel = DATASET_PANELS.get(dataset)
@@ -350,7 +379,7 @@ def _prepare(data: Any, **kw: Any) -> _Run:
         "protocols": [asdict(p) for p in protos], "prompt_fractions": fractions,
         "prompt_strategy": kw["prompt_strategy"], "seeds": seeds, "spots": list(kw["spots"]),
         "panel": panel if isinstance(panel, str) else {"custom": len(panel), "genes": list(panel)},
-        "encoder": (use_rep or encoder) if needs_image else None, "embed_kwargs": dict(kw["embed_kwargs"] or {}),
+        "encoder": (use_rep or encoder) if needs_image else None, "embed_kwargs": _portable(kw["embed_kwargs"], kw["out"]),
         "fit_kwargs": dict(kw["fit_kwargs"] or {}), "model_selection": "tl.fit validation='auto' on training sections only",
         "package_version": _version(), "date": time.strftime("%Y-%m-%d"),
     }  # fmt: skip
@@ -399,13 +428,14 @@ def _run_fold(run: _Run, fold: str, test_sections: list[str]) -> tuple[pd.DataFr
     for proto in run.protocols:
         secs = run.targets[proto.name]
         train = [secs[s] for s in secs if s not in test_sections]
-        predictors = {}
+        predictors, trained = {}, {}
         for label, spec in run.specs.items():
             if spec["method"] == "phg2st":
-                settings = {k: v for k, v in spec.items() if k != "method"}
-                predictors[label] = model_predictor(
-                    fit(train, use_rep=run.rep, **fit_arguments({**run.fit_kwargs, **settings}))
-                )
+                settings = {k: v for k, v in spec.items() if k not in ("method", "impute")}
+                key = repr(sorted(settings.items()))  # methods that differ only at impute share one model
+                if key not in trained:
+                    trained[key] = fit(train, use_rep=run.rep, **fit_arguments({**run.fit_kwargs, **settings}))
+                predictors[label] = model_predictor(trained[key], **spec.get("impute", {}))
             else:
                 predictors[label] = baseline_predictor(spec, run.rep)
         for section in test_sections:

@@ -172,7 +172,7 @@ def _check_fraction(value: Any, name: str) -> float | tuple[float, float]:
 def fit(
     adatas: AnnData | SpatialData | Sequence[AnnData | SpatialData],
     *,
-    variant: Literal["propagated", "paper"] | None = None,
+    variant: Literal["adaptive", "propagated", "paper"] | None = None,
     config: ModelConfig | Mapping[str, Any] | None = None,
     genes: Sequence[str] | None = None,
     layer: str | None = None,
@@ -209,8 +209,12 @@ def fit(
         (e.g. from :func:`phg2st_sc.tl.prepare_targets`).
     variant
         ``"propagated"`` (the default): every spot attends to its nearest prompts and refines the interpolated
-        prompt field. ``"paper"``: the published design, where a prompt informs only itself (see the design notes).
-        A shortcut for ``config``'s field of that name.
+        prompt field. ``"adaptive"``: the same network, its prediction adapted to each section through the
+        section's own prompts when imputing (regression kriging of the network's cross-fitted residuals with a
+        kernel fitted per section, a ridge on the network's latent tokens and the image features, and a
+        non-negative combination of these and the network chosen on leave-one-prompt-out predictions at the
+        prompts; see the design notes and the benchmarks). ``"paper"``: the published design, where a prompt informs only itself (see
+        the design notes). A shortcut for ``config``'s field of that name.
     config
         The architecture: a :class:`~phg2st_sc.tl.ModelConfig` or a dict of some of its fields (token size, heads,
         depths, dropout, attention window, and the switches for ablations: no spot branch, no neighbour branch,
@@ -387,6 +391,7 @@ def impute(
     layer_added: str = Keys.PHG2ST,
     keep_prompts: bool = True,
     latent_key: str = "X_phg2st",
+    in_context: bool = True,
     device: str = "cpu",
     table_key: str | None = None,
     overwrite: bool = False,
@@ -419,6 +424,10 @@ def impute(
         Prompt spots keep their measured values (otherwise they get the model's prediction too).
     latent_key
         ``obsm`` key of the fused latent tokens.
+    in_context
+        For the ``"adaptive"`` variant: adapt the image network to this section through its prompts (regression
+        kriging of the network's residuals, an in-section ridge and their combination, all fitted on the prompts;
+        the choice is recorded in ``uns``). ``False`` gives the network alone (an ablation). Other variants ignore it.
     device
         Torch device for the forward pass.
     {table_key}
@@ -434,7 +443,9 @@ def impute(
     ``.obsm['X_phg2st']``
         (n, hidden) latent representation (under ``latent_key``).
     ``.uns['{{layer_added}}']['params']``
-        Model variant, prompt key and count, whether prompts kept their values.
+        Model variant, prompt key and count, whether prompts kept their values; for the adaptive variant,
+        ``in_context``: the combination weights, kernel and ridge penalty chosen on this section's prompts and the
+        leave-one-prompt-out PCC of each component.
 
     Examples
     --------
@@ -473,7 +484,7 @@ def impute(
     }
     check_slots(table, slots, overwrite=overwrite, writer="tl.impute")
     model.check_input(table, prompts)
-    pred, latent = model.predict(table, prompts, device=device)
+    pred, latent = model.predict(table, prompts, device=device, network_only=not in_context)
     order = [model.genes.index(g) for g in table.var_names]
     pred = pred[:, order]
     if keep_prompts:
@@ -482,6 +493,8 @@ def impute(
     params = {"variant": model.config["variant"], "prompt_key": prompt_key, "n_prompts": int(prompts.sum()),
               "keep_prompts": keep_prompts, "use_rep": model.input.use_rep,
               "layer": model.input.layer or "X", "prompts": prompt_fingerprint(prompts)}  # fmt: skip
+    if model.in_context_ is not None:
+        params["in_context"] = model.in_context_
     writes = {
         ("layers", layer_added): pred.astype(np.float32),
         ("obsm", latent_key): latent,

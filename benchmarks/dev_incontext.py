@@ -1,0 +1,170 @@
+"""Development runs of the in-context layer (issue 15): leave one section out on her2st C2-C6 and on MOB1-4.
+
+For each fold a network (``--network image``: image only; ``propagated``: the propagated variant, whose predictions
+at the prompts are then cross-fitted over five folds of prompts) is trained on the other sections (validation
+"auto"); on the test section,
+for each prompt seed, the baselines, the network alone, each in-context component and their combination are
+scored on held-out spots. Trained networks are kept in ``OUT/models`` so that designs of the post-hoc layer can be
+compared without retraining.
+
+    PHG2ST_DATA_DIR=../shared/data .venv/bin/python benchmarks/dev_incontext.py her2st --out dev_her2st
+    PHG2ST_DATA_DIR=../shared/data .venv/bin/python benchmarks/dev_incontext.py mob --out dev_mob
+    PHG2ST_DATA_DIR=../shared/data .venv/bin/python benchmarks/dev_incontext.py mob --network propagated --out dev_mob
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import phg2st_sc as phg2st
+from phg2st_sc._constants import Keys
+from phg2st_sc._model import _incontext
+from phg2st_sc._utils import spot_pitch
+from phg2st_sc.tl._evaluation import baseline_predictor, evaluate_methods, model_predictor
+
+ENCODER = "efficientnet_lite0"
+REP = Keys.embedding(ENCODER)
+# Fixed before any run: the demo's settings (tl.fit defaults with 128-d tokens and at most 100 epochs on a CPU).
+FIT = {"use_rep": REP, "max_epochs": 100, "patience": 20, "accelerator": "cpu"}
+IMAGE_ONLY = {"hidden": 128, "use_prompts": False}
+
+
+def sections(dataset: str, cache: Path) -> dict:
+    """The dataset's sections with images, embedded (cached in ``cache``) and with their hypergraphs."""
+    out = {}
+    names = ("C2", "C3", "C4", "C5", "C6") if dataset == "her2st" else ("MOB1", "MOB2", "MOB3", "MOB4")
+    for name in names:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            a = phg2st.datasets.her2st(name) if dataset == "her2st" else phg2st.datasets.stutility_mob(name)
+        phg2st.pp.embed_tiles(a, encoder=ENCODER, cache_dir=cache, mpp=None if dataset == "her2st" else 0.9)
+        phg2st.pp.build_hypergraph(a, use_rep=REP)
+        out[name] = a
+    return out
+
+
+def cross_fitted(model, adata, prompt, folds=5):
+    """The network's prediction at each prompt from the other prompts (folds of prompts held out in turn)."""
+    idx = np.flatnonzero(prompt)
+    order = np.random.default_rng(0).permutation(len(idx))
+    out = None
+    for part in np.array_split(order, folds):
+        mask = prompt.copy()
+        mask[idx[part]] = False
+        pred, _ = model.predict(adata, mask, network_only=True)
+        out = np.zeros((len(idx), pred.shape[1])) if out is None else out
+        out[part] = pred[idx[part]]
+    return out
+
+
+def incontext_predictor(model, component: str | None = None, per_gene: bool = False):
+    """The network plus the in-context layer (or one of its components)."""
+
+    def predict(adata, layer, seed):
+        prompt = adata.obs[Keys.PROMPT].to_numpy(bool)
+        net, latent = model.predict(adata, prompt, network_only=True)
+        oof = cross_fitted(model, adata, prompt) if model.config["use_prompts"] else None
+        y = np.asarray(adata[prompt].X.todense() if hasattr(adata.X, "todense") else adata[prompt].X, dtype=float)
+        xy = np.asarray(adata.obsm[Keys.SPATIAL], dtype=float)
+        xy = xy / spot_pitch(xy)
+        out, fit = _incontext.adapt(net.astype(float), latent, np.asarray(adata.obsm[REP], float), xy, prompt, y,
+                                    per_gene=per_gene, network_at_prompts=oof)  # fmt: skip
+        if component is not None:
+            out = _component(net, latent, adata, xy, prompt, y, component, oof)
+        out[prompt] = y
+        adata.layers[layer] = out.astype(np.float32)
+        adata.uns.pop(layer, None)
+        predict.fits.append(fit.record())
+
+    predict.fits = []
+    return predict
+
+
+def _component(net, latent, adata, xy, prompt, y, component, oof=None):
+    mu = y.mean(0)
+    sd = np.where(y.std(0) > 0, y.std(0), 1.0)
+    at = net[prompt] if oof is None else oof
+    offset = mu - at.mean(0)
+    net, at = net + offset, at + offset
+    if component == "network":
+        return net
+    if component == "kriging":
+        resid = (y - at) / sd
+        ell, eta = _incontext.fit_kernel(xy[prompt], resid)
+        field, _ = _incontext.krige(xy[prompt], resid, xy, ell, eta)
+        return net + field * sd
+    feats = _incontext._features(latent, np.asarray(adata.obsm[REP], float))
+    pred, _, _ = _incontext.ridge_loo(feats[prompt], y, feats)
+    return pred
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dataset", choices=["her2st", "mob"])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--fraction", type=float, default=0.1)
+    ap.add_argument("--strategy", default="random")
+    ap.add_argument("--protocols", nargs="+", default=["heldout", "heldout_smoothed"])
+    ap.add_argument(
+        "--network",
+        choices=["image", "propagated"],
+        default="image",
+        help="the network under the layer: image-only, or the propagated variant (reads the prompts)",
+    )
+    args = ap.parse_args()
+    out = Path(args.out)
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    phg2st.settings.progress = False
+    t0 = time.perf_counter()
+    secs = sections(args.dataset, Path("/tmp") / f"phg2st_cache_{args.dataset}")
+    print(f"embedded in {time.perf_counter() - t0:.0f} s", flush=True)
+    rows = []
+    for proto in args.protocols:
+        panel = "her2st_785" if args.dataset == "her2st" else None
+        targets = {s: phg2st.tl.prepare_targets(a, proto, panel=panel) for s, a in secs.items()}
+        for test in targets:
+            path = out / "models" / f"{proto}_{test}{'' if args.network == 'image' else '_propagated'}.pt"
+            if path.exists():
+                model = phg2st.PHG2ST.load(path)
+            else:
+                train = [targets[s] for s in targets if s != test]
+                if args.network == "image":
+                    model = phg2st.tl.fit(train, config=IMAGE_ONLY, **FIT)
+                else:
+                    model = phg2st.tl.fit(train, config={"hidden": 128}, prompt_fraction=(0.05, 0.3), **FIT)
+                model.save(path)
+            methods = {
+                "gp": baseline_predictor({"method": "gp"}),
+                "idw": baseline_predictor({"method": "idw"}),
+                "stack": baseline_predictor({"method": "stack"}, REP),
+                "network": model_predictor(model),
+                "in-context": incontext_predictor(model),
+                "in-context, per-gene kernel": incontext_predictor(model, per_gene=True),
+                "ic: kriging only": incontext_predictor(model, "kriging"),
+                "ic: ridge only": incontext_predictor(model, "ridge"),
+                "ic: network recentred": incontext_predictor(model, "network"),
+            }
+            r, _ = evaluate_methods(targets[test].copy(), methods, seeds=args.seeds, fraction=args.fraction,
+                                    strategy=args.strategy, base={"protocol": proto, "section": test})  # fmt: skip
+            rows += r
+            fits = pd.DataFrame([{**f["weights"], "ell": f["length_scale"], "eta": f["noise_ratio"]}
+                                 for f in methods["in-context"].fits])  # fmt: skip
+            print(f"{proto} {test}: " + ", ".join(f"{m} {np.mean([x['pcc'] for x in r if x['method'] == m]):.3f}"
+                  for m in methods) + f" | weights {fits.mean().round(2).to_dict()}", flush=True)  # fmt: skip
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "rows.csv", index=False)
+    per = table.groupby(["protocol", "method", "section"], sort=False)["pcc"].mean().reset_index()
+    summary = per.groupby(["protocol", "method"], sort=False)["pcc"].agg(["mean", "std"]).round(3)
+    print(summary.to_string())
+    print(f"done in {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

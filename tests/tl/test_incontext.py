@@ -1,0 +1,139 @@
+"""The in-context layer of the adaptive variant: kriging, the in-section ridge and their combination."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+import phg2st_sc as phg2st
+from phg2st_sc._model import _incontext as ic
+
+
+def _field(n=150, genes=5, seed=0, noise=0.1):
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, 12, size=(n, 2))
+    centres = rng.uniform(0, 12, size=(genes, 2))
+    y = np.exp(-((xy[:, None, :] - centres[None]) ** 2).sum(-1) / 8.0) + noise * rng.normal(size=(n, genes))
+    return xy, y
+
+
+def test_kriging_equals_the_exact_gaussian_process_posterior_mean():
+    """Against scikit-learn's GP with the same kernel held fixed: the same predictions to 1e-8."""
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process.kernels import RBF, WhiteKernel
+
+    xy, y = _field()
+    prompt = np.zeros(len(xy), dtype=bool)
+    prompt[::4] = True
+    r = y[prompt] - y[prompt].mean(0)
+    ell, eta = ic.fit_kernel(xy[prompt], r)
+    assert ic.LENGTH_SCALES[0] < ell[0] < ic.LENGTH_SCALES[-1]  # a smooth field: neither bound
+    ours, _ = ic.krige(xy[prompt], r, xy, ell, eta)
+    gp = GaussianProcessRegressor(RBF(ell[0]) + WhiteKernel(eta[0]), optimizer=None).fit(xy[prompt], r)
+    # scikit-learn's prediction includes the white kernel at the training points themselves; compare elsewhere
+    np.testing.assert_allclose(ours[~prompt], gp.predict(xy[~prompt]), atol=1e-8)
+
+
+def test_closed_form_leave_one_out_equals_refitting():
+    xy, y = _field(n=60, seed=1)
+    r = y - y.mean(0)
+    _, loo = ic.krige(xy, r, xy[:1], 2.0, 0.05)
+    feats = np.random.default_rng(2).normal(size=(60, 4))
+    _, ridge_loo, alpha = ic.ridge_loo(feats, y, feats)
+    for i in (0, 17, 59):
+        rest = np.arange(60) != i
+        refit, _ = ic.krige(xy[rest], r[rest], xy[i : i + 1], 2.0, 0.05)
+        np.testing.assert_allclose(loo[i], refit[0], atol=1e-8)
+        x = np.column_stack([np.ones(59), feats[rest] - feats.mean(0)])  # the same centring as the full fit
+        x_i = np.r_[1.0, feats[i] - feats.mean(0)]
+        beta = np.linalg.solve(x.T @ x + alpha * np.diag(np.r_[0.0, np.ones(4)]), x.T @ y[rest])
+        np.testing.assert_allclose(ridge_loo[i], x_i @ beta, atol=1e-6)
+
+
+def test_local_kriging_matches_exact_kriging_where_both_fit(monkeypatch):
+    xy, y = _field(n=900, seed=3)
+    prompt = np.zeros(len(xy), dtype=bool)
+    prompt[::3] = True
+    r = y[prompt] - y[prompt].mean(0)
+    exact, exact_loo = ic.krige(xy[prompt], r, xy, 1.5, 0.05)
+    monkeypatch.setattr(ic, "EXACT_MAX", 10)
+    local, local_loo = ic.krige(xy[prompt], r, xy, 1.5, 0.05)
+    for a, b in ((local, exact), (local_loo, exact_loo)):
+        assert np.sqrt(((a - b) ** 2).mean()) < 0.05 * np.sqrt((b**2).mean())
+        assert min(np.corrcoef(a[:, g], b[:, g])[0, 1] for g in range(a.shape[1])) > 0.999
+
+
+def test_a_prompt_moves_nearby_predictions_more_than_far_ones():
+    """Kriging alone is local; through the whole layer (refitted kernel, mean and weights) the move stays largest
+    near the changed prompt."""
+    xy, y = _field(n=200, seed=4, noise=0.02)
+    prompt = np.zeros(len(xy), dtype=bool)
+    prompt[::5] = True
+    net = np.zeros_like(y)
+    latent = np.random.default_rng(0).normal(size=(len(xy), 8))
+    base, _ = ic.adapt(net, latent, None, xy, prompt, y[prompt])
+    changed = y[prompt].copy()
+    changed[0] += 3.0  # the first prompt (spot 0) measured higher
+    moved, _ = ic.adapt(net, latent, None, xy, prompt, changed)
+    shift = np.abs(moved - base)[:, 0]
+    d = np.linalg.norm(xy - xy[0], axis=1)
+    near, far = (d > 0) & (d < 1.0) & ~prompt, (d > 6) & ~prompt
+    assert near.any() and far.any()
+    assert shift[near].mean() > 1.5 * shift[far].mean()
+    r = y[prompt] - y[prompt].mean(0)
+    fixed = [ic.krige(xy[prompt], v, xy, 1.0, 0.05)[0][:, 0] for v in (r, r + 3.0 * (np.arange(len(r)) == 0)[:, None])]
+    local = np.abs(fixed[1] - fixed[0])
+    assert local[near].mean() > 100 * local[far].mean()
+
+
+def test_the_combination_never_reads_held_out_values(synthetic_section):
+    """tl.impute with the adaptive variant: held-out expression set to NaN or changed gives the same prediction."""
+    from _synthetic import SMALL
+
+    a = synthetic_section()
+    model = phg2st.tl.fit(a, variant="adaptive", max_epochs=2, validation=None, **SMALL)
+    phg2st.tl.select_prompts(a, fraction=0.2, seed=1)
+    first = phg2st.tl.impute(a, model, copy=True)
+    held = ~a.obs["phg2st_prompt"].to_numpy(bool)
+    b = a.copy()
+    x = np.asarray(b.X, dtype=np.float32).copy()
+    x[held] = np.nan
+    b.X = x
+    second = phg2st.tl.impute(b, model, copy=True)
+    np.testing.assert_array_equal(first.layers["phg2st"], second.layers["phg2st"])
+    record = first.uns["phg2st"]["params"]["in_context"]
+    assert set(record["weights"]) == set(ic.COMPONENTS) and min(record["weights"].values()) >= 0
+    network, _ = model.predict(a, a.obs["phg2st_prompt"].to_numpy(bool), network_only=True)
+    assert not np.allclose(network[held], first.layers["phg2st"][held])  # the layer did act
+
+
+def test_too_few_prompts_give_the_network_alone_recentred():
+    xy, y = _field(n=40, seed=5)
+    prompt = np.zeros(len(xy), dtype=bool)
+    prompt[:4] = True
+    net = np.random.default_rng(1).normal(size=y.shape)
+    out, fit = ic.adapt(net, net[:, :3], None, xy, prompt, y[prompt])
+    np.testing.assert_allclose(out, net - net[prompt].mean(0) + y[prompt].mean(0))
+    assert (
+        fit.weights == {"network": 1.0, "kriging": 0.0, "field": 0.0, "ridge": 0.0}
+        and "fewer than" in fit.loo_pcc["note"]
+    )
+
+
+def test_cross_fitted_network_predictions_never_read_the_prompt_they_predict(synthetic_section):
+    """The adaptive network reads the prompts: its prediction at a prompt, for the layer, comes from the others."""
+    from _synthetic import SMALL
+
+    a = synthetic_section()
+    model = phg2st.tl.fit(a, variant="adaptive", max_epochs=1, validation=None, **SMALL)
+    prompt = np.zeros(a.n_obs, dtype=bool)
+    prompt[::3] = True
+    slide = model.tensors(a, prompt=prompt)
+    model.module.eval()
+    with torch.inference_mode():
+        first = model._cross_fitted(slide, prompt, "cpu")
+        i = 0  # the first prompt (spot 0): change its measured values
+        slide.y[np.flatnonzero(prompt)[i]] += 5.0
+        second = model._cross_fitted(slide, prompt, "cpu")
+    np.testing.assert_allclose(first[i], second[i], atol=1e-5)
+    assert not np.allclose(first, second, atol=1e-5)  # the others (in other folds) did read it
