@@ -25,7 +25,7 @@ import pandas as pd
 import phg2st_sc as phg2st
 from phg2st_sc._constants import Keys
 from phg2st_sc._model import _incontext
-from phg2st_sc._utils import spot_pitch
+from phg2st_sc._utils import as_dense, spot_pitch
 from phg2st_sc.tl._evaluation import baseline_predictor, evaluate_methods, model_predictor
 
 ENCODER = "efficientnet_lite0"
@@ -49,34 +49,25 @@ def sections(dataset: str, cache: Path) -> dict:
     return out
 
 
-def cross_fitted(model, adata, prompt, folds=5):
-    """The network's prediction at each prompt from the other prompts (folds of prompts held out in turn)."""
-    idx = np.flatnonzero(prompt)
-    order = np.random.default_rng(0).permutation(len(idx))
-    out = None
-    for part in np.array_split(order, folds):
-        mask = prompt.copy()
-        mask[idx[part]] = False
-        pred, _ = model.predict(adata, mask, network_only=True)
-        out = np.zeros((len(idx), pred.shape[1])) if out is None else out
-        out[part] = pred[idx[part]]
-    return out
-
-
 def incontext_predictor(model, component: str | None = None, per_gene: bool = False):
-    """The network plus the in-context layer (or one of its components)."""
+    """The network plus the in-context layer (or one of its components: network, kriging, ridge)."""
 
     def predict(adata, layer, seed):
+        import torch
+
         prompt = adata.obs[Keys.PROMPT].to_numpy(bool)
         net, latent = model.predict(adata, prompt, network_only=True)
-        oof = cross_fitted(model, adata, prompt) if model.config["use_prompts"] else None
-        y = np.asarray(adata[prompt].X.todense() if hasattr(adata.X, "todense") else adata[prompt].X, dtype=float)
+        oof = None
+        if model.config["use_prompts"]:  # the network reads the prompts: cross-fit it, as the adaptive variant does
+            with torch.inference_mode():
+                oof = model._cross_fitted(model.tensors(adata, prompt=prompt), prompt, "cpu")
+        y = as_dense(adata[prompt].X, dtype=np.float64)
         xy = np.asarray(adata.obsm[Keys.SPATIAL], dtype=float)
-        xy = xy / spot_pitch(xy)
-        out, fit = _incontext.adapt(net.astype(float), latent, np.asarray(adata.obsm[REP], float), xy, prompt, y,
-                                    per_gene=per_gene, network_at_prompts=oof)  # fmt: skip
+        out, fit = _incontext.adapt(net.astype(float), latent, np.asarray(adata.obsm[REP], float), xy / spot_pitch(xy),
+                                    prompt, y, per_gene=per_gene, network_at_prompts=oof,
+                                    keep_components=component is not None)  # fmt: skip
         if component is not None:
-            out = _component(net, latent, adata, xy, prompt, y, component, oof)
+            out = fit.components[component]
         out[prompt] = y
         adata.layers[layer] = out.astype(np.float32)
         adata.uns.pop(layer, None)
@@ -84,24 +75,6 @@ def incontext_predictor(model, component: str | None = None, per_gene: bool = Fa
 
     predict.fits = []
     return predict
-
-
-def _component(net, latent, adata, xy, prompt, y, component, oof=None):
-    mu = y.mean(0)
-    sd = np.where(y.std(0) > 0, y.std(0), 1.0)
-    at = net[prompt] if oof is None else oof
-    offset = mu - at.mean(0)
-    net, at = net + offset, at + offset
-    if component == "network":
-        return net
-    if component == "kriging":
-        resid = (y - at) / sd
-        ell, eta = _incontext.fit_kernel(xy[prompt], resid)
-        field, _ = _incontext.krige(xy[prompt], resid, xy, ell, eta)
-        return net + field * sd
-    feats = _incontext._features(latent, np.asarray(adata.obsm[REP], float))
-    pred, _, _ = _incontext.ridge_loo(feats[prompt], y, feats)
-    return pred
 
 
 def main() -> None:

@@ -137,3 +137,15 @@ def test_cross_fitted_network_predictions_never_read_the_prompt_they_predict(syn
         second = model._cross_fitted(slide, prompt, "cpu")
     np.testing.assert_allclose(first[i], second[i], atol=1e-5)
     assert not np.allclose(first, second, atol=1e-5)  # the others (in other folds) did read it
+
+
+def test_the_prediction_is_the_weighted_combination_of_its_components():
+    xy, y = _field(n=200, seed=6)
+    prompt = np.zeros(len(xy), dtype=bool)
+    prompt[::4] = True
+    net = y + np.random.default_rng(2).normal(scale=0.3, size=y.shape)
+    out, fit = ic.adapt(net, net[:, :3], None, xy, prompt, y[prompt], keep_components=True)
+    assert set(fit.components) == set(ic.COMPONENTS) and "components" not in fit.record()
+    mu = y[prompt].mean(0)
+    np.testing.assert_allclose(out, mu + sum(fit.weights[c] * (fit.components[c] - mu) for c in ic.COMPONENTS))
+    assert ic.adapt(net, net[:, :3], None, xy, prompt, y[prompt])[1].components is None

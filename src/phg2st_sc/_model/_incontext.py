@@ -47,6 +47,7 @@ class InContextFit:
     noise_ratio: float  # (the median over genes)
     ridge_alpha: float
     loo_pcc: dict[str, Any] = field(default_factory=dict)  # per component and the combination, over prompts
+    components: dict[str, np.ndarray] | None = None  # each component's prediction (with ``keep_components``)
 
     def record(self) -> dict[str, Any]:
         return {"weights": self.weights, "length_scale": self.length_scale, "noise_ratio": self.noise_ratio,
@@ -194,6 +195,7 @@ def adapt(
     y_prompt: np.ndarray,
     per_gene: bool = False,
     network_at_prompts: np.ndarray | None = None,
+    keep_components: bool = False,
 ) -> tuple[np.ndarray, InContextFit]:
     """The in-context prediction at every spot (n, genes) and what was fitted.
 
@@ -201,7 +203,8 @@ def adapt(
     (p, genes) the measured expression at ``prompt``. The residuals, the leave-one-out predictions and the weights
     need the network's prediction at each prompt made without that prompt's value: ``network[prompt]`` for a network
     that does not read the prompts, else ``network_at_prompts`` (e.g. cross-fitted: each fold of prompts predicted
-    from the others).
+    from the others). With ``keep_components``, each component's prediction is kept in the result's
+    ``components`` (for ablations; n x genes each).
     """
     mu = y_prompt.mean(0)
     sd = np.where(y_prompt.std(0) > 0, y_prompt.std(0), 1.0)
@@ -212,10 +215,12 @@ def adapt(
         return net, InContextFit({"network": 1.0, "kriging": 0.0, "field": 0.0, "ridge": 0.0}, float("nan"), float("nan"),
                                  float("nan"), {"note": f"fewer than {MIN_PROMPTS} prompts: the network alone"})  # fmt: skip
     resid = (y_prompt - at_prompts) / sd
-    ell, eta = fit_kernel(_subset(xy[prompt]), _subset(resid), per_gene=per_gene)
+    xy_p = xy[prompt]
+    sub = _fit_rows(len(xy_p))  # the prompts the kernels are chosen on
+    ell, eta = fit_kernel(xy_p[sub], resid[sub], per_gene=per_gene)
     field, field_loo = krige(xy[prompt], resid, xy, ell, eta)
     z = (y_prompt - mu) / sd  # the prompts alone: ordinary kriging of the expression (the prompt field)
-    ell_y, eta_y = fit_kernel(_subset(xy[prompt]), _subset(z), per_gene=per_gene)
+    ell_y, eta_y = fit_kernel(xy_p[sub], z[sub], per_gene=per_gene)
     plain, plain_loo = krige(xy[prompt], z, xy, ell_y, eta_y)
     feats = _features(latent, image)
     ridge, ridge_loo_p, alpha = ridge_loo(feats[prompt], y_prompt, feats)
@@ -230,11 +235,11 @@ def adapt(
     combined_loo = mu + sum(w[i] * (loo[c] - mu) for i, c in enumerate(COMPONENTS))
     scores = {c: _pcc(loo[c], y_prompt) for c in COMPONENTS} | {"combined": _pcc(combined_loo, y_prompt)}
     return out, InContextFit(dict(zip(COMPONENTS, map(float, w), strict=True)), float(np.median(ell)),
-                             float(np.median(eta)), alpha, scores)  # fmt: skip
+                             float(np.median(eta)), alpha, scores, preds if keep_components else None)  # fmt: skip
 
 
-def _subset(a: np.ndarray, size: int = FIT_SUBSET) -> np.ndarray:
-    """The first ``size`` rows of a fixed random order (the same order for every array of the same length)."""
-    if len(a) <= size:
-        return a
-    return a[np.random.default_rng(0).permutation(len(a))[:size]]
+def _fit_rows(n: int) -> np.ndarray:
+    """All ``n`` rows, or :data:`FIT_SUBSET` of them in a fixed random choice."""
+    if n <= FIT_SUBSET:
+        return np.arange(n)
+    return np.random.default_rng(0).permutation(n)[:FIT_SUBSET]
