@@ -37,7 +37,7 @@ def kriging(adata, local: bool, per_gene: bool = False) -> np.ndarray:
     if local:
         field = _incontext._krige_local(xy[prompt], z, xy, float(ell[0]), float(eta[0]))
     else:
-        field, _ = _incontext.krige(xy[prompt], z, xy, ell, eta)
+        field = _incontext.krige(xy[prompt], z, xy, ell, eta)
     return mu + field * sd
 
 

@@ -50,22 +50,23 @@ def sections(dataset: str, cache: Path) -> dict:
 
 
 def incontext_predictor(model, component: str | None = None, per_gene: bool = False):
-    """The network plus the in-context layer (or one of its components: network, kriging, ridge)."""
+    """The network plus the in-context layer (or one of its components: network, kriging, field, ridge)."""
 
     def predict(adata, layer, seed):
         import torch
 
         prompt = adata.obs[Keys.PROMPT].to_numpy(bool)
         net, latent = model.predict(adata, prompt, network_only=True)
-        oof = None
+        oof = tokens = None
         if model.config["use_prompts"]:  # the network reads the prompts: cross-fit it, as the adaptive variant does
             with torch.inference_mode():
-                oof = model._cross_fitted(model.tensors(adata, prompt=prompt), prompt, "cpu")
+                oof, tokens = model._cross_fitted(model.tensors(adata, prompt=prompt), prompt, "cpu", (net, latent))
         y = as_dense(adata[prompt].X, dtype=np.float64)
         xy = np.asarray(adata.obsm[Keys.SPATIAL], dtype=float)
         out, fit = _incontext.adapt(net.astype(float), latent, np.asarray(adata.obsm[REP], float), xy / spot_pitch(xy),
                                     prompt, y, per_gene=per_gene, network_at_prompts=oof,
-                                    keep_components=component is not None)  # fmt: skip
+                                    keep_components=component is not None,
+                                    latent_at_prompts=tokens)  # fmt: skip
         if component is not None:
             out = fit.components[component]
         out[prompt] = y
@@ -119,8 +120,8 @@ def main() -> None:
                 "stack": baseline_predictor({"method": "stack"}, REP),
                 "network": model_predictor(model),
                 "in-context": incontext_predictor(model),
-                "in-context, per-gene kernel": incontext_predictor(model, per_gene=True),
                 "ic: kriging only": incontext_predictor(model, "kriging"),
+                "ic: field only": incontext_predictor(model, "field"),
                 "ic: ridge only": incontext_predictor(model, "ridge"),
                 "ic: network recentred": incontext_predictor(model, "network"),
             }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 import phg2st_sc as phg2st
@@ -28,37 +29,59 @@ def test_kriging_equals_the_exact_gaussian_process_posterior_mean():
     r = y[prompt] - y[prompt].mean(0)
     ell, eta = ic.fit_kernel(xy[prompt], r)
     assert ic.LENGTH_SCALES[0] < ell[0] < ic.LENGTH_SCALES[-1]  # a smooth field: neither bound
-    ours, _ = ic.krige(xy[prompt], r, xy, ell, eta)
+    ours = ic.krige(xy[prompt], r, xy, ell, eta)
     gp = GaussianProcessRegressor(RBF(ell[0]) + WhiteKernel(eta[0]), optimizer=None).fit(xy[prompt], r)
     # scikit-learn's prediction includes the white kernel at the training points themselves; compare elsewhere
     np.testing.assert_allclose(ours[~prompt], gp.predict(xy[~prompt]), atol=1e-8)
 
 
-def test_closed_form_leave_one_out_equals_refitting():
+def test_cross_fitted_predictions_never_read_their_own_fold(monkeypatch):
+    """Kriging and ridge predict each fold of prompts from the others: changing a fold's values leaves them as they
+    were (the kernel and the penalty given), and they equal a refit without the fold."""
     xy, y = _field(n=60, seed=1)
-    r = y - y.mean(0)
-    _, loo = ic.krige(xy, r, xy[:1], 2.0, 0.05)
     feats = np.random.default_rng(2).normal(size=(60, 4))
-    _, ridge_loo, alpha = ic.ridge_loo(feats, y, feats)
-    for i in (0, 17, 59):
-        rest = np.arange(60) != i
-        refit, _ = ic.krige(xy[rest], r[rest], xy[i : i + 1], 2.0, 0.05)
-        np.testing.assert_allclose(loo[i], refit[0], atol=1e-8)
-        x = np.column_stack([np.ones(59), feats[rest] - feats.mean(0)])  # the same centring as the full fit
-        x_i = np.r_[1.0, feats[i] - feats.mean(0)]
-        beta = np.linalg.solve(x.T @ x + alpha * np.diag(np.r_[0.0, np.ones(4)]), x.T @ y[rest])
-        np.testing.assert_allclose(ridge_loo[i], x_i @ beta, atol=1e-6)
+    folds = ic.prompt_folds(60)
+    monkeypatch.setattr(ic, "RIDGE_ALPHAS", np.array([3.0]))
+    changed = y.copy()
+    changed[folds[0]] += np.random.default_rng(3).normal(scale=5.0, size=(len(folds[0]), y.shape[1]))
+    (kr, kr_cv), (kr2, kr2_cv) = (ic.krige_cv(xy, v, xy[:5], 2.0, 0.05, folds) for v in (y, changed))
+    (_, rg_cv, _), (_, rg2_cv, _) = (ic.ridge_cv(feats, v, feats, folds) for v in (y, changed))
+    for before, after in ((kr_cv, kr2_cv), (rg_cv, rg2_cv)):
+        np.testing.assert_allclose(before[folds[0]], after[folds[0]], atol=1e-10)
+        assert not np.allclose(before[folds[1]], after[folds[1]])  # the other folds did read it
+    rest = np.setdiff1d(np.arange(60), folds[2])
+    m = y[rest].mean(0)
+    np.testing.assert_allclose(kr_cv[folds[2]], m + ic.krige(xy[rest], y[rest] - m, xy[folds[2]], 2.0, 0.05))
+    x = feats[rest] - feats[rest].mean(0)
+    beta = np.linalg.solve(x.T @ x + 3.0 * np.eye(4), x.T @ (y[rest] - m))
+    np.testing.assert_allclose(rg_cv[folds[2]], m + (feats[folds[2]] - feats[rest].mean(0)) @ beta, atol=1e-10)
+
+
+def test_a_level_per_fold_changes_no_weight():
+    """The weights compare cross-fitted predictions within folds: a per-fold, per-gene constant (what a pass that
+    leaves a fold out adds, moving against the fold's values) changes nothing."""
+    rng = np.random.default_rng(8)
+    y = rng.normal(size=(40, 6))
+    folds = ic.prompt_folds(40)
+    cv = {"network": y + rng.normal(scale=1.0, size=y.shape), "field": y + rng.normal(scale=2.0, size=y.shape)}
+    w = ic.combine(cv, y, folds)
+    assert w["network"] > w["field"] > 0
+    shifted = cv["network"].copy()
+    for part in folds:
+        shifted[part] -= y[part].mean(0) * 3.0  # against the fold's values
+    assert ic.combine({**cv, "network": shifted}, y, folds) == pytest.approx(w)
 
 
 def test_local_kriging_matches_exact_kriging_where_both_fit(monkeypatch):
-    xy, y = _field(n=900, seed=3)
+    xy, y = _field(n=1200, seed=3)
     prompt = np.zeros(len(xy), dtype=bool)
-    prompt[::3] = True
+    prompt[::4] = True
     r = y[prompt] - y[prompt].mean(0)
-    exact, exact_loo = ic.krige(xy[prompt], r, xy, 1.5, 0.05)
-    monkeypatch.setattr(ic, "EXACT_MAX", 10)
-    local, local_loo = ic.krige(xy[prompt], r, xy, 1.5, 0.05)
-    for a, b in ((local, exact), (local_loo, exact_loo)):
+    folds = ic.prompt_folds(int(prompt.sum()))
+    exact = ic.krige_cv(xy[prompt], r, xy, 1.5, 0.05, folds)
+    monkeypatch.setattr(ic, "EXACT_MAX", 100)
+    local = ic.krige_cv(xy[prompt], r, xy, 1.5, 0.05, folds)
+    for a, b in zip(local, exact, strict=True):
         assert np.sqrt(((a - b) ** 2).mean()) < 0.05 * np.sqrt((b**2).mean())
         assert min(np.corrcoef(a[:, g], b[:, g])[0, 1] for g in range(a.shape[1])) > 0.999
 
@@ -81,7 +104,7 @@ def test_a_prompt_moves_nearby_predictions_more_than_far_ones():
     assert near.any() and far.any()
     assert shift[near].mean() > 1.5 * shift[far].mean()
     r = y[prompt] - y[prompt].mean(0)
-    fixed = [ic.krige(xy[prompt], v, xy, 1.0, 0.05)[0][:, 0] for v in (r, r + 3.0 * (np.arange(len(r)) == 0)[:, None])]
+    fixed = [ic.krige(xy[prompt], v, xy, 1.0, 0.05)[:, 0] for v in (r, r + 3.0 * (np.arange(len(r)) == 0)[:, None])]
     local = np.abs(fixed[1] - fixed[0])
     assert local[near].mean() > 100 * local[far].mean()
 
@@ -116,7 +139,7 @@ def test_too_few_prompts_give_the_network_alone_recentred():
     np.testing.assert_allclose(out, net - net[prompt].mean(0) + y[prompt].mean(0))
     assert (
         fit.weights == {"network": 1.0, "kriging": 0.0, "field": 0.0, "ridge": 0.0}
-        and "fewer than" in fit.loo_pcc["note"]
+        and "fewer than" in fit.cv_pcc["note"]
     )
 
 
@@ -129,14 +152,33 @@ def test_cross_fitted_network_predictions_never_read_the_prompt_they_predict(syn
     prompt = np.zeros(a.n_obs, dtype=bool)
     prompt[::3] = True
     slide = model.tensors(a, prompt=prompt)
+    full = model.predict(a, prompt, network_only=True)  # the reference the passes are aligned on
     model.module.eval()
     with torch.inference_mode():
-        first = model._cross_fitted(slide, prompt, "cpu")
+        first = model._cross_fitted(slide, prompt, "cpu", full)
         i = 0  # the first prompt (spot 0): change its measured values
         slide.y[np.flatnonzero(prompt)[i]] += 5.0
-        second = model._cross_fitted(slide, prompt, "cpu")
-    np.testing.assert_allclose(first[i], second[i], atol=1e-5)
-    assert not np.allclose(first, second, atol=1e-5)  # the others (in other folds) did read it
+        second = model._cross_fitted(slide, prompt, "cpu", full)
+    # neither the prediction nor the latent tokens the ridge reads at that prompt saw its value
+    for before, after in zip(first, second, strict=True):
+        np.testing.assert_allclose(before[i], after[i], atol=1e-5)
+        assert not np.allclose(before, after, atol=1e-5)  # the others (in other folds) did read it
+
+
+def test_cross_fitting_passes_are_aligned_on_the_full_prediction(synthetic_section):
+    """Each pass's level is shifted onto the full pass: a fold's value enters the others only through one level."""
+    from _synthetic import SMALL
+
+    a = synthetic_section()
+    model = phg2st.tl.fit(a, variant="adaptive", max_epochs=1, validation=None, **SMALL)
+    prompt = np.zeros(a.n_obs, dtype=bool)
+    prompt[::3] = True
+    full = model.predict(a, prompt, network_only=True)
+    model.module.eval()
+    with torch.inference_mode():
+        aligned, _ = model._cross_fitted(model.tensors(a, prompt=prompt), prompt, "cpu", full)
+        shifted, _ = model._cross_fitted(model.tensors(a, prompt=prompt), prompt, "cpu", (full[0] + 1.0, full[1]))
+    np.testing.assert_allclose(shifted - aligned, 1.0, atol=1e-5)
 
 
 def test_the_prediction_is_the_weighted_combination_of_its_components():
