@@ -191,3 +191,40 @@ def test_the_prediction_is_the_weighted_combination_of_its_components():
     mu = y[prompt].mean(0)
     np.testing.assert_allclose(out, mu + sum(fit.weights[c] * (fit.components[c] - mu) for c in ic.COMPONENTS))
     assert ic.adapt(net, net[:, :3], None, xy, prompt, y[prompt])[1].components is None
+
+
+def test_without_a_clear_gain_the_best_component_is_kept_alone():
+    """Spatially unstructured targets: the field and the ridge can add nothing, so the layer keeps one component
+    whole, the network (or its regression kriging, with residuals of no spatial structure: the network again); on a
+    smooth field the combination or a kriging component is kept."""
+    rng = np.random.default_rng(9)
+    xy = rng.uniform(0, 15, size=(300, 2))
+    signal = rng.normal(size=(300, 40))
+    y = signal + rng.normal(scale=3.0, size=signal.shape)  # no spatial structure, a weak network signal
+    prompt = np.zeros(len(xy), dtype=bool)
+    prompt[::5] = True
+    latent = rng.normal(size=(300, 8))
+    out, fit = ic.adapt(signal, latent, None, xy, prompt, y[prompt])
+    kept = fit.cv_pcc["kept"]
+    assert kept in ("network", "kriging") and fit.weights[kept] == 1.0 and sum(fit.weights.values()) == 1.0
+    net = signal - signal[prompt].mean(0) + y[prompt].mean(0)
+    assert min(np.corrcoef(out[~prompt, g], net[~prompt, g])[0, 1] for g in range(40)) > 0.99
+    xy, y = _field(n=300, seed=10, genes=20, noise=0.05)
+    _, fit = ic.adapt(np.zeros_like(y), latent, None, xy, prompt, y[prompt])
+    assert fit.cv_pcc["kept"] in ("combination", "field", "kriging") and fit.cv_pcc["field"] > 0.8
+
+
+def test_a_prompts_only_adaptive_model_never_reads_the_image(synthetic_section):
+    """The prompts-only ablation: neither the network nor the layer's ridge reads the image features."""
+    from _synthetic import SMALL
+
+    a = synthetic_section()
+    config = {**SMALL["config"], "use_image": False}
+    model = phg2st.tl.fit(a, variant="adaptive", max_epochs=1, validation=None, **{**SMALL, "config": config})
+    phg2st.tl.select_prompts(a, fraction=0.3, seed=2)
+    first = phg2st.tl.impute(a, model, copy=True)
+    b = a.copy()
+    b.obsm["X_tiny"] = np.random.default_rng(0).normal(size=b.obsm["X_tiny"].shape).astype(np.float32)
+    second = phg2st.tl.impute(b, model, copy=True)
+    np.testing.assert_allclose(first.layers["phg2st"], second.layers["phg2st"], atol=1e-5)
+    assert first.uns["phg2st"]["params"]["in_context"]["weights"]["ridge"] >= 0

@@ -11,7 +11,8 @@ Numpy only (no torch). Four components:
 - the network's prediction itself, re-centred on the prompts' mean (a per-gene offset).
 
 A final non-negative combination, one weight per component shared by all genes, is fitted on the components'
-cross-fitted predictions at the prompts: the prompts are split into :data:`CV_FOLDS` folds (:func:`prompt_folds`,
+cross-fitted predictions at the prompts, and kept only where its cross-fitted gain over its best component is
+clear (more than twice its standard error over genes; else that component alone): the prompts are split into :data:`CV_FOLDS` folds (:func:`prompt_folds`,
 the same folds as the network's own cross-fitting, ``PHG2ST._cross_fitted``), each fold predicted by every
 component refitted on the other folds. So the weights are chosen by the section's own measured spots and never by
 the spots it predicts.
@@ -207,11 +208,11 @@ def _within_folds(v: np.ndarray, folds: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def _pcc(a: np.ndarray, b: np.ndarray) -> float:
+def _pcc_genes(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-gene PCC over rows (0 where either is constant)."""
     a, b = a - a.mean(0), b - b.mean(0)
     den = np.sqrt((a * a).sum(0) * (b * b).sum(0))
-    ok = den > 0
-    return float(((a * b).sum(0)[ok] / den[ok]).mean()) if ok.any() else 0.0
+    return np.where(den > 0, (a * b).sum(0) / np.where(den > 0, den, 1.0), 0.0)
 
 
 def _features(latent: np.ndarray, image: np.ndarray | None, n_pcs: int = 32) -> np.ndarray:
@@ -277,12 +278,29 @@ def adapt(
     cv = {"network": at_prompts, "kriging": at_prompts + field_cv * sd, "field": mu + plain_cv * sd,
           "ridge": ridge_cv_p}  # fmt: skip
     w = combine({c: (cv[c] - mu) / sd for c in COMPONENTS}, (y_prompt - mu) / sd, folds)
+    w, scores = _safeguard(w, cv, y_prompt, folds)
     out = mu + sum(w[c] * (preds[c] - mu) for c in COMPONENTS)
-    target = _within_folds(y_prompt, folds)
-    scores = {c: _pcc(_within_folds(cv[c], folds), target) for c in COMPONENTS}
-    scores["combined"] = _pcc(_within_folds(sum(w[c] * cv[c] for c in COMPONENTS), folds), target)
     return out, InContextFit(w, float(np.median(ell)), float(np.median(eta)), alpha, scores,
                              preds if keep_components else None)  # fmt: skip
+
+
+def _safeguard(
+    w: dict[str, float], cv: dict[str, np.ndarray], y: np.ndarray, folds: list[np.ndarray]
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Keep the combination only where it clearly beats its best component on the prompts; else that component.
+
+    Clearly: the mean over genes of the per-gene, within-fold PCC gain exceeds twice its standard error. Returns
+    the weights kept and the cross-fitted PCC of each component and of the combination (with what was kept).
+    """
+    target = _within_folds(y, folds)
+    per_gene = {c: _pcc_genes(_within_folds(cv[c], folds), target) for c in cv}
+    per_gene["combined"] = _pcc_genes(_within_folds(sum(w[c] * cv[c] for c in cv), folds), target)
+    scores: dict[str, Any] = {c: float(v.mean()) for c, v in per_gene.items()}
+    best = max(cv, key=lambda c: scores[c])
+    gain = per_gene["combined"] - per_gene[best]
+    if len(gain) > 1 and gain.mean() > 2.0 * gain.std(ddof=1) / np.sqrt(len(gain)):
+        return w, scores | {"kept": "combination"}
+    return {c: float(c == best) for c in cv}, scores | {"kept": best}
 
 
 def combine(cv: dict[str, np.ndarray], target: np.ndarray, folds: list[np.ndarray]) -> dict[str, float]:

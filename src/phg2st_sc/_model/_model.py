@@ -243,7 +243,8 @@ class PHG2ST:
             at_prompts, latent_at_prompts = (
                 self._cross_fitted(slide, prompt, device, (pred, latent)) if self.config["use_prompts"] else (None, None)
             )
-            adapted, fit = adapt(pred.astype(np.float64), latent, slide.x.numpy(), slide.pos.numpy(), prompt, y,
+            image = slide.x.numpy() if self.config["use_image"] else None  # a prompts-only model reads no image
+            adapted, fit = adapt(pred.astype(np.float64), latent, image, slide.pos.numpy(), prompt, y,
                                  network_at_prompts=at_prompts, latent_at_prompts=latent_at_prompts)  # fmt: skip
             pred, self.in_context_ = adapted.astype(np.float32), fit.record()
         return pred, latent

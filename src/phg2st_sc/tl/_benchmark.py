@@ -41,7 +41,11 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
         )
     },  # fmt: skip
     "phg2st_adaptive": {"method": "phg2st", "variant": "adaptive", "prompt_fraction": (0.05, 0.3)},
-    # the adaptive model's image network alone (the same trained model: its in-context layer switched off)
+    # the adaptive variant without the image: a prompts-only network, its layer's ridge on the network's tokens only
+    "phg2st_adaptive_prompts_only": {
+        "method": "phg2st", "variant": "adaptive", "prompt_fraction": (0.05, 0.3), "use_image": False,
+    },  # fmt: skip
+    # the adaptive model's network alone (the same trained model: its in-context layer switched off)
     "phg2st_adaptive_network": {
         "method": "phg2st",
         "variant": "adaptive",
