@@ -79,6 +79,17 @@ class Keys:
         return f"{key}_neighbour_hyperedges"
 
     @staticmethod
+    def uncertainty(layer: str, part: str) -> str:
+        """Slot of ``tl.impute``'s predictive uncertainty for predictions in ``layer``.
+
+        ``part``: ``"std"``, ``"lo"``, ``"hi"`` (layers: standard deviation, interval bounds) or ``"std_mean"``
+        (``obs``: each spot's mean standard deviation over genes).
+        """
+        if part not in ("std", "lo", "hi", "std_mean"):
+            raise ValueError(f"Unknown uncertainty slot {part!r}.")
+        return f"{layer}_{part}"
+
+    @staticmethod
     def hypergraph(key: str) -> str:
         """``uns`` key of the hypergraph's parameters."""
         return f"{key}_hypergraph"

@@ -52,6 +52,38 @@ MIN_PROMPTS = 2 * CV_FOLDS  # below this, the network alone (re-centred on the p
 
 
 @dataclass
+class Spread:
+    """A calibrated predictive spread: ``std[i, g] = gene_scale[g] * spot_scale[i]``, and split-conformal scores.
+
+    ``spot_scale`` is the square root of the kriging variance of a new observation at each spot (relative to the
+    signal variance; larger far from the prompts when the expression is spatially structured); ``gene_scale`` the
+    root mean square of each gene's cross-fitted errors at the prompts divided by the spot scale there. ``scores``
+    are those normalised errors (p x genes, pooled for the quantiles).
+    """
+
+    gene_scale: np.ndarray  # (genes,)
+    spot_scale: np.ndarray  # (n,)
+    scores: np.ndarray  # (p, genes)
+
+    def std(self) -> np.ndarray:
+        """The predictive standard deviation, (n, genes) float32."""
+        return (self.spot_scale[:, None] * self.gene_scale[None, :]).astype(np.float32)
+
+    def quantile(self, coverage: float) -> float:
+        """The conformal quantile: the pooled scores' order statistic ``ceil((N + 1) coverage)`` of N.
+
+        The finite-sample correction of split conformal prediction; the largest score where that exceeds N.
+        """
+        flat = np.sort(self.scores.ravel())
+        k = min(int(np.ceil((flat.size + 1) * coverage)), flat.size) - 1
+        return float(flat[max(k, 0)])
+
+    def half_width(self, coverage: float) -> np.ndarray:
+        """Half the width of the split-conformal interval of nominal ``coverage``, (n, genes) float32."""
+        return (self.quantile(coverage) * self.std()).astype(np.float32)
+
+
+@dataclass
 class InContextFit:
     """What the in-context layer chose on a section (recorded in ``uns``)."""
 
@@ -61,6 +93,7 @@ class InContextFit:
     ridge_alpha: float
     cv_pcc: dict[str, Any] = field(default_factory=dict)  # per component and the combination, within folds
     components: dict[str, np.ndarray] | None = None  # each component's prediction (with ``keep_components``)
+    spread: Spread | None = None  # the predictive spread (per spot and gene) and its conformal calibration
 
     def record(self) -> dict[str, Any]:
         return {"weights": self.weights, "length_scale": self.length_scale, "noise_ratio": self.noise_ratio,
@@ -166,6 +199,51 @@ def _krige_local(xy_p: np.ndarray, r: np.ndarray, xy_q: np.ndarray, ell: float, 
         w = np.linalg.solve(kk, kq[..., None])[..., 0]  # (c, k): kriging weights
         out[s : s + 2048] = np.einsum("ck,ckg->cg", w, r[nb])
     return out
+
+
+def kriging_variance(xy_p: np.ndarray, xy_q: np.ndarray, ell: float, eta: float) -> np.ndarray:
+    """Variance of a new noisy observation at ``xy_q`` given the prompts, relative to the signal variance: (nq,).
+
+    ``1 + eta - k_q^T (K + eta I)^-1 k_q`` (at least ``eta``), exact up to :data:`EXACT_MAX` prompts, else from
+    each query's :data:`LOCAL_K` nearest prompts.
+    """
+    out = np.empty(len(xy_q))
+    if len(xy_p) <= EXACT_MAX:
+        k_inv = np.linalg.inv(np.exp(-0.5 * _sqdist(xy_p, xy_p) / ell**2) + eta * np.eye(len(xy_p)))
+        for s in range(0, len(xy_q), 4096):
+            kq = np.exp(-0.5 * _sqdist(xy_q[s : s + 4096], xy_p) / ell**2)
+            out[s : s + 4096] = 1.0 + eta - np.einsum("ij,jk,ik->i", kq, k_inv, kq)
+        return np.maximum(out, eta)
+    k = min(LOCAL_K, len(xy_p))
+    _, idx = cKDTree(xy_p).query(xy_q, k=k)
+    idx = idx.reshape(len(xy_q), k)
+    for s in range(0, len(xy_q), 2048):
+        pts = xy_p[idx[s : s + 2048]]
+        kk = np.exp(-0.5 * ((pts[:, :, None, :] - pts[:, None, :, :]) ** 2).sum(-1) / ell**2) + eta * np.eye(k)
+        kq = np.exp(-0.5 * ((pts - xy_q[s : s + 2048, None, :]) ** 2).sum(-1) / ell**2)
+        out[s : s + 2048] = 1.0 + eta - (kq * np.linalg.solve(kk, kq[..., None])[..., 0]).sum(-1)
+    return np.maximum(out, eta)
+
+
+def fit_spread(
+    xy_p: np.ndarray, xy: np.ndarray, errors: np.ndarray, folds: list[np.ndarray], ell: float, eta: float
+) -> Spread:
+    """The predictive spread of a prediction whose cross-fitted errors at the prompts are ``errors`` (p, genes).
+
+    The spot scale is the kriging standard deviation with the kernel (``ell``, ``eta``); at each prompt it is
+    computed from the other folds, as its error was. Exchangeable prompts and spots (random prompts) make the
+    conformal intervals valid on average over spots and genes; prompts placed in blocks are not exchangeable with
+    the spots they leave out, and the kriging variance then carries the distance only as far as the kernel allows.
+    """
+    v_cv = np.empty(len(xy_p))
+    for part in folds:
+        rest = np.setdiff1d(np.arange(len(xy_p)), part)
+        v_cv[part] = kriging_variance(xy_p[rest], xy_p[part], ell, eta)
+    u_cv = np.sqrt(v_cv)
+    gene_scale = np.sqrt(((errors / u_cv[:, None]) ** 2).mean(0))
+    gene_scale = np.where(gene_scale > 0, gene_scale, 1e-12)
+    scores = np.abs(errors) / (u_cv[:, None] * gene_scale[None, :])
+    return Spread(gene_scale, np.sqrt(kriging_variance(xy_p, xy, ell, eta)), scores)
 
 
 def _ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -280,8 +358,15 @@ def adapt(
     w = combine({c: (cv[c] - mu) / sd for c in COMPONENTS}, (y_prompt - mu) / sd, folds)
     w, scores = _safeguard(w, cv, y_prompt, folds)
     out = mu + sum(w[c] * (preds[c] - mu) for c in COMPONENTS)
+    kernel = (ell_y, eta_y) if w["field"] > w["kriging"] else (ell, eta)  # the kriging that weighs most
+    # compared within folds as the weights were (a pass's level is an artefact of leaving its fold out), each fold's
+    # centred errors rescaled by sqrt(m / (m - 1)) so that their variance is that of an error, not of its deviation
+    errors = _within_folds(y_prompt - sum(w[c] * cv[c] for c in COMPONENTS), folds)
+    for part in folds:
+        errors[part] *= np.sqrt(len(part) / max(len(part) - 1, 1))
+    sp = fit_spread(xy_p, xy, errors, folds, float(np.median(kernel[0])), float(np.median(kernel[1])))
     return out, InContextFit(w, float(np.median(ell)), float(np.median(eta)), alpha, scores,
-                             preds if keep_components else None)  # fmt: skip
+                             preds if keep_components else None, sp)  # fmt: skip
 
 
 def _safeguard(

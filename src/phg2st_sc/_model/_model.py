@@ -63,6 +63,7 @@ class PHG2ST:
         self.module = PHG2STModule(config)
         self.history_ = pd.DataFrame()
         self.in_context_: dict[str, Any] | None = None  # what the last prediction's in-context layer chose
+        self.spread_: Any = None  # the last prediction's calibrated spread (``_incontext.Spread``) or None
 
     @property
     def info(self) -> dict[str, Any]:
@@ -235,18 +236,20 @@ class PHG2ST:
                    else "Check the inputs: image features and prompt expression of a scale far from the training data "
                    "overflow the network.")
             )  # fmt: skip
-        self.in_context_ = None
+        self.in_context_ = self.spread_ = None
         if self.config["variant"] == "adaptive" and not network_only:
             from phg2st_sc._model._incontext import adapt
 
             y = slide.y.numpy().astype(np.float64)[prompt]
             at_prompts, latent_at_prompts = (
-                self._cross_fitted(slide, prompt, device, (pred, latent)) if self.config["use_prompts"] else (None, None)
+                self._cross_fitted(slide, prompt, device, (pred, latent))
+                if self.config["use_prompts"]
+                else (None, None)
             )
             image = slide.x.numpy() if self.config["use_image"] else None  # a prompts-only model reads no image
             adapted, fit = adapt(pred.astype(np.float64), latent, image, slide.pos.numpy(), prompt, y,
                                  network_at_prompts=at_prompts, latent_at_prompts=latent_at_prompts)  # fmt: skip
-            pred, self.in_context_ = adapted.astype(np.float32), fit.record()
+            pred, self.in_context_, self.spread_ = adapted.astype(np.float32), fit.record(), fit.spread
         return pred, latent
 
     def _cross_fitted(

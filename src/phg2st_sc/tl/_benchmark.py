@@ -43,7 +43,10 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
     "phg2st_adaptive": {"method": "phg2st", "variant": "adaptive", "prompt_fraction": (0.05, 0.3)},
     # the adaptive variant without the image: a prompts-only network, its layer's ridge on the network's tokens only
     "phg2st_adaptive_prompts_only": {
-        "method": "phg2st", "variant": "adaptive", "prompt_fraction": (0.05, 0.3), "use_image": False,
+        "method": "phg2st",
+        "variant": "adaptive",
+        "prompt_fraction": (0.05, 0.3),
+        "use_image": False,
     },  # fmt: skip
     # the adaptive model's network alone (the same trained model: its in-context layer switched off)
     "phg2st_adaptive_network": {
@@ -82,12 +85,18 @@ class BenchmarkResult:
 
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean over seeds and sections within each fold, then mean and std over folds."""
+    """Mean over seeds and sections within each fold, then mean and std over folds.
+
+    The accuracy metrics, and the calibration metrics of methods with uncertainty where any row has them.
+    """
+    from phg2st_sc.tl._evaluation import UNCERTAINTY_METRICS
+
     keys = ["protocol", "spots", "prompt_fraction", "method"]
-    per_fold = table.groupby([*keys, "fold"], sort=False)[list(METRICS)].mean()
+    metrics = [*METRICS, *(m for m in UNCERTAINTY_METRICS if m in table and table[m].notna().any())]
+    per_fold = table.groupby([*keys, "fold"], sort=False)[metrics].mean()
     agg = per_fold.groupby(level=list(range(len(keys))), sort=False).agg(["mean", "std"])
     out = pd.DataFrame(index=agg.index)
-    for m in METRICS:
+    for m in metrics:
         out[f"{m}_mean"], out[f"{m}_std"] = agg[(m, "mean")], agg[(m, "std")].fillna(0.0)
     out["folds"] = per_fold.groupby(level=list(range(len(keys))), sort=False).size()
     return out.reset_index()

@@ -11,10 +11,13 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from phg2st_sc._constants import Keys
 from phg2st_sc._errors import SmoothedTargetWarning
+from phg2st_sc._utils import as_dense
 
 if TYPE_CHECKING:
     from phg2st_sc._model._model import PHG2ST
@@ -76,6 +79,41 @@ def score_rows(
     return rows, genes
 
 
+#: Calibration metrics of a prediction with uncertainty (held-out spots; NaN for methods without).
+UNCERTAINTY_METRICS = ("coverage_80", "coverage_90", "width_90", "error_ratio")
+
+
+def uncertainty_metrics(adata: AnnData, layer: str) -> dict[str, float]:
+    """Coverage of the nominal 80% and 90% intervals, the 90% interval's mean width, and the error ratio.
+
+    On held-out spots (not prompts, not virtual), from ``layers[layer + '_std']`` and the conformal quantiles in
+    ``uns[layer]['params']['uncertainty']``; the error ratio is the mean absolute error of the 20% of spots with
+    the largest mean standard deviation over that of the 20% with the smallest. NaN without uncertainty.
+    """
+    std_key = Keys.uncertainty(layer, "std")
+    params = adata.uns.get(layer, {}).get("params", {}) if isinstance(adata.uns.get(layer), dict) else {}
+    if std_key not in adata.layers or "uncertainty" not in params:
+        return dict.fromkeys(UNCERTAINTY_METRICS, float("nan"))
+    held = ~adata.obs[Keys.PROMPT].to_numpy(bool)
+    if Keys.VIRTUAL in adata.obs:
+        held &= ~adata.obs[Keys.VIRTUAL].to_numpy(bool)
+    truth = as_dense(adata.X[held], dtype=np.float64)
+    pred = np.asarray(adata.layers[layer][held], dtype=np.float64)
+    std = np.asarray(adata.layers[std_key][held], dtype=np.float64)
+    q = params["uncertainty"]["quantiles"]
+    err = np.abs(truth - pred)
+    ok = np.isfinite(err)
+    out = {f"coverage_{int(round(100 * float(level)))}": float((err <= float(q[level]) * std)[ok].mean())
+           for level in q if float(level) in (0.8, 0.9)}  # fmt: skip
+    out["width_90"] = float(2.0 * float(q["0.9"]) * std[ok].mean())
+    per_spot_std, per_spot_err = std.mean(1), np.nanmean(err, axis=1)
+    order = np.argsort(per_spot_std)
+    k = max(len(order) // 5, 1)
+    low = per_spot_err[order[:k]].mean()
+    out["error_ratio"] = float(per_spot_err[order[-k:]].mean() / low) if low > 0 else float("nan")
+    return out
+
+
 def evaluate_methods(
     adata: AnnData,
     methods: Mapping[str, Predictor],
@@ -124,9 +162,13 @@ def evaluate_methods(
         for label, predict in methods.items():
             if progress is not None:
                 progress(seed, label)
+            for part in ("std", "lo", "hi"):  # a previous method's uncertainty is not this one's
+                adata.layers.pop(Keys.uncertainty(SCRATCH, part), None)
             predict(adata, SCRATCH, seed)
             r, g = score_rows(adata, SCRATCH, {**(base or {}), "method": label, "seed": seed,
                                                "prompt_fraction": fraction}, spots, per_gene)  # fmt: skip
+            calibration = uncertainty_metrics(adata, SCRATCH)
+            r = [{**row, **calibration} if row["spots"] == "heldout" else row for row in r]
             rows += r
             genes += g
     return rows, genes

@@ -211,9 +211,10 @@ def fit(
         ``"propagated"`` (the default): every spot attends to its nearest prompts and refines the interpolated
         prompt field. ``"adaptive"``: the same network, its prediction adapted to each section through the
         section's own prompts when imputing (regression kriging of the network's cross-fitted residuals with a
-        kernel fitted per section, a ridge on the network's latent tokens and the image features, and a
-        non-negative combination of these and the network chosen on leave-one-prompt-out predictions at the
-        prompts; see the design notes and the benchmarks). ``"paper"``: the published design, where a prompt informs only itself (see
+        kernel fitted per section, the kriging of the prompts alone, a ridge on the network's latent tokens and the
+        image features, and a non-negative combination of these and the network chosen on 5-fold cross-fitted
+        predictions at the prompts, kept only where it clearly beats its best component; see the design notes and
+        the benchmarks). ``"paper"``: the published design, where a prompt informs only itself (see
         the design notes). A shortcut for ``config``'s field of that name.
     config
         The architecture: a :class:`~phg2st_sc.tl.ModelConfig` or a dict of some of its fields (token size, heads,
@@ -392,6 +393,8 @@ def impute(
     keep_prompts: bool = True,
     latent_key: str = "X_phg2st",
     in_context: bool = True,
+    uncertainty: bool | None = None,
+    coverage: float = 0.9,
     device: str = "cpu",
     table_key: str | None = None,
     overwrite: bool = False,
@@ -428,6 +431,14 @@ def impute(
         For the ``"adaptive"`` variant: adapt the image network to this section through its prompts (regression
         kriging of the network's residuals, an in-section ridge and their combination, all fitted on the prompts;
         the choice is recorded in ``uns``). ``False`` gives the network alone (an ablation). Other variants ignore it.
+    uncertainty
+        Write a predictive standard deviation and split-conformal intervals per spot and gene, calibrated on this
+        section's prompts (their cross-fitted errors; see the design notes). Needs the ``"adaptive"`` variant with
+        ``in_context`` and at least 10 prompts. ``None`` (the default): where that holds; ``True``: required (an
+        error otherwise, nothing written); ``False``: never. The intervals assume the prompts are a random sample
+        of the spots; for prompts in blocks they are not calibrated.
+    coverage
+        Nominal coverage of the intervals, in (0, 1).
     device
         Torch device for the forward pass.
     {table_key}
@@ -444,8 +455,16 @@ def impute(
         (n, hidden) latent representation (under ``latent_key``).
     ``.uns['{{layer_added}}']['params']``
         Model variant, prompt key and count, whether prompts kept their values; for the adaptive variant,
-        ``in_context``: the combination weights, kernel and ridge penalty chosen on this section's prompts and the
-        leave-one-prompt-out PCC of each component.
+        ``in_context``: the combination weights, kernel and ridge penalty chosen on this section's prompts, the
+        cross-fitted PCC of each component and of the combination over the prompts (``cv_pcc``) and what was kept
+        (``cv_pcc['kept']``: ``"combination"`` or one component); with uncertainty, ``uncertainty``: the coverage
+        and the conformal quantiles at 50, 80, 90 and 95% (``quantiles``; an interval of that coverage is the
+        prediction ± quantile x standard deviation).
+    ``.layers['{{layer_added}}_std']``, ``.layers['{{layer_added}}_lo']``, ``.layers['{{layer_added}}_hi']``
+        With uncertainty: the predictive standard deviation and the interval's bounds (float32); at prompts that
+        keep their measured values, 0 and the value itself.
+    ``.obs['{{layer_added}}_std_mean']``
+        With uncertainty: each spot's mean standard deviation over genes.
 
     Examples
     --------
@@ -482,6 +501,10 @@ def impute(
         ("obsm", latent_key): "latent_key",
         ("uns", layer_added): "layer_added",
     }
+    want = _check_uncertainty(model, uncertainty, coverage, in_context, int(prompts.sum()))
+    if want:
+        slots |= {(slot, Keys.uncertainty(layer_added, part)): "layer_added"
+                  for slot, part in (("layers", "std"), ("layers", "lo"), ("layers", "hi"), ("obs", "std_mean"))}  # fmt: skip
     check_slots(table, slots, overwrite=overwrite, writer="tl.impute")
     model.check_input(table, prompts)
     pred, latent = model.predict(table, prompts, device=device, network_only=not in_context)
@@ -500,7 +523,57 @@ def impute(
         ("obsm", latent_key): latent,
         ("uns", layer_added): {"params": params},
     }
+    if want:
+        if model.spread_ is None:  # (checked above; a guard against a layer that chose not to calibrate)
+            raise RuntimeError("The in-context layer returned no spread; nothing was written.")
+        writes |= _uncertainty_slots(
+            model.spread_, pred, order, prompts if keep_prompts else None, layer_added, coverage
+        )
+        params["uncertainty"] = {
+            "coverage": coverage, "method": "split conformal on 5-fold cross-fitted prompt errors",
+            "quantiles": {str(level): model.spread_.quantile(level) for level in QUANTILE_LEVELS},
+        }  # fmt: skip
     return write_slots(table, writes, copy=copy, overwrite=overwrite, names=slots, writer="tl.impute")
+
+
+#: Coverage levels whose conformal quantiles ``tl.impute`` records (interval = prediction ± quantile x std).
+QUANTILE_LEVELS = (0.5, 0.8, 0.9, 0.95)
+
+
+def _check_uncertainty(model: Any, uncertainty: bool | None, coverage: float, in_context: bool, n_prompts: int) -> bool:
+    """Whether ``tl.impute`` writes uncertainty; raises where it was required and cannot be given."""
+    from phg2st_sc._model._incontext import MIN_PROMPTS
+
+    if uncertainty not in (None, True, False):
+        raise TypeError(f"`uncertainty` must be True, False or None, got {uncertainty!r}.")
+    if isinstance(coverage, bool) or not isinstance(coverage, (int, float)) or not 0.0 < float(coverage) < 1.0:
+        raise ValueError(f"`coverage` must be a number strictly between 0 and 1, got {coverage!r}.")
+    reasons = []
+    if model.config["variant"] != "adaptive":
+        reasons.append(f"the model's variant is {model.config['variant']!r} (uncertainty needs 'adaptive')")
+    if not in_context:
+        reasons.append("`in_context=False`")
+    if n_prompts < MIN_PROMPTS:
+        reasons.append(f"{n_prompts} prompts (at least {MIN_PROMPTS} are needed to calibrate)")
+    if uncertainty and reasons:
+        raise ValueError("`uncertainty=True` cannot be given here: " + "; ".join(reasons) + ". Nothing was written.")
+    return uncertainty is not False and not reasons
+
+
+def _uncertainty_slots(
+    spread: Any, pred: np.ndarray, order: list[int], prompts: np.ndarray | None, layer: str, coverage: float
+) -> dict[tuple[str, str], Any]:
+    """The standard deviation, interval bounds and per-spot summary, genes in ``var`` order."""
+    std, half = spread.std()[:, order], spread.half_width(coverage)[:, order]
+    if prompts is not None:  # measured values are what is given there
+        std[prompts] = 0.0
+        half[prompts] = 0.0
+    return {
+        ("layers", Keys.uncertainty(layer, "std")): std,
+        ("layers", Keys.uncertainty(layer, "lo")): (pred - half).astype(np.float32),
+        ("layers", Keys.uncertainty(layer, "hi")): (pred + half).astype(np.float32),
+        ("obs", Keys.uncertainty(layer, "std_mean")): std.mean(1),
+    }
 
 
 _FIT = fit  # the function itself, for `_fit_parameters`

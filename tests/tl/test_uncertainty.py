@@ -1,0 +1,106 @@
+"""Predictive uncertainty of the adaptive variant: a standard deviation and split-conformal intervals per spot and
+gene, calibrated on the section's prompts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import phg2st_sc as phg2st
+from phg2st_sc._constants import Keys
+from phg2st_sc._model import _incontext as ic
+
+
+def _gp_section(seed: int, n: int = 700, genes: int = 40, noise: float = 0.3):
+    """A Gaussian-process field (length scale 3) with known noise, and a noisy network prediction of it."""
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, 25, size=(n, 2))
+    k = np.exp(-0.5 * ic._sqdist(xy, xy) / 3.0**2) + 1e-8 * np.eye(n)
+    f = np.linalg.cholesky(k) @ rng.normal(size=(n, genes))
+    y = f + noise * rng.normal(size=f.shape)
+    prompt = np.zeros(n, dtype=bool)
+    prompt[rng.choice(n, n // 5, replace=False)] = True
+    return xy, y, prompt, f + 0.8 * rng.normal(size=f.shape), rng.normal(size=(n, 8))
+
+
+def test_conformal_intervals_cover_held_out_spots_at_the_nominal_rate():
+    """Random prompts on Gaussian-process data: coverage within 2 points of 80% and 90% (mean over 5 sections)."""
+    covered = {0.8: [], 0.9: []}
+    for seed in range(5):
+        xy, y, prompt, net, latent = _gp_section(seed)
+        out, fit = ic.adapt(net, latent, None, xy, prompt, y[prompt])
+        held = ~prompt
+        for level in covered:
+            inside = np.abs(y[held] - out[held]) <= fit.spread.half_width(level)[held]
+            covered[level].append(inside.mean())
+    for level, values in covered.items():
+        assert abs(np.mean(values) - level) < 0.02, (level, values)
+
+
+def test_the_standard_deviation_ranks_errors():
+    """Prompts in one half of a structured field: spots far from them get larger standard deviations and errors."""
+    xy, y, _, net, latent = _gp_section(11, noise=0.1)
+    prompt = (xy[:, 0] < 12.5) & (np.arange(len(xy)) % 3 == 0)
+    out, fit = ic.adapt(np.zeros_like(y), latent, None, xy, prompt, y[prompt])
+    std, err = fit.spread.std()[~prompt].mean(1), np.abs(y - out)[~prompt].mean(1)
+    order = np.argsort(std)
+    k = len(order) // 5
+    assert err[order[-k:]].mean() > 1.5 * err[order[:k]].mean()
+    assert std[xy[~prompt, 0] > 20].mean() > 2 * std[xy[~prompt, 0] < 10].mean()
+
+
+def test_impute_writes_the_uncertainty_slots(synthetic_section):
+    from _synthetic import SMALL
+
+    a = synthetic_section()
+    model = phg2st.tl.fit(a, variant="adaptive", max_epochs=1, validation=None, **SMALL)
+    phg2st.tl.select_prompts(a, fraction=0.3, seed=0)
+    out = phg2st.tl.impute(a, model, copy=True, coverage=0.8)
+    pred = out.layers["phg2st"]
+    std, lo, hi = (out.layers[Keys.uncertainty("phg2st", p)] for p in ("std", "lo", "hi"))
+    prompt = out.obs["phg2st_prompt"].to_numpy(bool)
+    assert std.shape == pred.shape and std.dtype == np.float32
+    assert (std[~prompt] > 0).all() and (std[prompt] == 0).all()
+    assert (lo <= pred).all() and (pred <= hi).all() and (lo[prompt] == hi[prompt]).all()
+    np.testing.assert_allclose(out.obs["phg2st_std_mean"], std.mean(1), rtol=1e-5)
+    assert out.uns["phg2st"]["params"]["uncertainty"]["coverage"] == 0.8
+    wider = phg2st.tl.impute(a, model, copy=True, coverage=0.95)
+    assert (wider.layers["phg2st_hi"] >= out.layers["phg2st_hi"]).all()
+    assert "phg2st_std" not in phg2st.tl.impute(a, model, copy=True, uncertainty=False).layers
+
+
+def test_uncertainty_that_cannot_be_given_writes_nothing(synthetic_section):
+    from _synthetic import SMALL
+
+    a = synthetic_section()
+    model = phg2st.tl.fit(a, max_epochs=1, validation=None, **SMALL)  # the propagated variant
+    phg2st.tl.select_prompts(a, fraction=0.3, seed=0)
+    before = a.copy()
+    with pytest.raises(ValueError, match="variant is 'propagated'"):
+        phg2st.tl.impute(a, model, uncertainty=True)
+    assert set(a.layers) == set(before.layers) and set(a.uns) == set(before.uns)
+    quiet = phg2st.tl.impute(a, model, copy=True)  # default: only where it can be given
+    assert "phg2st_std" not in quiet.layers and "phg2st" in quiet.layers
+    for bad in (0.0, 1.0, 1.5, True, "0.9"):
+        with pytest.raises((ValueError, TypeError), match="coverage"):
+            phg2st.tl.impute(a, model, coverage=bad)
+    assert set(a.layers) == set(before.layers)
+
+
+def test_benchmark_rows_carry_calibration_only_for_methods_with_uncertainty(synthetic_section):
+    """evaluate_methods (tl.benchmark's core): coverage, width and error ratio for the adaptive model's held-out
+    rows; NaN for a baseline run after it (its stale uncertainty layers are dropped first)."""
+    from _synthetic import SMALL
+
+    from phg2st_sc.tl._evaluation import UNCERTAINTY_METRICS, baseline_predictor, evaluate_methods, model_predictor
+
+    a = synthetic_section()
+    model = phg2st.tl.fit(a, variant="adaptive", max_epochs=1, validation=None, **SMALL)
+    methods = {"adaptive": model_predictor(model), "idw": baseline_predictor({"method": "idw"})}
+    rows, _ = evaluate_methods(a.copy(), methods, seeds=[0], fraction=0.3, spots=("heldout", "all"))
+    by = {(r["method"], r["spots"]): r for r in rows}
+    ours = by[("adaptive", "heldout")]
+    assert 0.0 <= ours["coverage_80"] <= ours["coverage_90"] <= 1.0 and ours["width_90"] > 0
+    assert np.isfinite(ours["error_ratio"])
+    for key in (("idw", "heldout"), ("adaptive", "all")):
+        assert all(np.isnan(by[key].get(m, np.nan)) for m in UNCERTAINTY_METRICS)
