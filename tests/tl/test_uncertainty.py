@@ -104,3 +104,23 @@ def test_benchmark_rows_carry_calibration_only_for_methods_with_uncertainty(synt
     assert np.isfinite(ours["error_ratio"])
     for key in (("idw", "heldout"), ("adaptive", "all")):
         assert all(np.isnan(by[key].get(m, np.nan)) for m in UNCERTAINTY_METRICS)
+
+
+def test_pl_spatial_shows_the_standard_deviation_beside_the_prediction(synthetic_section):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from _synthetic import SMALL
+
+    a = synthetic_section()
+    model = phg2st.tl.fit(a, variant="adaptive", max_epochs=1, validation=None, **SMALL)
+    phg2st.tl.select_prompts(a, fraction=0.3, seed=0)
+    phg2st.tl.impute(a, model)
+    gene = a.var_names[0]
+    fig = phg2st.pl.spatial(a, gene, layers=(None, "phg2st"), uncertainty=True, return_fig=True, show=False)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles[-1].endswith("std") and len(titles) == 4  # measured, predicted, error, std
+    del a.layers["phg2st_std"]
+    with pytest.raises(ValueError, match="no layer after the first has a standard deviation"):
+        phg2st.pl.spatial(a, gene, layers=(None, "phg2st"), uncertainty=True, show=False)
+    matplotlib.pyplot.close("all")

@@ -39,6 +39,7 @@ def spatial(
     *,
     layers: Sequence[str | None] = (None,),
     error: bool = True,
+    uncertainty: bool = False,
     prompt_key: str | None = Keys.PROMPT,
     library_id: str | None = None,
     image: bool = True,
@@ -70,6 +71,9 @@ def spatial(
         the others are predictions, e.g. ``(None, "baseline_idw", "phg2st")``.
     error
         Add an error panel (layer minus reference) for every layer after the first.
+    uncertainty
+        Add a panel of the predictive standard deviation (``layers[layer + '_std']`` from
+        :func:`~phg2st_sc.tl.impute`) for every layer after the first that has one; an error if none has.
     prompt_key
         Boolean ``obs`` column of prompt spots to outline; ``None`` or a missing column outlines nothing.
     {section}
@@ -106,6 +110,17 @@ def spatial(
     panels: list[tuple[str, str | None]] = [("value", layer) for layer in layers]
     if error:
         panels += [("error", layer) for layer in layers[1:]]
+    if uncertainty:
+        with_std = [
+            layer for layer in layers[1:] if layer is not None and Keys.uncertainty(layer, "std") in adata.layers
+        ]
+        if not with_std:
+            raise ValueError(
+                "`uncertainty=True` but no layer after the first has a standard deviation (`layers[<layer>_std]`): "
+                "impute with the adaptive variant and `uncertainty=True` first."
+            )
+        panels += [("std", layer) for layer in with_std]
+        values |= {f"{layer}:std": _values(adata, Keys.uncertainty(layer, "std"), cols) for layer in with_std}
 
     fig, axes = plt.subplots(
         len(genes), len(panels), figsize=(panel_size * len(panels) * 1.15, panel_size * len(genes)), squeeze=False
@@ -117,6 +132,9 @@ def spatial(
             ax = axes[gi, pi]
             if kind == "value":
                 c, cm, nrm, label = values[layer][:, gi], cmap, norm, layer_label(layer)
+            elif kind == "std":
+                c = values[f"{layer}:std"][:, gi]
+                cm, nrm, label = "magma", Normalize(0.0, max(float(np.nanmax(c)), 1e-12)), f"{layer_label(layer)} std"
             else:
                 c = values[layer][:, gi] - values[layers[0]][:, gi]
                 lim = error_limit(c)
