@@ -4,6 +4,7 @@ from phg2st_sc._model._config import ModelConfig
 
 from ._baselines import IMAGE_METHODS, METHODS, baseline
 from ._benchmark import METHOD_PRESETS, BenchmarkResult, benchmark, summarise
+from ._design import design_prompts
 from ._fit import fit, impute
 from ._metrics import Scores, gene_metrics, score
 from ._prompts import select_prompts
@@ -18,6 +19,7 @@ __all__ = [
     "ModelConfig",
     "impute",
     "select_prompts",
+    "design_prompts",
     "baseline",
     "score",
     "gene_metrics",
