@@ -66,11 +66,11 @@ def test_blocks_are_contiguous_and_placed_apart(c2_design):
     order = c2_design.obs["phg2st_design_order"].to_numpy()
     xy = c2_design.obsm["spatial"] / phg2st._utils.spot_pitch(c2_design.obsm["spatial"])
     blocks = [xy[order == r] for r in range(order.max() + 1)]
-    assert sum(len(b) for b in blocks) == 24  # 19 spots rounded up to whole blocks of 6
-    for b in blocks:  # contiguous: every spot of a block within 1.5 pitches of another of it
+    assert [len(b) for b in blocks] == [6, 6, 6, 1]  # 19 spots: three blocks of 6 and the rest
+    for b in blocks[:3]:  # contiguous: every spot of a block within 1.5 pitches of another of it
         d = np.linalg.norm(b[:, None] - b[None], axis=-1) + np.eye(len(b)) * 1e9
         assert d.min(1).max() < 1.5
-    centres = np.array([b.mean(0) for b in blocks])
+    centres = np.array([b.mean(0) for b in blocks[:3]])
     gaps = np.linalg.norm(centres[:, None] - centres[None], axis=-1) + np.eye(len(centres)) * 1e9
     assert gaps.min() > 3.0
 
@@ -106,3 +106,18 @@ def test_bad_designs_are_refused_and_write_nothing(c2_design, kwargs, error, mat
     with pytest.raises(error, match=match):
         phg2st.tl.design_prompts(c2_design, **kwargs)
     assert (set(c2_design.obs), set(c2_design.uns)) == before
+
+
+@pytest.mark.parametrize("strategy", ["space", "features_blocks", "variance"])
+def test_benchmark_prompts_can_be_designed(c2_design, strategy):
+    """The evaluation core places the same number of prompts as random ones, by the design asked for."""
+    from phg2st_sc.tl._evaluation import draw_prompts
+
+    draw_prompts(c2_design, 0.1, 0, strategy, use_rep="X_colour")
+    designed = c2_design.obs[Keys.PROMPT].to_numpy(bool)
+    draw_prompts(c2_design, 0.1, 0, "random")
+    assert designed.sum() == c2_design.obs[Keys.PROMPT].sum() == 19
+    name, _, blocks = strategy.partition("_")
+    expected = phg2st.tl.design_prompts(c2_design, budget=19, strategy=name, shape="blocks" if blocks else "spots",
+                                        block_size=4, use_rep="X_colour", copy=True)  # fmt: skip
+    np.testing.assert_array_equal(designed, expected.obs["phg2st_design"].to_numpy(bool))

@@ -17,6 +17,7 @@ FOLDS = ("leave_one_patient_out", "leave_one_section_out")
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Add the command's parser to ``sub`` (the ``phg2st`` subparsers) and return it."""
+    from phg2st_sc.tl._evaluation import PROMPT_STRATEGIES
     from phg2st_sc.tl._protocol import PROTOCOLS
 
     p = sub.add_parser(
@@ -32,7 +33,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--protocols", nargs="+", default=["heldout", "heldout_smoothed"], choices=list(PROTOCOLS),
                    help="target protocols (tl.PROTOCOLS)")  # fmt: skip
     p.add_argument("--fractions", type=float, nargs="+", default=[0.1], help="prompt fractions")
-    p.add_argument("--strategy", default="random", choices=["random", "blocks"], help="where the prompts are")
+    p.add_argument(
+        "--strategy",
+        default="random",
+        choices=list(PROMPT_STRATEGIES),
+        help="where the prompts are: random spots or five random blocks, or a tl.design_prompts design of as many "
+        "spots (space, features, variance; *_blocks: five designed blocks)",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="prompt draws (default: 0 1 2)")
     p.add_argument("--spots", nargs="+", default=["heldout", "all"], choices=["heldout", "all"],
                    help="spots scored")  # fmt: skip

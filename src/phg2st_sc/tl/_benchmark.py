@@ -196,7 +196,7 @@ def benchmark(
     methods: Sequence[str] | Mapping[str, Mapping[str, Any]] = ("mean", "idw", "gp"),
     protocols: Sequence[str | Protocol] = ("heldout", "heldout_smoothed"),
     prompt_fractions: Sequence[float] = (0.1,),
-    prompt_strategy: Literal["random", "blocks"] = "random",
+    prompt_strategy: str = "random",
     seeds: Sequence[int] = (0, 1, 2),
     spots: Sequence[str] = ("heldout", "all"),
     panel: str | Sequence[str] | None = "auto",
@@ -234,7 +234,9 @@ def benchmark(
         Fractions of each test section given as prompts.
     prompt_strategy
         ``"random"`` spots, or ``"blocks"``: five contiguous patches, so whole regions of the section have no
-        prompt (see :func:`phg2st_sc.tl.select_prompts`).
+        prompt (see :func:`phg2st_sc.tl.select_prompts`); or a design of :func:`phg2st_sc.tl.design_prompts` with
+        as many spots: ``"space"``, ``"features"``, ``"variance"`` (single spots) or ``"space_blocks"``,
+        ``"features_blocks"``, ``"variance_blocks"`` (five designed blocks).
     seeds
         Prompt draws per fraction.
     spots
@@ -325,8 +327,10 @@ def _check_run_settings(protocols, prompt_fractions, prompt_strategy, seeds, spo
     fractions = [float(f) for f in prompt_fractions]
     if not fractions or any(not 0 < f < 1 for f in fractions):
         raise ValueError(f"`prompt_fractions` must be numbers in (0, 1), got {list(prompt_fractions)}.")
-    if prompt_strategy not in ("random", "blocks"):
-        raise ValueError(f"`prompt_strategy` must be 'random' or 'blocks', got {prompt_strategy!r}.")
+    from phg2st_sc.tl._evaluation import PROMPT_STRATEGIES
+
+    if prompt_strategy not in PROMPT_STRATEGIES:
+        raise ValueError(f"`prompt_strategy` must be one of {list(PROMPT_STRATEGIES)}, got {prompt_strategy!r}.")
     seeds = [check_seed(s, "seeds") for s in seeds]
     if not seeds:
         raise ValueError("`seeds` is empty.")
@@ -377,7 +381,11 @@ def _prepare(data: Any, **kw: Any) -> _Run:
         raise ValueError("No section to benchmark.")
     fold_map = _folds(kw["folds"], loaded)
     needs_model = any(s["method"] == "phg2st" for s in specs.values())
-    needs_image = needs_model or any(s["method"] in IMAGE_METHODS for s in specs.values())
+    needs_image = (
+        needs_model
+        or any(s["method"] in IMAGE_METHODS for s in specs.values())
+        or kw["prompt_strategy"].startswith("features")  # designs that read the image features
+    )
     if needs_model and len(loaded) < 2:
         raise ValueError("PHG2ST needs training sections besides the test fold.")
     use_rep, encoder = kw["use_rep"], kw["encoder"]
@@ -457,6 +465,7 @@ def _run_fold(run: _Run, fold: str, test_sections: list[str]) -> tuple[pd.DataFr
                 r, g = evaluate_methods(
                     work, predictors, seeds=run.seeds, fraction=fraction, strategy=run.strategy, spots=run.spots,
                     per_gene=run.per_gene, base={"fold": fold, "section": section, "protocol": proto.name},
+                    use_rep=run.rep,
                 )  # fmt: skip
                 rows += r
                 genes += g

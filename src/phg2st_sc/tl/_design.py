@@ -60,8 +60,8 @@ def design_prompts(
         ``noise_ratio`` (at most 8,000 spots).
     shape
         ``"spots"``: single spots. ``"blocks"``: contiguous capture regions of ``block_size`` spots each (the
-        nearest free spots around a centre), placed one after another by the strategy; the budget is rounded up
-        to whole blocks.
+        nearest free spots around a centre), placed one after another by the strategy; the last block is smaller
+        when the budget is not a multiple of ``block_size``.
     block_size
         Spots per block for ``shape="blocks"``.
     existing
@@ -109,7 +109,6 @@ def design_prompts(
     n = _budget(budget, table.n_obs, n_free)
     if shape == "blocks":
         block_size = check_positive_int(block_size, "block_size")
-        n = min(int(np.ceil(n / block_size)) * block_size, n_free)
     xy = get_coordinates(table, spatial_key)
     xy = xy / spot_pitch(xy)
     feats = _design_features(table, use_rep) if strategy == "features" else None

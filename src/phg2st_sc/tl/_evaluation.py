@@ -114,6 +114,27 @@ def uncertainty_metrics(adata: AnnData, layer: str) -> dict[str, float]:
     return out
 
 
+#: How a benchmark's prompts are placed: at random (spots or five blocks) or designed (tl.design_prompts, spots or
+#: five blocks, the same number of spots).
+PROMPT_STRATEGIES = ("random", "blocks", "space", "features", "variance", "space_blocks", "features_blocks",
+                     "variance_blocks")  # fmt: skip
+
+
+def draw_prompts(adata: AnnData, fraction: float, seed: int, strategy: str, use_rep: str | None = None) -> None:
+    """Mark ``round(fraction * n)`` prompts of ``strategy`` (:data:`PROMPT_STRATEGIES`) in ``obs``."""
+    from phg2st_sc.tl._design import design_prompts
+    from phg2st_sc.tl._prompts import n_prompts_for, select_prompts
+
+    if strategy in ("random", "blocks"):
+        select_prompts(adata, fraction=fraction, seed=seed, strategy=strategy)
+        return
+    name, _, blocks = strategy.partition("_")
+    n = n_prompts_for(adata.n_obs, fraction)
+    design = design_prompts(adata, budget=n, strategy=name, shape="blocks" if blocks else "spots",
+                            block_size=int(np.ceil(n / 5)), use_rep=use_rep, seed=seed, copy=True)  # fmt: skip
+    select_prompts(adata, mask=design.obs["phg2st_design"].to_numpy(bool))
+
+
 def evaluate_methods(
     adata: AnnData,
     methods: Mapping[str, Predictor],
@@ -125,6 +146,7 @@ def evaluate_methods(
     per_gene: bool = False,
     base: Mapping[str, Any] | None = None,
     progress: Callable[[int, str], None] | None = None,
+    use_rep: str | None = None,
 ) -> tuple[list[dict[str, Any]], list[pd.DataFrame]]:
     """Every method on one section with the same prompts, for each seed; the section's prompts are overwritten.
 
@@ -138,7 +160,8 @@ def evaluate_methods(
     seeds
         Prompt draws; each draw is shared by every method.
     fraction, strategy
-        Prompts (:func:`~phg2st_sc.tl.select_prompts`).
+        Prompts: :func:`~phg2st_sc.tl.select_prompts` (``"random"``, ``"blocks"``) or a design of
+        :func:`~phg2st_sc.tl.design_prompts` of the same size (see :data:`PROMPT_STRATEGIES`).
     spots
         ``"heldout"`` and/or ``"all"``: which spots are scored.
     per_gene
@@ -147,18 +170,18 @@ def evaluate_methods(
         Columns added to every row (section, fold, protocol, ...).
     progress
         Called with ``(seed, label)`` before each method runs.
+    use_rep
+        Image features of the ``"features"`` designs.
 
     Returns
     -------
     The rows (``base``, ``method``, ``seed``, ``prompt_fraction``, ``spots``, the metrics, ``n_genes``,
     ``n_genes_skipped``, ``n_spots``, ``targets_smoothed``, ``note``) and the per-gene tables.
     """
-    from phg2st_sc.tl._prompts import select_prompts
-
     rows: list[dict[str, Any]] = []
     genes: list[pd.DataFrame] = []
     for seed in seeds:
-        select_prompts(adata, fraction=fraction, seed=seed, strategy=strategy)
+        draw_prompts(adata, fraction, seed, strategy, use_rep)
         for label, predict in methods.items():
             if progress is not None:
                 progress(seed, label)
