@@ -138,3 +138,26 @@ def test_the_protocol_record_carries_no_path_of_the_machine(tmp_path):
     outside = _portable({"cache_dir": str(tmp_path / "shared_cache")}, out)["cache_dir"]
     assert str(tmp_path) not in outside and "shared_cache" in outside
     assert _portable(None, out) == {}
+
+
+def test_a_model_cache_lets_a_second_run_only_evaluate(tmp_path, monkeypatch, synthetic_section):
+    """Two runs with the same training and other prompt strategies: the second reads the models back (no fit) and
+    its adaptive rows carry calibration metrics."""
+    from _synthetic import SMALL
+
+    import phg2st_sc.tl._fit as fit_module
+
+    sections = [synthetic_section(seed=s, name=f"S{s}") for s in range(3)]
+    for s, a in enumerate(sections):  # counts (the benchmark prepares its targets from raw counts)
+        x = np.asarray(a.X, dtype=float)
+        a.X = np.random.default_rng(s).poisson(np.exp(np.clip(x - x.min(0), 0, 4)) * 3).astype(np.float32)
+    kw = dict(folds={"f0": ["S0"]}, methods=["idw", "phg2st_adaptive"], prompt_fractions=[0.3], seeds=[0],
+              use_rep=SMALL["use_rep"], fit_kwargs={"config": SMALL["config"], "max_epochs": 1, "accelerator": "cpu"},
+              model_cache=tmp_path / "models", protocols=["heldout"])  # fmt: skip
+    first = phg2st.tl.benchmark(sections, out=tmp_path / "random", **kw)
+    assert len(list((tmp_path / "models").glob("*.pt"))) == 1
+    monkeypatch.setattr(fit_module, "fit", lambda *a, **k: pytest.fail("trained again"))
+    second = phg2st.tl.benchmark(sections, out=tmp_path / "space", prompt_strategy="space", **kw)
+    ours = second.table[(second.table.method == "phg2st_adaptive") & (second.table.spots == "heldout")]
+    assert ours["coverage_90"].between(0, 1).all() and ours["error_ratio"].notna().all()
+    assert first.table[first.table.method == "idw"]["coverage_90"].isna().all()

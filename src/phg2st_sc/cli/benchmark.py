@@ -26,6 +26,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("data", nargs="+", help=f"{', '.join(DATASETS)}, or .h5ad / .zarr paths (one section each)")
     p.add_argument("--out", required=True, help="results folder (finished folds are kept and skipped on rerun)")
+    p.add_argument(
+        "--model-cache",
+        default=None,
+        help="folder of trained models reused by later runs with the same training (e.g. other prompt strategies)",
+    )
     p.add_argument("--folds", default=FOLDS[0], choices=FOLDS, help="which sections are held out together")
     p.add_argument("--methods", nargs="+", default=["mean", "idw", "gp"], help="names of tl.METHOD_PRESETS")
     p.add_argument("--methods-file", default=None,
@@ -83,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         data, folds=args.folds, methods=methods, protocols=args.protocols, prompt_fractions=args.fractions,
         prompt_strategy=args.strategy, seeds=args.seeds, spots=args.spots, sections=args.sections, panel=args.panel,
         encoder=args.encoder, use_rep=args.use_rep, embed_kwargs=embed, fit_kwargs=fit, per_gene=args.per_gene,
-        out=args.out,
+        out=args.out, model_cache=args.model_cache,
     )  # fmt: skip
     s = res.summary
     for m in ("mae", "ccc", "pcc"):

@@ -20,6 +20,7 @@ from phg2st_sc._errors import DataNotFoundError, MissingImageWarning
 from phg2st_sc._settings import settings
 from phg2st_sc._validate import check_seed
 from phg2st_sc.tl._baselines import IMAGE_METHODS, METHODS
+from phg2st_sc.tl._evaluation import UNCERTAINTY_METRICS
 from phg2st_sc.tl._protocol import Protocol, get_protocol, prepare_targets
 
 logger = logging.getLogger("phg2st_sc")
@@ -89,8 +90,6 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
 
     The accuracy metrics, and the calibration metrics of methods with uncertainty where any row has them.
     """
-    from phg2st_sc.tl._evaluation import UNCERTAINTY_METRICS
-
     keys = ["protocol", "spots", "prompt_fraction", "method"]
     metrics = [*METRICS, *(m for m in UNCERTAINTY_METRICS if m in table and table[m].notna().any())]
     per_fold = table.groupby([*keys, "fold"], sort=False)[metrics].mean()
@@ -208,6 +207,7 @@ def benchmark(
     per_gene: bool = False,
     out: str | os.PathLike | None = None,
     data_dir: str | os.PathLike | None = None,
+    model_cache: str | os.PathLike | None = None,
 ) -> BenchmarkResult:
     """Evaluate PHG2ST and the baselines under a named, reproducible protocol over folds of sections.
 
@@ -261,6 +261,10 @@ def benchmark(
         ``summary.csv`` and ``protocol.json``.
     data_dir
         Dataset folder for the named datasets.
+    model_cache
+        Folder where trained models are saved and read back by later runs with the same training (same sections,
+        protocol, features, panel and settings; e.g. the same folds under other prompt strategies): a run then
+        only evaluates.
 
     Returns
     -------
@@ -279,6 +283,7 @@ def benchmark(
         use_rep=use_rep, embed_kwargs=embed_kwargs, fit_kwargs=fit_kwargs, per_gene=per_gene, out=out,
         data_dir=data_dir,
     )  # fmt: skip
+    run.model_cache = Path(model_cache) if model_cache is not None else None
     tables, genes_tables = [], []
     for fold, test_sections in tqdm(run.folds.items(), desc="benchmark folds", disable=not settings.progress):
         done = _read_fold(run, fold)
@@ -298,7 +303,7 @@ def benchmark(
 
 #: Columns of the result rows, in the order of ``results.csv`` (and of the folds a resumed run reads back).
 ROW_COLUMNS = ["fold", "section", "protocol", "prompt_fraction", "seed", "method", "spots", *METRICS, "n_genes",
-               "n_genes_skipped", "n_spots"]  # fmt: skip
+               "n_genes_skipped", "n_spots", *UNCERTAINTY_METRICS]  # fmt: skip
 
 
 @dataclass
@@ -318,6 +323,7 @@ class _Run:
     per_gene: bool
     record: dict[str, Any]
     out_dir: Path | None
+    model_cache: Path | None = None
 
 
 def _check_run_settings(protocols, prompt_fractions, prompt_strategy, seeds, spots) -> tuple[list, list, list]:
@@ -437,13 +443,40 @@ def _read_fold(run: _Run, fold: str) -> tuple[pd.DataFrame, list[pd.DataFrame]] 
     gene_path = run.out_dir / f"per_gene_{fold}.csv.gz"
     if run.per_gene and gene_path.exists():
         genes.append(pd.read_csv(gene_path))
-    return pd.read_csv(run.out_dir / f"fold_{fold}.csv"), genes
+    return pd.read_csv(run.out_dir / f"fold_{fold}.csv").reindex(columns=ROW_COLUMNS), genes  # older: no calibration
+
+
+def _trained(run: _Run, proto: Protocol, names: list[str], train: list[AnnData], settings: dict[str, Any]) -> Any:
+    """A model trained on ``train`` with ``settings``; from ``run.model_cache`` when one was saved there before.
+
+    The cache key covers everything the training reads: the dataset and training sections, the protocol, the
+    features, the gene panel and every training setting.
+    """
+    import hashlib
+
+    from phg2st_sc._model._model import PHG2ST
+    from phg2st_sc.tl._fit import fit, fit_arguments
+
+    arguments = fit_arguments({**run.fit_kwargs, **settings})
+    if run.model_cache is None:
+        return fit(train, use_rep=run.rep, **arguments)
+    what = {"dataset": run.record["dataset"], "train": names, "protocol": asdict(proto), "rep": run.rep,
+            "encoder": run.record["encoder"], "embed": run.record["embed_kwargs"], "panel": run.record["panel"],
+            "fit": arguments}  # fmt: skip
+    digest = hashlib.sha256(json.dumps(what, sort_keys=True, default=repr).encode()).hexdigest()[:16]
+    path = run.model_cache / f"{proto.name}_{'+'.join(names)}_{digest}.pt"
+    if path.exists():
+        logger.info("Benchmark: model for %s read from the cache %s", names, path.name)
+        return PHG2ST.load(path)
+    model = fit(train, use_rep=run.rep, **arguments)
+    run.model_cache.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return model
 
 
 def _run_fold(run: _Run, fold: str, test_sections: list[str]) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
     """Train PHG2ST on the fold's training sections (per protocol) and score every method on its test sections."""
     from phg2st_sc.tl._evaluation import baseline_predictor, evaluate_methods, model_predictor
-    from phg2st_sc.tl._fit import fit, fit_arguments
 
     rows, genes = [], []
     for proto in run.protocols:
@@ -455,7 +488,7 @@ def _run_fold(run: _Run, fold: str, test_sections: list[str]) -> tuple[pd.DataFr
                 settings = {k: v for k, v in spec.items() if k not in ("method", "impute")}
                 key = repr(sorted(settings.items()))  # methods that differ only at impute share one model
                 if key not in trained:
-                    trained[key] = fit(train, use_rep=run.rep, **fit_arguments({**run.fit_kwargs, **settings}))
+                    trained[key] = _trained(run, proto, [s for s in secs if s not in test_sections], train, settings)
                 predictors[label] = model_predictor(trained[key], **spec.get("impute", {}))
             else:
                 predictors[label] = baseline_predictor(spec, run.rep)
@@ -471,7 +504,7 @@ def _run_fold(run: _Run, fold: str, test_sections: list[str]) -> tuple[pd.DataFr
                 genes += g
     base = ["fold", "section", "protocol", "prompt_fraction", "seed", "method"]  # the per-gene tables' order
     genes = [g[[c for c in g.columns if c not in (*base, "spots")] + [*base, "spots"]] for g in genes]
-    return pd.DataFrame(rows)[ROW_COLUMNS], genes
+    return pd.DataFrame(rows).reindex(columns=ROW_COLUMNS), genes
 
 
 def _write_fold(run: _Run, fold: str, table: pd.DataFrame, genes: list[pd.DataFrame]) -> None:
