@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
-TUTORIALS = ("quickstart.ipynb", "spatialdata_squidpy.ipynb", "napari.ipynb", "own_data.ipynb")
+TUTORIALS = ("quickstart.ipynb", "spatialdata_squidpy.ipynb", "napari.ipynb", "own_data.ipynb", "prompt_design.ipynb")
 
 
 def execute(path: str | Path, *, timeout: int = 1800, write: bool = True):

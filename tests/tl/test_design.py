@@ -121,3 +121,21 @@ def test_benchmark_prompts_can_be_designed(c2_design, strategy):
     expected = phg2st.tl.design_prompts(c2_design, budget=19, strategy=name, shape="blocks" if blocks else "spots",
                                         block_size=4, use_rep="X_colour", copy=True)  # fmt: skip
     np.testing.assert_array_equal(designed, expected.obs["phg2st_design"].to_numpy(bool))
+
+
+def test_pl_prompts_shows_a_design_with_its_order(c2_design):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    phg2st.tl.design_prompts(c2_design, budget=12, strategy="space")
+    fig = phg2st.pl.prompts(c2_design, prompt_key="phg2st_design", order_key="phg2st_design_order", max_labels=10,
+                            return_fig=True, show=False)  # fmt: skip
+    labels = sorted(int(t.get_text()) for t in fig.axes[0].texts)
+    assert labels == list(range(10))
+    plt.close("all")
+    for key, error in (("missing", KeyError), ("phg2st_design", TypeError)):
+        with pytest.raises(error, match="order_key|integer ranks"):
+            phg2st.pl.prompts(c2_design, prompt_key="phg2st_design", order_key=key, show=False)
+    assert not plt.get_fignums()  # refused before a figure was made

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+import numpy as np
 from anndata import AnnData
 
 from phg2st_sc._constants import Keys
@@ -22,6 +23,8 @@ def prompts(
     adata: AnnData | SpatialData,
     *,
     prompt_key: str = Keys.PROMPT,
+    order_key: str | None = None,
+    max_labels: int = 60,
     library_id: str | None = None,
     image: bool = True,
     spot_scale: float = 1.0,
@@ -46,7 +49,13 @@ def prompts(
     adata
         AnnData with ``obsm['spatial']`` and ``uns['spatial']``, or SpatialData with ``table_key``. Not modified.
     prompt_key
-        Boolean ``obs`` column of the prompt spots, as written by :func:`phg2st_sc.tl.select_prompts`.
+        Boolean ``obs`` column of the prompt spots, as written by :func:`phg2st_sc.tl.select_prompts` (or a
+        design of :func:`phg2st_sc.tl.design_prompts`, e.g. ``"phg2st_design"``).
+    order_key
+        Integer ``obs`` column of the order in which the prompts were chosen (``-1`` elsewhere; e.g.
+        ``"phg2st_design_order"``): each prompt is labelled with its rank (the first ``max_labels`` of them).
+    max_labels
+        Most rank labels drawn with ``order_key``.
     {section}
     prompt_color, heldout_color, unmeasured_color
         Colours of prompt, held-out and unmeasured spots.
@@ -78,6 +87,7 @@ def prompts(
             raise ValueError(f"`{name}={colour!r}` is not a Matplotlib colour.") from err
     adata = as_anndata(adata, table_key)
     prompt = get_prompt_mask(adata, prompt_key)
+    order = None if order_key is None else _order(adata, order_key)
     unmeasured = unmeasured_rows(adata.X) & ~prompt
     heldout = ~prompt & ~unmeasured
     view = section_view(adata, library_id, image=image, spot_scale=spot_scale)
@@ -103,6 +113,8 @@ def prompts(
                 label=f"{label} ({int(mask.sum())})",
             )  # fmt: skip
         )
+    if order is not None:
+        _label_order(ax, view.xy, prompt, order, max_labels)
     view.frame(ax)
     measured = int((~unmeasured).sum())
     n_prompts = int(prompt.sum())
@@ -110,3 +122,19 @@ def prompts(
     ax.set_title(f"{view.library_id}: {n_prompts} prompts of {measured} measured spots{share}", fontsize=10)
     fig.legend(handles=handles[::-1], loc="outside right upper", frameon=False, fontsize=8)
     return show_or_save(fig, ax, show=show, save=save, return_fig=return_fig)
+
+
+def _order(adata: AnnData, key: str) -> np.ndarray:
+    if key not in adata.obs:
+        raise KeyError(f"`order_key={key!r}` is not an `obs` column (tl.design_prompts writes '<key_added>_order').")
+    order = np.asarray(adata.obs[key])
+    if not np.issubdtype(order.dtype, np.integer):
+        raise TypeError(f"`obs[{key!r}]` must hold integer ranks (-1 where not chosen), got {order.dtype}.")
+    return order
+
+
+def _label_order(ax: Axes, xy: np.ndarray, prompt: np.ndarray, order: np.ndarray, max_labels: int) -> None:
+    """Each prompt's rank written on it (the first ``max_labels``)."""
+    ranked = np.flatnonzero(prompt & (order >= 0))
+    for i in ranked[np.argsort(order[ranked], kind="stable")][:max_labels]:
+        ax.annotate(str(int(order[i])), xy[i], ha="center", va="center", fontsize=6, color="white", weight="bold")
