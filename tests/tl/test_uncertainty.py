@@ -124,3 +124,17 @@ def test_pl_spatial_shows_the_standard_deviation_beside_the_prediction(synthetic
     with pytest.raises(ValueError, match="no layer after the first has a standard deviation"):
         phg2st.pl.spatial(a, gene, layers=(None, "phg2st"), uncertainty=True, show=False)
     matplotlib.pyplot.close("all")
+
+
+def test_a_gene_silent_at_the_prompts_still_gets_an_interval():
+    """Sparse counts: a gene that is zero at every prompt but expressed elsewhere keeps a non-zero width, and the
+    other genes' coverage is not pulled down by its zero errors."""
+    xy, y, prompt, net, latent = _gp_section(3)
+    y[:, :10] = 0.0
+    y[~prompt, :10] = np.random.default_rng(0).poisson(0.2, size=((~prompt).sum(), 10))  # unseen at the prompts
+    net[:, :10] = 0.0  # and predicted silent: no component has an error there
+    out, fit = ic.adapt(net, latent, None, xy, prompt, y[prompt])
+    assert (fit.spread.std()[:, :10] > 0).all()
+    held = ~prompt
+    inside = np.abs(y[held, 10:] - out[held, 10:]) <= fit.spread.half_width(0.9)[held, 10:]
+    assert inside.mean() > 0.87

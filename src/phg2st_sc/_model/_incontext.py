@@ -49,6 +49,7 @@ RIDGE_ALPHAS = np.geomspace(1e-2, 1e5, 15)
 COMPONENTS = ("network", "kriging", "field", "ridge")
 CV_FOLDS = 5  # folds of the prompts for the cross-fitted predictions that choose the weights and the penalty
 MIN_PROMPTS = 2 * CV_FOLDS  # below this, the network alone (re-centred on the prompts)
+SCALE_PRIOR = 2.0  # pseudo-prompts of the typical gene's error variance in each gene's scale (uncertainty)
 
 
 @dataclass
@@ -57,8 +58,9 @@ class Spread:
 
     ``spot_scale`` is the square root of the kriging variance of a new observation at each spot (relative to the
     signal variance; larger far from the prompts when the expression is spatially structured); ``gene_scale`` the
-    root mean square of each gene's cross-fitted errors at the prompts divided by the spot scale there. ``scores``
-    are those normalised errors (p x genes, pooled for the quantiles).
+    root mean square of each gene's cross-fitted errors at the prompts divided by the spot scale there, shrunk
+    towards the median gene by :data:`SCALE_PRIOR` pseudo-prompts. ``scores`` are those normalised errors (p x
+    genes with any error at the prompts, pooled for the quantiles).
     """
 
     gene_scale: np.ndarray  # (genes,)
@@ -240,9 +242,16 @@ def fit_spread(
         rest = np.setdiff1d(np.arange(len(xy_p)), part)
         v_cv[part] = kriging_variance(xy_p[rest], xy_p[part], ell, eta)
     u_cv = np.sqrt(v_cv)
-    gene_scale = np.sqrt(((errors / u_cv[:, None]) ** 2).mean(0))
-    gene_scale = np.where(gene_scale > 0, gene_scale, 1e-12)
-    scores = np.abs(errors) / (u_cv[:, None] * gene_scale[None, :])
+    raw = ((errors / u_cv[:, None]) ** 2).mean(0)
+    # shrunk towards the typical gene: a gene never expressed at the few prompts has no error there, but may be
+    # expressed elsewhere (without this its interval would have zero width, and its zero scores would pull the
+    # pooled quantile down for every gene)
+    typical = float(np.median(raw[raw > 0])) if (raw > 0).any() else 1.0
+    gene_scale = np.sqrt((len(errors) * raw + SCALE_PRIOR * typical) / (len(errors) + SCALE_PRIOR))
+    informative = raw > 0  # genes with no error at any prompt say nothing about the spread of the others
+    scores = np.abs(errors[:, informative]) / (u_cv[:, None] * gene_scale[None, informative])
+    if not scores.size:
+        scores = np.zeros((1, 1))
     return Spread(gene_scale, np.sqrt(kriging_variance(xy_p, xy, ell, eta)), scores)
 
 
