@@ -138,3 +138,26 @@ def test_a_gene_silent_at_the_prompts_still_gets_an_interval():
     held = ~prompt
     inside = np.abs(y[held, 10:] - out[held, 10:]) <= fit.spread.half_width(0.9)[held, 10:]
     assert inside.mean() > 0.87
+
+
+def test_pl_calibration_draws_a_line_per_fold():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    rows = [{"fold": f, "method": m, "protocol": "heldout", "prompt_fraction": 0.1, "spots": "heldout", "seed": s,
+             "coverage_80": 0.78 + 0.01 * s, "coverage_90": 0.88 + 0.01 * s if m == "ours" else np.nan}
+            for f in ("C2", "C3") for m in ("ours", "idw") for s in range(3)]  # fmt: skip
+    table = pd.DataFrame(rows)
+    table.loc[table.method == "idw", "coverage_80"] = np.nan
+    fig = phg2st.pl.calibration(table, return_fig=True, show=False)
+    lines = [line for line in fig.axes[0].lines if line.get_label() in ("C2", "C3")]
+    assert len(lines) == 2 and np.allclose(lines[0].get_ydata(), [0.79, 0.89])
+    plt.close("all")
+    with pytest.raises(ValueError, match="prompt_fraction"):
+        phg2st.pl.calibration(pd.concat([table, table.assign(prompt_fraction=0.2)]), show=False)
+    with pytest.raises(ValueError, match="no coverage columns"):
+        phg2st.pl.calibration(table.drop(columns=["coverage_80"]), show=False)
+    assert not plt.get_fignums()
