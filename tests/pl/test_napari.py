@@ -130,3 +130,17 @@ def test_training_after_the_viewer_does_not_crash(tmp_path, qapp):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "trained after viewing" in done.stdout
+
+
+def test_uncertainty_layer_follows_the_gene_picker(make_napari_viewer, predicted):
+    """A prediction with a standard deviation layer gets a '<layer> std' points layer, recoloured per gene."""
+    rng = np.random.default_rng(0)
+    predicted.layers["phg2st_std"] = rng.uniform(0.1, 1.0, size=predicted.shape).astype(np.float32)
+    viewer = phg2st.pl.napari(predicted, GENES, viewer=make_napari_viewer(show=True))
+    std = viewer.layers["phg2st std"]
+    np.testing.assert_allclose(std.features["KRT8 std"], predicted[:, "KRT8"].layers["phg2st_std"].ravel())
+    viewer.window.dock_widgets["phg2st gene"].value = "ERBB2"
+    np.testing.assert_allclose(std.features["ERBB2 std"], predicted[:, "ERBB2"].layers["phg2st_std"].ravel())
+    assert std.metadata["phg2st"]["cmap"] == "magma"
+    off = phg2st.pl.napari(predicted, GENES, uncertainty=False, viewer=make_napari_viewer(show=True))
+    assert "phg2st std" not in [layer.name for layer in off.layers]

@@ -44,8 +44,10 @@ class _GeneColours:
         cmap: str,
         error_cmap: str,
         vmax_percentile: float,
+        stds: dict[str, Any] | None = None,
     ):
         self.adata, self.layers, self.points, self.errors = adata, layers, points, errors
+        self.stds = stds or {}  # prediction layer name -> points layer of its standard deviation
         self.cmap, self.error_cmap, self.vmax_percentile = cmap, error_cmap, vmax_percentile
         self.gene: str | None = None
 
@@ -68,6 +70,12 @@ class _GeneColours:
             layer.features = pd.DataFrame({f"{gene} error": err})
             layer.face_color = _rgba(err, self.error_cmap, -lim, lim)
             layer.metadata["phg2st"] = {"gene": gene, "contrast_limits": (-lim, lim), "cmap": self.error_cmap}
+        for name, layer in self.stds.items():
+            std = self._column(Keys.uncertainty(name, "std"), col)
+            top = float(np.nanmax(std)) if np.isfinite(std).any() else 1.0
+            layer.features = pd.DataFrame({f"{gene} std": std})
+            layer.face_color = _rgba(std, "magma", 0.0, top)
+            layer.metadata["phg2st"] = {"gene": gene, "contrast_limits": (0.0, top), "cmap": "magma"}
         self.gene = gene
 
 
@@ -77,6 +85,7 @@ def napari(
     *,
     layers: Sequence[str | None] = (None, Keys.PHG2ST),
     error: bool = True,
+    uncertainty: bool = True,
     prompt_key: str | None = Keys.PROMPT,
     library_id: str | None = None,
     table_key: str | None = None,
@@ -116,6 +125,9 @@ def napari(
         missing raise a :class:`KeyError`.
     error
         Add ``layer − first layer`` for every further layer.
+    uncertainty
+        Add ``"<layer> std"``, the predictive standard deviation (``layers[layer + '_std']`` of
+        :func:`phg2st_sc.tl.impute`, own colour scale from 0), for every further layer that has one.
     prompt_key
         Boolean column of ``obs`` marking the prompt spots (drawn as rings); ignored when absent.
     library_id
@@ -187,6 +199,11 @@ def napari(
         for layer in layers[1:]:
             name = f"{layer_label(layer)} − {layer_label(layers[0])}"
             errors[layer_label(layer)] = viewer.add_points(yx, name=name, size=diameter, border_width=0, visible=False)
+    stds = {}
+    if uncertainty:
+        for layer in layers[1:]:
+            if layer is not None and Keys.uncertainty(layer, "std") in adata.layers:
+                stds[layer] = viewer.add_points(yx, name=f"{layer} std", size=diameter, border_width=0, visible=False)
     if prompt_key is not None and prompt_key in adata.obs:
         prompts = adata.obs[prompt_key].to_numpy().astype(bool)
         viewer.add_points(
@@ -194,7 +211,7 @@ def napari(
             border_width=0.08, border_width_is_relative=True,
         )  # fmt: skip
     colour = _GeneColours(
-        adata, layers, points, errors, cmap=cmap, error_cmap=error_cmap, vmax_percentile=vmax_percentile
+        adata, layers, points, errors, cmap=cmap, error_cmap=error_cmap, vmax_percentile=vmax_percentile, stds=stds
     )
     colour(genes[0])
 
