@@ -262,16 +262,23 @@ def test_impute_documents_its_slots(synthetic_section):
     import re
 
     a = synthetic_section()
-    model = phg2st.tl.fit(a, max_epochs=1, **SMALL)
+    model = phg2st.tl.fit(a, max_epochs=1, variant="adaptive", **SMALL)  # the variant that writes every slot
     phg2st.tl.select_prompts(a, fraction=0.2)
     before = a.copy()
     out = phg2st.tl.impute(a, model, copy=True)
     doc = inspect.getdoc(phg2st.tl.impute).split("Returns", 1)[1]
     documented = {
-        (s, k.format(layer_added="phg2st")) for s, k in re.findall(r"``\.(obsm|layers|uns)\['([^']+)'\]", doc)
+        (s, k.format(layer_added="phg2st"))
+        for s, k in re.findall(r"``\.(obs|obsm|layers|uns)\['([^']+)'\]", doc)
     }
-    written = {(s, k) for s in ("obsm", "layers", "uns") for k in set(getattr(out, s)) - set(getattr(before, s))}
+    slots = ("obs", "obsm", "layers", "uns")
+    written = {(s, k) for s in slots for k in set(getattr(out, s).keys()) - set(getattr(before, s).keys())}
     assert documented == written
+    # without uncertainty (another variant, or switched off) the uncertainty slots are the ones not written
+    plain = phg2st.tl.impute(a, model, copy=True, uncertainty=False)
+    fewer = {(s, k) for s in slots for k in set(getattr(plain, s).keys()) - set(getattr(before, s).keys())}
+    assert documented - fewer == {("layers", "phg2st_std"), ("layers", "phg2st_lo"), ("layers", "phg2st_hi"),
+                                  ("obs", "phg2st_std_mean")}  # fmt: skip
 
 
 def test_auto_validation_holds_out_the_last_section(synthetic_section):
