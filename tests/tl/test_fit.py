@@ -268,8 +268,7 @@ def test_impute_documents_its_slots(synthetic_section):
     out = phg2st.tl.impute(a, model, copy=True)
     doc = inspect.getdoc(phg2st.tl.impute).split("Returns", 1)[1]
     documented = {
-        (s, k.format(layer_added="phg2st"))
-        for s, k in re.findall(r"``\.(obs|obsm|layers|uns)\['([^']+)'\]", doc)
+        (s, k.format(layer_added="phg2st")) for s, k in re.findall(r"``\.(obs|obsm|layers|uns)\['([^']+)'\]", doc)
     }
     slots = ("obs", "obsm", "layers", "uns")
     written = {(s, k) for s in slots for k in set(getattr(out, s).keys()) - set(getattr(before, s).keys())}

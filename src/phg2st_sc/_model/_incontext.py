@@ -67,6 +67,11 @@ class Spread:
     spot_scale: np.ndarray  # (n,)
     scores: np.ndarray  # (p, genes)
 
+    def _sorted(self) -> np.ndarray:
+        if getattr(self, "_flat", None) is None:  # sorted once: every quantile reads the same pooled scores
+            self._flat = np.sort(self.scores.ravel())
+        return self._flat
+
     def std(self) -> np.ndarray:
         """The predictive standard deviation, (n, genes) float32."""
         return (self.spot_scale[:, None] * self.gene_scale[None, :]).astype(np.float32)
@@ -76,7 +81,7 @@ class Spread:
 
         The finite-sample correction of split conformal prediction; the largest score where that exceeds N.
         """
-        flat = np.sort(self.scores.ravel())
+        flat = self._sorted()
         k = min(int(np.ceil((flat.size + 1) * coverage)), flat.size) - 1
         return float(flat[max(k, 0)])
 
@@ -186,20 +191,28 @@ def _krige_one(xy_p: np.ndarray, r: np.ndarray, xy_q: np.ndarray, ell: float, et
     return out
 
 
-def _krige_local(xy_p: np.ndarray, r: np.ndarray, xy_q: np.ndarray, ell: float, eta: float) -> np.ndarray:
-    """Kriging from each query's :data:`LOCAL_K` nearest prompts."""
+def _local_systems(xy_p: np.ndarray, xy_q: np.ndarray, ell: float, eta: float):
+    """Per chunk of queries: (chunk slice, nearest-prompt indices (c, k), kriging weights (c, k), kq (c, k)).
+
+    Each query is kriged from its :data:`LOCAL_K` nearest prompts (the local form of :func:`krige` and
+    :func:`kriging_variance`).
+    """
     k = min(LOCAL_K, len(xy_p))
     _, idx = cKDTree(xy_p).query(xy_q, k=k)
     idx = idx.reshape(len(xy_q), k)
-    out = np.empty((len(xy_q), r.shape[1]))
     for s in range(0, len(xy_q), 2048):
         nb = idx[s : s + 2048]  # (c, k)
         pts = xy_p[nb]  # (c, k, 2)
-        d2 = ((pts[:, :, None, :] - pts[:, None, :, :]) ** 2).sum(-1)
-        kk = np.exp(-0.5 * d2 / ell**2) + eta * np.eye(nb.shape[1])
+        kk = np.exp(-0.5 * ((pts[:, :, None, :] - pts[:, None, :, :]) ** 2).sum(-1) / ell**2) + eta * np.eye(k)
         kq = np.exp(-0.5 * ((pts - xy_q[s : s + 2048, None, :]) ** 2).sum(-1) / ell**2)  # (c, k)
-        w = np.linalg.solve(kk, kq[..., None])[..., 0]  # (c, k): kriging weights
-        out[s : s + 2048] = np.einsum("ck,ckg->cg", w, r[nb])
+        yield slice(s, s + 2048), nb, np.linalg.solve(kk, kq[..., None])[..., 0], kq
+
+
+def _krige_local(xy_p: np.ndarray, r: np.ndarray, xy_q: np.ndarray, ell: float, eta: float) -> np.ndarray:
+    """Kriging from each query's :data:`LOCAL_K` nearest prompts."""
+    out = np.empty((len(xy_q), r.shape[1]))
+    for sl, nb, w, _ in _local_systems(xy_p, xy_q, ell, eta):
+        out[sl] = np.einsum("ck,ckg->cg", w, r[nb])
     return out
 
 
@@ -216,14 +229,8 @@ def kriging_variance(xy_p: np.ndarray, xy_q: np.ndarray, ell: float, eta: float)
             kq = np.exp(-0.5 * _sqdist(xy_q[s : s + 4096], xy_p) / ell**2)
             out[s : s + 4096] = 1.0 + eta - np.einsum("ij,jk,ik->i", kq, k_inv, kq)
         return np.maximum(out, eta)
-    k = min(LOCAL_K, len(xy_p))
-    _, idx = cKDTree(xy_p).query(xy_q, k=k)
-    idx = idx.reshape(len(xy_q), k)
-    for s in range(0, len(xy_q), 2048):
-        pts = xy_p[idx[s : s + 2048]]
-        kk = np.exp(-0.5 * ((pts[:, :, None, :] - pts[:, None, :, :]) ** 2).sum(-1) / ell**2) + eta * np.eye(k)
-        kq = np.exp(-0.5 * ((pts - xy_q[s : s + 2048, None, :]) ** 2).sum(-1) / ell**2)
-        out[s : s + 2048] = 1.0 + eta - (kq * np.linalg.solve(kk, kq[..., None])[..., 0]).sum(-1)
+    for sl, _, w, kq in _local_systems(xy_p, xy_q, ell, eta):
+        out[sl] = 1.0 + eta - (kq * w).sum(-1)
     return np.maximum(out, eta)
 
 

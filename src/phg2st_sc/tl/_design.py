@@ -11,7 +11,14 @@ from anndata import AnnData
 from phg2st_sc._constants import Keys
 from phg2st_sc._docs import inject_docs
 from phg2st_sc._utils import check_slots, get_table, spot_pitch, write_slots
-from phg2st_sc._validate import check_choice, check_nonempty, check_positive_int, check_seed, get_coordinates
+from phg2st_sc._validate import (
+    check_choice,
+    check_nonempty,
+    check_positive_int,
+    check_seed,
+    get_coordinates,
+    get_representation,
+)
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -177,11 +184,7 @@ def _budget(budget: int | float, n_obs: int, n_free: int) -> int:
 def _design_features(table: AnnData, use_rep: str | None) -> np.ndarray:
     if use_rep is None:
         raise ValueError("`strategy='features'` needs `use_rep`, the `obsm` key of image features.")
-    if use_rep not in table.obsm:
-        raise KeyError(f"`adata.obsm[{use_rep!r}]` is missing; run `phg2st.pp.embed_tiles` first.")
-    x = np.asarray(table.obsm[use_rep], dtype=np.float64)
-    if x.ndim != 2 or not np.isfinite(x).all():
-        raise ValueError(f"`adata.obsm[{use_rep!r}]` must be a finite (n_spots, d) array.")
+    x = get_representation(table, use_rep)
     x = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
     u, s, _ = np.linalg.svd(x, full_matrices=False)
     k = min(32, x.shape[1])
