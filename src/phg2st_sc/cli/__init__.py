@@ -33,7 +33,11 @@ BATCH = ("embed", "fit", "impute")
 
 def parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The ``phg2st`` parser and each command's."""
+    from phg2st_sc import __version__
+
     top = argparse.ArgumentParser(prog="phg2st", description="PHG2ST spatial expression prediction tools.")
+    top.add_argument("--version", action="version", version=f"%(prog)s {__version__} (phg2st-sc)",
+                     help="print the installed version and exit")  # fmt: skip
     sub = top.add_subparsers(dest="command", required=True)
     commands = {name: module.add_parser(sub) for name, module in COMMANDS.items()}
     for name in BATCH:
