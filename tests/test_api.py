@@ -67,6 +67,29 @@ def test_import_is_light():
     assert res.returncode == 0, f"import phg2st_sc pulled in {res.stdout} {res.stderr}"
 
 
+def test_the_package_imports_only_its_required_dependencies():
+    """squidpy, spatialdata-plot and spatialdata-io are extras (docs/installation.md): no module imports them."""
+    import ast
+    import tomllib
+    from pathlib import Path
+
+    root = Path(phg2st.__file__).parent
+    extras = {"squidpy", "spatialdata_plot", "spatialdata_io"}
+    found = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
+            found |= {(path.relative_to(root).as_posix(), n) for n in names if n.split(".")[0] in extras}
+    assert not found
+    pyproject = root.parents[1] / "pyproject.toml"
+    if pyproject.is_file():  # a source checkout: the extras are declared as extras, not as requirements
+        meta = tomllib.loads(pyproject.read_text())["project"]
+        required = {d.split(">")[0].split("<")[0].split("=")[0].strip() for d in meta["dependencies"]}
+        assert not required & {"squidpy", "spatialdata-plot", "spatialdata-io"}
+        assert {"plot", "io"} <= set(meta["optional-dependencies"])
+
+
 def test_namespaces():
     for ns in ("datasets", "pp", "tl", "pl", "io"):
         assert hasattr(phg2st, ns)

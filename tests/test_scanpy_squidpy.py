@@ -36,3 +36,33 @@ def test_squidpy_spatial_scatter(c2):
     sq.pl.spatial_scatter(c2, color="KRT8", shape="circle")
     assert plt.gcf().axes
     plt.close("all")
+
+
+def test_every_slot_the_package_writes_plots_with_scanpy_and_squidpy(c2):
+    """Numeric slots plot directly; the boolean columns (prompts, designs) plot in scanpy directly and in squidpy
+    through the documented idiom (`.astype("category")`): squidpy reads a boolean column as colours and fails."""
+    import numpy as np
+    import scanpy as sc
+    import squidpy as sq
+
+    import phg2st_sc as phg2st
+
+    a = c2.copy()
+    phg2st.tl.prepare_targets(a, protocol="heldout", panel="her2st_785")
+    phg2st.tl.select_prompts(a, fraction=0.1, seed=0)
+    phg2st.tl.baseline(a, method="idw", layer_added="phg2st_idw")
+    phg2st.tl.design_prompts(a, budget=10, strategy="space", seed=0)
+    written = [c for c in a.obs.columns if c.startswith("phg2st") and c not in c2.obs.columns]
+    assert {"phg2st_prompt", "phg2st_design", "phg2st_design_order"} <= set(written)
+    gene = a.var_names[0]
+    sq.pl.spatial_scatter(a, color=gene, layer="phg2st_idw", shape="circle")
+    for col in written:
+        values = a.obs[col]
+        if values.dtype == bool:
+            a.obs[col + "_cat"] = values.astype("category")
+            sq.pl.spatial_scatter(a, color=col + "_cat", shape="circle")
+            assert len(sc.pl.spatial(a, color=col, show=False)[0].collections) >= 1
+        else:
+            assert np.issubdtype(values.dtype, np.number), (col, values.dtype)
+            sq.pl.spatial_scatter(a, color=col, shape="circle")
+        plt.close("all")

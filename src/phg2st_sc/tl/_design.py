@@ -93,7 +93,8 @@ def design_prompts(
     {returns_copy}
 
     ``.obs['{{key_added}}']``
-        Boolean, ``True`` for the spots chosen (not the ``existing`` ones).
+        Boolean, ``True`` for the spots chosen (not the ``existing`` ones); for squidpy's ``spatial_scatter``, plot a
+        categorical copy (``.astype('category')``, as for :func:`select_prompts`).
     ``.obs['{{key_added}}_order']``
         The order in which they were chosen (0, 1, ...; for blocks, the block's rank); -1 elsewhere.
     ``.uns['{{key_added}}']['params']``

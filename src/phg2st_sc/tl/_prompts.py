@@ -104,7 +104,9 @@ def select_prompts(
     {returns_copy}
 
     ``.obs['{{key_added}}']``
-        Boolean, ``True`` for prompt spots.
+        Boolean, ``True`` for prompt spots (so that ``adata[adata.obs['phg2st_prompt']]`` and ``.sum()`` work).
+        ``sc.pl.spatial`` colours it directly; squidpy's ``spatial_scatter`` reads a boolean column as colours and
+        fails, so give it a categorical copy: ``adata.obs['prompt'] = adata.obs['phg2st_prompt'].astype('category')``.
     ``.uns['{{key_added}}']['params']``
         Strategy, seed, number and fraction of prompts.
 
@@ -112,6 +114,8 @@ def select_prompts(
     --------
     >>> phg2st.tl.select_prompts(adata, fraction=0.1, seed=0)  # doctest: +SKIP
     >>> adata.obs["phg2st_prompt"].sum()  # doctest: +SKIP
+    >>> adata.obs["prompt"] = adata.obs["phg2st_prompt"].astype("category")  # doctest: +SKIP
+    >>> sq.pl.spatial_scatter(adata, color="prompt")  # doctest: +SKIP
     """
     adata = get_table(adata, table_key)
     check_nonempty(adata)
