@@ -37,6 +37,7 @@ class Keys:
     SCALEFACTORS = "scalefactors"
     HIRES_SCALEF = "tissue_hires_scalef"
     SPOT_DIAMETER = "spot_diameter_fullres"
+    BIN_SIZE = "bin_size_um"  # Space Ranger (Visium HD): the bins are squares of this side
     METADATA = "metadata"
     IMAGE_PATH = "source_image_path"
     MPP = "microns_per_pixel"

@@ -80,3 +80,34 @@ def test_unmeasured_spots_are_grey_and_keep_the_scale(predicted):
     error_panel = [c for c in axes[0, 2].collections if isinstance(c, EllipseCollection)][0]
     assert np.isfinite(error_panel.norm.vmin) and np.isfinite(error_panel.norm.vmax)
     plt.close("all")
+
+
+@pytest.mark.parametrize("scalefactors", ["space_ranger", "none", "nan"])
+def test_square_bins_are_drawn_as_squares_of_their_size(scalefactors):
+    """Visium HD bins: squares whose side is the bin (with Space Ranger's scale factors, without any, or with a
+    NaN diameter); they tile the section edge to edge. Hexagonal Visium spots stay circles without a diameter."""
+    from matplotlib.collections import PolyCollection
+
+    a = phg2st.datasets.synthetic(400, 3, layout="visium_hd", n_features=4, grid_size=0, seed=0)
+    sf = a.uns["spatial"]["synthetic"]["scalefactors"]
+    assert sf["bin_size_um"] == 16.0
+    side_px = 16.0 / sf["microns_per_pixel"]
+    if scalefactors != "space_ranger":
+        a.uns["spatial"]["synthetic"]["scalefactors"] = {"tissue_hires_scalef": 1.0}
+        if scalefactors == "nan":
+            a.uns["spatial"]["synthetic"]["scalefactors"]["spot_diameter_fullres"] = float("nan")
+    axes = phg2st.pl.spatial(a, a.var_names[0], image=False, show=False)
+    ax = np.ravel(axes)[0]
+    squares = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(squares) == 1 and not [c for c in ax.collections if isinstance(c, EllipseCollection)]
+    verts = np.asarray(squares[0].get_paths()[0].vertices)[:4]
+    assert np.ptp(verts[:, 0]) == pytest.approx(side_px) and np.ptp(verts[:, 1]) == pytest.approx(side_px)
+    assert len(squares[0].get_paths()) == a.n_obs
+    plt.close("all")
+
+    hexagonal = phg2st.datasets.synthetic(200, 3, layout="visium", n_features=4, grid_size=0, seed=0)
+    hexagonal.uns["spatial"]["synthetic"]["scalefactors"] = {"tissue_hires_scalef": 1.0}
+    axes = phg2st.pl.spatial(hexagonal, hexagonal.var_names[0], image=False, show=False)
+    circles = [c for c in np.ravel(axes)[0].collections if isinstance(c, EllipseCollection)]
+    assert len(circles) == 1 and circles[0]._widths[0] * 2 == pytest.approx(100.0 / 0.5)  # the 100 µm pitch
+    plt.close("all")

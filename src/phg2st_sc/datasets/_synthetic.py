@@ -72,7 +72,8 @@ def synthetic(
     ``obs['array_row']``, ``obs['array_col']``, ``obs['section']``, ``obs['patient']``, ``obsm['spatial']``
     (pixels at 0.5 µm), ``obsm['X_synthetic']`` and, with ``grid_size > 0``, ``obsm['X_synthetic_neighbours']``
     and ``uns['X_synthetic']`` (tile embeddings and cells, as written by :func:`phg2st_sc.pp.embed_tiles`), and
-    ``uns['spatial'][section]`` (scale factors and microns per pixel; no image).
+    ``uns['spatial'][section]`` (scale factors, with Space Ranger's ``bin_size_um`` for ``"visium_hd"``, and microns per
+    pixel; no image).
 
     Examples
     --------
@@ -128,10 +129,13 @@ def synthetic(
         uns_rep["tile_cells"] = plan.cells.astype(np.int32)
         adata.obsm[Keys.tile_index(REP)] = plan.index.astype(np.int32)
     adata.uns[REP] = uns_rep
+    scalefactors = {Keys.HIRES_SCALEF: 1.0, Keys.SPOT_DIAMETER: diameter_um / MPP}
+    if layout == "visium_hd":  # Space Ranger's scale factors of a binned output
+        scalefactors |= {Keys.BIN_SIZE: pitch_um, Keys.MPP: MPP}
     adata.uns[Keys.SPATIAL] = {
         section: {
             Keys.IMAGES: {},
-            Keys.SCALEFACTORS: {Keys.HIRES_SCALEF: 1.0, Keys.SPOT_DIAMETER: diameter_um / MPP},
+            Keys.SCALEFACTORS: scalefactors,
             Keys.METADATA: {Keys.MPP: MPP, "layout": layout, "spot_pitch_px": pitch_um / MPP},
         }
     }

@@ -14,12 +14,12 @@ from anndata import AnnData
 from phg2st_sc._constants import Keys
 from phg2st_sc._docs import DOCS
 from phg2st_sc._image import hires_image, library_info
-from phg2st_sc._utils import _is_spatialdata
+from phg2st_sc._utils import _is_spatialdata, spot_pitch
 from phg2st_sc._validate import check_nonempty, check_unique_names, get_coordinates
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-    from matplotlib.collections import EllipseCollection
+    from matplotlib.collections import Collection
     from matplotlib.figure import Figure
     from spatialdata import SpatialData
 
@@ -74,30 +74,37 @@ class SectionView:
     xy
         Spot centres in the pixels of ``image`` (n, 2).
     diameter
-        Drawn spot diameter in the same pixels.
+        Drawn spot diameter (the side of a square bin) in the same pixels.
+    shape
+        ``"circle"`` (Visium, ST spots) or ``"square"`` (Visium HD bins): see :func:`spot_shape`.
     """
 
     library_id: str
     image: np.ndarray | None
     xy: np.ndarray
     diameter: float
+    shape: str = "circle"
 
     def draw_image(self, ax: Axes) -> None:
         """Draw the H&E (if any) with pixel coordinates matching ``xy``."""
         if self.image is not None:
             ax.imshow(self.image, extent=(0, self.image.shape[1], self.image.shape[0], 0))
 
-    def spots(self, ax: Axes, mask: np.ndarray | None = None, **kwargs: Any) -> EllipseCollection:
-        """Add circles of the true spot size at the spots (all, or those in ``mask``) to ``ax``; ``kwargs`` style them."""
-        from matplotlib.collections import EllipseCollection
+    def spots(self, ax: Axes, mask: np.ndarray | None = None, **kwargs: Any) -> Collection:
+        """Add the spots (all, or those in ``mask``) to ``ax`` at their true size and shape; ``kwargs`` style them."""
+        from matplotlib.collections import EllipseCollection, PolyCollection
 
         offsets = self.xy if mask is None else self.xy[mask]
         d = self.diameter
-        circles = EllipseCollection(
-            widths=d, heights=d, angles=0, units="xy", offsets=offsets, offset_transform=ax.transData, **kwargs
-        )
-        ax.add_collection(circles)
-        return circles
+        if self.shape == "square":
+            corners = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], dtype=float) * (d / 2)
+            spots = PolyCollection(offsets[:, None, :] + corners[None], **kwargs)
+        else:
+            spots = EllipseCollection(
+                widths=d, heights=d, angles=0, units="xy", offsets=offsets, offset_transform=ax.transData, **kwargs
+            )
+        ax.add_collection(spots)
+        return spots
 
     def frame(self, ax: Axes) -> None:
         """Fit the axes to the spots, y pointing down as in the image, no ticks."""
@@ -115,15 +122,40 @@ def section_view(adata: AnnData, library_id: str | None, *, image: bool, spot_sc
     lib, info = library_info(adata, library_id)
     sf = info.get(Keys.SCALEFACTORS, {})
     hires, scalef = hires_image(info, lib) if image else (None, 1.0)
+    shape = spot_shape(coords, sf)
     diameter = float(sf.get(Keys.SPOT_DIAMETER, np.nan))
-    if not np.isfinite(diameter):
-        diameter = float(np.median(np.diff(np.sort(coords[:, 0])))) or 1.0
+    if not (np.isfinite(diameter) and diameter > 0):  # not recorded (or NaN, as in some HD tables): the pitch
+        diameter = spot_pitch(coords)
     return SectionView(
         library_id=lib,
         image=hires,
         xy=coords * scalef,
         diameter=diameter * scalef * spot_scale,
+        shape=shape,
     )
+
+
+def spot_shape(coords: np.ndarray, scalefactors: dict) -> str:
+    """``"square"`` for square bins, else ``"circle"``.
+
+    Square when the scale factors carry Space Ranger's ``bin_size_um`` (Visium HD), or when no spot diameter is
+    recorded and the spots sit on an axis-aligned square lattice (each spot's nearest neighbours one pitch away
+    along x or y: binned tables without scale factors).
+    """
+    if Keys.BIN_SIZE in scalefactors:
+        return "square"
+    recorded = float(scalefactors.get(Keys.SPOT_DIAMETER, np.nan))
+    if (np.isfinite(recorded) and recorded > 0) or len(coords) < 4:
+        return "circle"
+    from scipy.spatial import cKDTree
+
+    pitch = spot_pitch(coords)
+    pairs = cKDTree(coords).query_pairs(1.05 * pitch, output_type="ndarray")  # every neighbour one pitch away
+    if not len(pairs):
+        return "circle"
+    step = np.abs(coords[pairs[:, 0]] - coords[pairs[:, 1]])
+    axis_aligned = np.minimum(step[:, 0], step[:, 1]) < 0.05 * pitch  # a hexagonal lattice: 2 of 6 are
+    return "square" if axis_aligned.mean() > 0.9 else "circle"
 
 
 def layer_label(layer: str | None) -> str:

@@ -190,24 +190,31 @@ def napari(
     if hires is not None:
         viewer.add_image(hires, name="H&E", rgb=True, scale=(1.0 / scalef, 1.0 / scalef))
     yx, diameter = view.xy[:, ::-1], view.diameter
+    symbol = "square" if view.shape == "square" else "disc"
     points = {}
     for layer in layers:
         name = layer_label(layer)
-        points[name] = viewer.add_points(yx, name=name, size=diameter, border_width=0, visible=layer == layers[-1])
+        points[name] = viewer.add_points(
+            yx, name=name, size=diameter, symbol=symbol, border_width=0, visible=layer == layers[-1]
+        )
     errors = {}
     if error:
         for layer in layers[1:]:
             name = f"{layer_label(layer)} − {layer_label(layers[0])}"
-            errors[layer_label(layer)] = viewer.add_points(yx, name=name, size=diameter, border_width=0, visible=False)
+            errors[layer_label(layer)] = viewer.add_points(
+                yx, name=name, size=diameter, symbol=symbol, border_width=0, visible=False
+            )
     stds = {}
     if uncertainty:
         for layer in layers[1:]:
             if layer is not None and Keys.uncertainty(layer, "std") in adata.layers:
-                stds[layer] = viewer.add_points(yx, name=f"{layer} std", size=diameter, border_width=0, visible=False)
+                stds[layer] = viewer.add_points(
+                    yx, name=f"{layer} std", size=diameter, symbol=symbol, border_width=0, visible=False
+                )
     if prompt_key is not None and prompt_key in adata.obs:
         prompts = adata.obs[prompt_key].to_numpy().astype(bool)
         viewer.add_points(
-            yx[prompts], name="prompts", size=diameter, face_color="transparent", border_color="black",
+            yx[prompts], name="prompts", size=diameter, symbol=symbol, face_color="transparent", border_color="black",
             border_width=0.08, border_width_is_relative=True,
         )  # fmt: skip
     colour = _GeneColours(

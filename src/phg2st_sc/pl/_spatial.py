@@ -55,9 +55,10 @@ def spatial(
 ) -> Figure | np.ndarray | None:
     """Plot genes on the H&E: one row per gene, one panel per layer, plus prediction errors.
 
-    Spots are drawn as circles of their true diameter over the ``hires`` image. Measured and predicted panels of
-    a gene share one colour scale; error panels (prediction minus measured) use a diverging scale centred on 0.
-    Prompt spots (measured values given to the method) are outlined in black; spots without a value (NaN, such as
+    Spots are drawn at their true size over the ``hires`` image: circles, or squares for Visium HD bins (scale
+    factors with ``bin_size_um``, or a square lattice without a recorded spot diameter). Measured and predicted
+    panels of a gene share one colour scale; error panels (prediction minus measured) use a diverging scale
+    centred on 0. Prompt spots (measured values given to the method) are outlined in black; spots without a value (NaN, such as
     the measurements of virtual spots) are light grey.
 
     Parameters
@@ -152,6 +153,7 @@ def spatial(
             ax.set_title(f"{gene}: {label}", fontsize=9)
             fig.colorbar(spots, ax=ax, fraction=0.046, pad=0.02)
     if prompts is not None and prompts.any():
-        fig.suptitle(f"{view.library_id}: black rings = {int(prompts.sum())} prompt spots", fontsize=10)
+        outline = "black rings" if view.shape == "circle" else "black outlines"
+        fig.suptitle(f"{view.library_id}: {outline} = {int(prompts.sum())} prompt spots", fontsize=10)
     fig.tight_layout()
     return show_or_save(fig, axes, show=show, save=save, return_fig=return_fig)
