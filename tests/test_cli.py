@@ -313,6 +313,36 @@ def test_impute_matches_python_and_resumes(trained, tmp_path, capsys):
     assert (out / "S2.h5ad").stat().st_mtime_ns == kept and (out / "S3.h5ad").exists()
 
 
+def test_impute_of_a_store_writes_a_store_with_the_table_still_linked(trained, tmp_path, capsys):
+    """A SpatialData .zarr input gives a .zarr output whose table (prepared, imputed) still annotates the spot
+    shapes; its predictions equal those of the same section given as .h5ad."""
+    import anndata as ad
+    import numpy as np
+    import spatialdata as sd
+    from spatialdata.models import get_table_keys
+
+    import phg2st_sc as phg2st
+
+    paths, model_path = trained
+    store = tmp_path / "S2.zarr"
+    phg2st.io.to_spatialdata(ad.read_h5ad(paths[2]), image=False).write(store)
+    out = tmp_path / "pred"
+    for source in (store, paths[2]):
+        assert main(["impute", str(source), "--model", str(model_path), "--out-dir", str(out), "--no-progress"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["S2.h5ad", "S2.zarr"]
+    result = sd.read_zarr(out / "S2.zarr")
+    table = result.tables["table"]
+    region, region_key, instance_key = get_table_keys(table)
+    assert region in result.shapes and set(table.obs[instance_key]) <= set(result.shapes[region].index)
+    assert "phg2st" in table.layers and table.n_vars == 6
+    as_h5ad = ad.read_h5ad(out / "S2.h5ad")
+    np.testing.assert_allclose(
+        table[as_h5ad.obs_names].layers["phg2st"], as_h5ad.layers["phg2st"], rtol=1e-5, atol=1e-6
+    )
+    back = phg2st.io.from_spatialdata(result)  # and it reads back as a section
+    assert back.n_obs == 80 and "spatial" in back.obsm
+
+
 def test_impute_prepared_input_with_its_own_prompts(trained, tmp_path, capsys):
     """An input prepared with the model's protocol is used as it is; the prompts come from an obs column."""
     import anndata as ad

@@ -12,7 +12,8 @@ from ._common import INPUTS_HELP, batch_parser, each_input, read_sections, requi
 
 DESCRIPTION = """\
 Predict expression at every spot of each section from its image and its prompt spots with a model saved by
-`phg2st fit`, and write OUT_DIR/<name>.h5ad. Inputs are sections embedded by `phg2st embed` with the
+`phg2st fit`, and write OUT_DIR/<name>.h5ad (for a .zarr input, OUT_DIR/<name>.zarr: the store with its
+table replaced by the output table, still linked to its shapes). Inputs are sections embedded by `phg2st embed` with the
 model's encoder. Their expression is prepared as the model's training targets were: raw counts in .X are
 normalised with the model's recorded protocol and restricted to its genes; an input already prepared
 (uns['phg2st_targets'] of tl.prepare_targets) is used as it is when it matches the model, and fails
@@ -67,7 +68,34 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _output(args: argparse.Namespace, path: str | Path) -> Path:
-    return Path(args.out_dir) / f"{stem(path)}.h5ad"
+    """OUT_DIR/<name>.h5ad for an .h5ad input, OUT_DIR/<name>.zarr (a SpatialData store) for a .zarr one."""
+    return Path(args.out_dir) / f"{stem(path)}{'.zarr' if Path(path).suffix == '.zarr' else '.h5ad'}"
+
+
+def _as_store(source: Path, work: Any) -> Any:
+    """The input store with its table replaced by ``work`` (prepared and imputed), still linked to its shapes.
+
+    ``work`` holds the model's genes; the table's region and instance columns and its SpatialData attributes come
+    back from the input table (matched by spot name); the H&E copy that the scanpy convention keeps in ``uns`` is
+    left out (the store has the image element).
+    """
+    import spatialdata as sd
+    from spatialdata.models import TableModel, get_table_keys
+
+    from phg2st_sc._utils import get_table
+
+    sdata = sd.read_zarr(source)
+    name = next(k for k, v in sdata.tables.items() if v is get_table(sdata))
+    original = sdata.tables[name]
+    region, region_key, instance_key = get_table_keys(original)
+    table = work.copy()
+    table.uns.pop("spatialdata_attrs", None)  # set again below, from the input table
+    for col in (region_key, instance_key):
+        table.obs[col] = original.obs[col].reindex(table.obs_names).to_numpy()
+    for info in table.uns.get(Keys.SPATIAL, {}).values():
+        info.pop(Keys.IMAGES, None)
+    sdata.tables[name] = TableModel.parse(table, region=region, region_key=region_key, instance_key=instance_key)
+    return sdata
 
 
 def _impute_one(path: Path, args: argparse.Namespace, model: Any) -> tuple[bool, str]:
@@ -88,5 +116,5 @@ def _impute_one(path: Path, args: argparse.Namespace, model: Any) -> tuple[bool,
                                  overwrite=args.overwrite)  # fmt: skip
     phg2st.tl.impute(work, model, prompt_key=key, layer_added=args.layer_added, device=args.device,
                      overwrite=args.overwrite)  # fmt: skip
-    write_output(work, out)
+    write_output(_as_store(path, work) if out.suffix == ".zarr" else work, out)
     return False, f"{work.n_obs} spots, {int(work.obs[key].sum())} prompts, {work.n_vars} genes -> {out}"
