@@ -429,3 +429,37 @@ def test_fit_and_impute_with_own_normalisation(trained, tmp_path, capsys):
     phg2st.tl.impute(ref, model)
     assert list(res.var_names) == ["gene3", "gene1"]
     np.testing.assert_allclose(res.layers["phg2st"], ref.layers["phg2st"], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.data
+def test_a_space_ranger_folder_is_read_embedded_and_imputed(c2, tmp_path, capsys):
+    """A Visium Space Ranger `outs` folder (format-faithful fixture with real her2st pixels and counts) is read
+    through spatialdata-io by `phg2st embed`, written as a .zarr store, and goes through fit and impute."""
+    import numpy as np
+    import spatialdata as sd
+    from _spaceranger import make_spaceranger
+
+    import phg2st_sc as phg2st
+
+    outs = make_spaceranger(tmp_path / "S1" / "outs", c2, n_spots=60, n_genes=40)
+    sdata = phg2st.io.read_spaceranger(outs)
+    table = sdata.tables["table"]
+    assert table.n_obs == 60 and table.n_vars == 40 and set(sdata.shapes) == {"S1"}
+    assert table.uns["spatial"]["S1"]["metadata"]["microns_per_pixel"] > 0
+    nearest = np.argsort(((c2.obsm["spatial"] - np.median(c2.obsm["spatial"], 0)) ** 2).sum(1))[:60]
+    np.testing.assert_array_equal(table.X.toarray(), c2.X[nearest][:, :40].toarray())  # the section's own counts
+    emb = tmp_path / "emb"
+    assert main(["embed", str(outs), "--out-dir", str(emb), "--no-progress"]) == 0
+    assert sorted(p.name for p in emb.iterdir()) == ["S1.zarr"]
+    embedded = sd.read_zarr(emb / "S1.zarr")
+    assert "X_efficientnet_lite0" in embedded.tables["table"].obsm and embedded.images
+    model = tmp_path / "m.pt"
+    fit = ["--use-rep", "X_efficientnet_lite0", "--max-epochs", "2", "--hidden", "16", "--accelerator", "cpu",
+           "--no-progress", "--fit", "heads=2", "spot_depth=1", "neighbour_depth=1"]  # fmt: skip
+    assert main(["fit", str(emb / "S1.zarr"), "--out", str(model), *fit]) == 0, capsys.readouterr().err
+    assert main(["impute", str(emb / "S1.zarr"), "--model", str(model), "--out-dir", str(tmp_path / "pred"),
+                 "--prompt-fraction", "0.2", "--no-progress"]) == 0  # fmt: skip
+    result = sd.read_zarr(tmp_path / "pred" / "S1.zarr").tables["table"]
+    assert np.isfinite(result.layers["phg2st"]).all() and result.n_obs == 60
+    with pytest.raises(FileNotFoundError, match="Space Ranger"):
+        phg2st.io.read_spaceranger(tmp_path / "emb")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,7 +20,7 @@ from ._validate import check_nonempty, check_unique_names, get_coordinates
 if TYPE_CHECKING:
     from spatialdata import SpatialData
 
-__all__ = ["read_image", "to_spatialdata", "from_spatialdata"]
+__all__ = ["read_image", "to_spatialdata", "from_spatialdata", "read_spaceranger", "is_spaceranger"]
 
 
 def read_image(adata: AnnData, library_id: str | None = None, *, max_size: int | None = None) -> np.ndarray:
@@ -233,3 +235,76 @@ def image_levels(element: Any) -> list[Any]:
     if hasattr(element, "keys"):  # multiscale: a DataTree with scale0, scale1, ...
         return [element[k]["image"] for k in element.keys()]
     return [element]
+
+
+VISIUM_SPOT_UM = (
+    55.0  # diameter of a Visium spot (capture area v1/v2), which Space Ranger's scale factors give in pixels
+)
+
+
+def is_spaceranger(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a Space Ranger output folder (``spatial/scalefactors_json.json`` and a filtered matrix)."""
+    path = Path(path)
+    return (
+        path.is_dir()
+        and (path / "spatial" / "scalefactors_json.json").is_file()
+        and any(path.glob("*filtered_feature_bc_matrix.h5"))
+    )
+
+
+def read_spaceranger(path: str | os.PathLike, *, section: str | None = None) -> SpatialData:
+    """Read a Visium Space Ranger output folder through spatialdata-io, ready for :func:`phg2st_sc.pp.embed_tiles`.
+
+    ``spatialdata_io.visium`` reads the filtered counts, the spot positions, the scale factors and the ``hires`` /
+    ``lowres`` images (the ``lowres`` thumbnail is dropped when the ``hires`` image is there, so that the store has
+    one H&E element); this adds what phg2st-sc reads from a table: ``obs['section']`` and the image's microns per
+    pixel in ``uns['spatial'][section]['metadata']``, from the spot diameter (Visium spots are 55 µm), so that
+    ``embed_tiles(mpp=...)`` can size tiles physically. Needs the ``io`` extra (``pip install phg2st-sc[io]``).
+
+    Parameters
+    ----------
+    path
+        The folder Space Ranger wrote (``outs/``): ``filtered_feature_bc_matrix.h5`` (or ``<id>_...``),
+        ``spatial/tissue_positions.csv`` (or ``tissue_positions_list.csv``), ``spatial/scalefactors_json.json`` and
+        the images in ``spatial/``.
+    section
+        Section name (the shapes element, ``obs['section']`` and the library key); default the folder's name.
+
+    Returns
+    -------
+    A SpatialData object: spot circles, the ``hires`` image (``<section>_hires_image``) and the table linked to
+    the circles.
+
+    Examples
+    --------
+    >>> sdata = phg2st.io.read_spaceranger("sample/outs", section="sample")  # doctest: +SKIP
+    >>> phg2st.pp.embed_tiles(sdata, encoder="efficientnet_lite0")  # doctest: +SKIP
+    """
+    path = Path(path).expanduser()
+    if not is_spaceranger(path):
+        raise FileNotFoundError(
+            f"{path} is not a Space Ranger output folder: it needs spatial/scalefactors_json.json and "
+            "filtered_feature_bc_matrix.h5 (the `outs` folder of `spaceranger count`)."
+        )
+    try:
+        import spatialdata_io
+    except ImportError as err:
+        raise ImportError("Reading Space Ranger folders needs spatialdata-io: pip install 'phg2st-sc[io]'.") from err
+    import json
+
+    name = section or (path.parent.name if path.name == "outs" else path.name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its notes on the library id and on zarr versions
+        sdata = spatialdata_io.visium(path, dataset_id=name)
+    lowres = f"{name}_lowres_image"
+    if f"{name}_hires_image" in sdata.images and lowres in sdata.images:
+        del sdata.images[lowres]  # a thumbnail of the same image: one H&E element, so no image_key is needed
+    table = sdata.tables["table"]
+    scalefactors = json.loads((path / "spatial" / "scalefactors_json.json").read_text())
+    diameter = float(scalefactors.get(Keys.SPOT_DIAMETER, np.nan))
+    metadata = {Keys.MPP: VISIUM_SPOT_UM / diameter} if np.isfinite(diameter) and diameter > 0 else {}
+    table.obs[Keys.SECTION] = pd.Categorical([name] * table.n_obs)
+    info = {Keys.SCALEFACTORS: {k: v for k, v in scalefactors.items() if isinstance(v, int | float)},
+            Keys.METADATA: metadata}  # fmt: skip
+    table.uns[Keys.SPATIAL] = {name: info}
+    return sdata

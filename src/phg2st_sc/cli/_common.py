@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from phg2st_sc.io import is_spaceranger
+
 INPUT_SUFFIXES = (".h5ad", ".zarr")
 BATCH_NOTES = """\
 Every output is written to a temporary path beside it and renamed into place when complete, so an interrupted
@@ -36,14 +38,18 @@ def one_line(err: BaseException) -> str:
 def stem(path: str | Path) -> str:
     """An input's name without its ``.h5ad`` / ``.zarr`` suffix (its outputs are named after it)."""
     path = Path(path)
+    if path.name == "outs" and is_spaceranger(path):  # Space Ranger's outs/ folder: named after its sample
+        return path.resolve().parent.name
     return path.name[: -len(path.suffix)] if path.suffix in INPUT_SUFFIXES else path.name
 
 
 def check_input(path: str | Path) -> Path:
     """An existing ``.h5ad`` file or ``.zarr`` store, or an error that says what is wrong with it."""
     path = Path(path)
+    if is_spaceranger(path):
+        return path
     if path.suffix not in INPUT_SUFFIXES:
-        raise ValueError("not a .h5ad file or a SpatialData .zarr store.")
+        raise ValueError("not a .h5ad file, a SpatialData .zarr store or a Space Ranger output folder.")
     if not path.exists():
         raise FileNotFoundError("no such file or folder.")
     return path
@@ -54,6 +60,10 @@ def read_sections(path: str | Path) -> list:
     from phg2st_sc.tl._benchmark import _load
 
     path = check_input(path)
+    if is_spaceranger(path):
+        from phg2st_sc.io import from_spatialdata, read_spaceranger
+
+        return [from_spatialdata(read_spaceranger(path, section=stem(path)))]
     try:
         return list(_load([path], None, None)[1].values())
     except Exception as err:
@@ -158,4 +168,4 @@ def batch_parser(
                           formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
 
 
-INPUTS_HELP = ".h5ad files or SpatialData .zarr stores, one section each"
+INPUTS_HELP = ".h5ad files, SpatialData .zarr stores or Space Ranger output folders, one section each"
