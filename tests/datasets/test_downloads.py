@@ -219,3 +219,25 @@ def test_an_unreachable_mirror_gives_one_clear_error(local_server, real_pooch):
     with pytest.raises(phg2st.DataNotFoundError, match="ConnectionError"):
         ds.download([COUNTS])
     assert not [p for p in real_pooch.rglob("*") if p.is_file()]
+
+
+@pytest.mark.data
+def test_the_demo_sections_download_verified_without_a_data_folder(local_server, real_pooch, data_dir, monkeypatch):
+    """`make demo` without $PHG2ST_DATA_DIR: the five sections it needs (counts, spot files, H&E images) come from
+    the pinned mirror into the cache, each checked against its SHA-256, and read as with local data (the mirror here
+    serves the published bytes from 127.0.0.1)."""
+    from phg2st_sc.cli.demo import SECTIONS
+
+    root, url = local_server
+    (root / "data").symlink_to(data_dir / "her2st", target_is_directory=True)
+    monkeypatch.setattr(_her2st, "HER2ST", dataclasses.replace(HER2ST, base_url=f"{url}/data"))
+    for section in SECTIONS:
+        downloaded = phg2st.datasets.her2st(section)
+        local = phg2st.datasets.her2st(section, data_dir=data_dir / "her2st")
+        assert downloaded.n_obs == local.n_obs and (downloaded.X != local.X).nnz == 0
+        assert (
+            downloaded.uns["spatial"][section]["images"]["hires"].shape
+            == local.uns["spatial"][section]["images"]["hires"].shape
+        )
+    cached = sorted(p.relative_to(real_pooch / "her2st").as_posix() for p in real_pooch.rglob("*") if p.is_file())
+    assert len(cached) >= 3 * len(SECTIONS) and all(rel in HER2ST.sha256 for rel in cached)

@@ -25,7 +25,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Add the command's parser to ``sub`` (the ``phg2st`` subparsers) and return it."""
     p = sub.add_parser(
         "demo",
-        help="train PHG2ST on her2st C2-C6 but one, impute it from 10%% prompts, compare (needs $PHG2ST_DATA_DIR)",
+        help="train PHG2ST on her2st C2-C6 but one, impute it from 10%% prompts, compare (data from $PHG2ST_DATA_DIR, "
+        "else downloaded once into the cache, checksummed)",
     )
     p.add_argument("--section", default="C2", help="her2st section (default: C2)")
     p.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
@@ -83,7 +84,8 @@ def demo(
     train = [s for s in SECTIONS if s != section]
     print(f"phg2st-sc {phg2st.__version__} demo: impute her2st {section} from 10% prompts; train on {train[:-1]}, "
           f"select the epoch on {train[-1]}")  # fmt: skip
-    print(f"  data: {phg2st.settings.data_dir}; image features: {ENCODER} (ImageNet weights, offline)")
+    data = phg2st.settings.data_dir or f"downloaded (checksummed) into {phg2st.settings.cache_dir}"
+    print(f"  data: {data}; image features: {ENCODER} (ImageNet weights, offline)")
     embedded = prepare_sections(SECTIONS, cache_dir=out / "embedding_cache" if cache_dir is None else cache_dir)
     p = embedded[section].uns[REP]["params"]
     print(f"  {section}: {embedded[section].n_obs} spots; {p['tiles_embedded']} tiles embedded ({p['spot_tiles']} spot + "
