@@ -28,10 +28,10 @@ def test_the_manifest_is_valid_and_its_commands_import():
     assert "phg2st-sc" in {m.name for m in pm.iter_manifests()}
 
 
-def _tissue_share(image: np.ndarray) -> float:
-    """Share of the canvas not painted in its background colour (the corner pixel)."""
-    rgb = image[..., :3].astype(int)
-    return float((np.abs(rgb - rgb[0, 0]).sum(-1) > 30).mean())
+def _fill(viewer, yx: np.ndarray, canvas: tuple[int, int]) -> float:
+    """How much of the canvas the spots' bounding box spans, along the dimension where it spans most (0-1)."""
+    visible = np.asarray(canvas, dtype=float) / viewer.camera.zoom  # world units seen, (rows, columns)
+    return float(((yx.max(axis=0) - yx.min(axis=0)) / visible).max())
 
 
 @pytest.mark.data
@@ -53,7 +53,8 @@ def test_explore_from_a_file_fills_the_canvas(make_napari_viewer, c2, tmp_path):
     viewer.reset_view()
     shot = viewer.screenshot(canvas_only=True, flash=False)
     assert min(shot.shape[:2]) >= 400
-    assert _tissue_share(shot) > 0.4  # the section, not a small patch in the middle
+    yx = work.obsm["spatial"][:, ::-1]
+    assert _fill(viewer, yx, shot.shape[:2]) > 0.75  # the section, not a small patch in the middle
     widget.path.value = tmp_path / "missing.h5ad"
     widget.run()
     assert widget.status.value.startswith("error")

@@ -98,7 +98,8 @@ def napari(
 ) -> napari.Viewer:
     """Open the H&E with measured, imputed and error values per gene in napari.
 
-    Adds to the viewer, in full-resolution pixel coordinates: the H&E (``"H&E"``, the ``hires`` image scaled up),
+    Adds to the viewer, in full-resolution pixel coordinates: the H&E (``"H&E"``, the ``hires`` image scaled up,
+    cropped to the spots with a margin of two spot diameters, so that the section fills the view),
     one points layer per entry of ``layers`` with the spots as circles of their true diameter (``"measured"``
     for ``None``, otherwise the layer's name), an error layer per prediction (``"<layer> − measured"``) when
     ``error``, and the prompt spots as black rings (``"prompts"``). A docked gene picker (``"phg2st gene"``)
@@ -187,9 +188,12 @@ def napari(
             warnings.warn(
                 "The given viewer is not napari's current viewer: the SpatialData browser is not docked.", stacklevel=2
             )
-    if hires is not None:
-        viewer.add_image(hires, name="H&E", rgb=True, scale=(1.0 / scalef, 1.0 / scalef))
     yx, diameter = view.xy[:, ::-1], view.diameter
+    if hires is not None:  # the part of the H&E under the spots (and a margin), so that the section fills the view
+        lo = np.floor((yx.min(axis=0) - 2 * diameter) * scalef).astype(int).clip(0)
+        hi = np.ceil((yx.max(axis=0) + 2 * diameter) * scalef).astype(int)
+        crop = hires[lo[0] : hi[0], lo[1] : hi[1]]
+        viewer.add_image(crop, name="H&E", rgb=True, scale=(1.0 / scalef, 1.0 / scalef), translate=tuple(lo / scalef))
     symbol = "square" if view.shape == "square" else "disc"
     points = {}
     for layer in layers:
