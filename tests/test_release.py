@@ -4,6 +4,7 @@ environment's hatchling and hatch-vcs, and the fresh environment borrows the ins
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import sysconfig
@@ -12,8 +13,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-import phg2st_sc
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = """
@@ -60,8 +59,11 @@ def test_sdist_and_wheel_pass_twine_check_and_carry_the_release_files(dist):
     members = tarfile.open(sdist).getnames()
     for name in ("LICENSE", "CITATION.cff", "pyproject.toml", "README.md", "src/phg2st_sc/py.typed"):
         assert any(m.endswith("/" + name) for m in members), name
-    # the version is the installed one's (both come from the same git state; a dirty tree adds a date suffix)
-    assert wheel.name.split("-")[1].split("+")[0] == phg2st_sc.__version__.split("+")[0]
+    # one version for both, from git (the installed metadata may be older: an editable install keeps the version of
+    # the commit it was installed at)
+    version = wheel.name.split("-")[1]
+    assert sdist.name == f"phg2st_sc-{version}.tar.gz"
+    assert re.fullmatch(r"\d+\.\d+\.\d+(\.dev\d+)?(\+[0-9a-z.]+)?", version), version
 
 
 def test_the_wheel_installs_in_a_fresh_environment_and_runs(dist, tmp_path):
@@ -78,5 +80,6 @@ def test_the_wheel_installs_in_a_fresh_environment_and_runs(dist, tmp_path):
     Path(site, "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     res = _run(env / "bin" / "phg2st", "--version")
     assert res.returncode == 0 and res.stdout.startswith("phg2st ") and "phg2st-sc" in res.stdout, res.stderr
+    assert res.stdout.split()[1] == wheel.name.split("-")[1]  # the installed wheel's own version
     res = _run(python, "-c", SMOKE, cwd=tmp_path, env={"MPLBACKEND": "agg", "PATH": str(env / "bin")})
     assert res.returncode == 0 and "smoke ok" in res.stdout, res.stdout[-3000:] + res.stderr[-3000:]
