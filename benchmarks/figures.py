@@ -44,7 +44,9 @@ def draw(name: str, fraction: float) -> list[Path]:
     for protocol in sorted(table["protocol"].unique()):
         subset = {"protocol": protocol, "spots": "heldout", "prompt_fraction": fraction}
         fig = phg2st.pl.metrics(table, kind="folds", subset=subset, return_fig=True, show=False)
-        fig.suptitle(f"{name}: {TITLES.get(protocol, protocol)}, {fraction:.0%} prompts, held-out spots", fontsize=9, y=1.06)
+        fig.suptitle(
+            f"{name}: {TITLES.get(protocol, protocol)}, {fraction:.0%} prompts, held-out spots", fontsize=9, y=1.06
+        )
         path = OUT / f"{name}_{protocol}.png"
         fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
