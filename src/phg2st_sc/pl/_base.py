@@ -122,10 +122,11 @@ def section_view(adata: AnnData, library_id: str | None, *, image: bool, spot_sc
     lib, info = library_info(adata, library_id)
     sf = info.get(Keys.SCALEFACTORS, {})
     hires, scalef = hires_image(info, lib) if image else (None, 1.0)
-    shape = spot_shape(coords, sf)
     diameter = float(sf.get(Keys.SPOT_DIAMETER, np.nan))
-    if not (np.isfinite(diameter) and diameter > 0):  # not recorded (or NaN, as in some HD tables): the pitch
-        diameter = spot_pitch(coords)
+    recorded = np.isfinite(diameter) and diameter > 0
+    pitch = None if recorded else spot_pitch(coords)  # not recorded (or NaN, as in some HD tables): the pitch
+    shape = spot_shape(coords, sf, pitch)
+    diameter = diameter if recorded else pitch
     return SectionView(
         library_id=lib,
         image=hires,
@@ -135,7 +136,7 @@ def section_view(adata: AnnData, library_id: str | None, *, image: bool, spot_sc
     )
 
 
-def spot_shape(coords: np.ndarray, scalefactors: dict) -> str:
+def spot_shape(coords: np.ndarray, scalefactors: dict, pitch: float | None = None) -> str:
     """``"square"`` for square bins, else ``"circle"``.
 
     Square when the scale factors carry Space Ranger's ``bin_size_um`` (Visium HD), or when no spot diameter is
@@ -149,7 +150,7 @@ def spot_shape(coords: np.ndarray, scalefactors: dict) -> str:
         return "circle"
     from scipy.spatial import cKDTree
 
-    pitch = spot_pitch(coords)
+    pitch = spot_pitch(coords) if pitch is None else pitch  # given by a caller that computed it already
     pairs = cKDTree(coords).query_pairs(1.05 * pitch, output_type="ndarray")  # every neighbour one pitch away
     if not len(pairs):
         return "circle"
