@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from phg2st_sc.io import is_spaceranger
+from phg2st_sc.io import platform_folder
 
 INPUT_SUFFIXES = (".h5ad", ".zarr")
 BATCH_NOTES = """\
@@ -38,7 +38,7 @@ def one_line(err: BaseException) -> str:
 def stem(path: str | Path) -> str:
     """An input's name without its ``.h5ad`` / ``.zarr`` suffix (its outputs are named after it)."""
     path = Path(path)
-    if path.name == "outs" and is_spaceranger(path):  # Space Ranger's outs/ folder: named after its sample
+    if path.name == "outs" and platform_folder(path):  # Space Ranger's or Xenium's outs/ folder: named after its sample
         return path.resolve().parent.name
     return path.name[: -len(path.suffix)] if path.suffix in INPUT_SUFFIXES else path.name
 
@@ -46,10 +46,12 @@ def stem(path: str | Path) -> str:
 def check_input(path: str | Path) -> Path:
     """An existing ``.h5ad`` file or ``.zarr`` store, or an error that says what is wrong with it."""
     path = Path(path)
-    if is_spaceranger(path):
+    if platform_folder(path):
         return path
     if path.suffix not in INPUT_SUFFIXES:
-        raise ValueError("not a .h5ad file, a SpatialData .zarr store or a Space Ranger output folder.")
+        raise ValueError(
+            "not a .h5ad file, a SpatialData .zarr store, or a Space Ranger (Visium, Visium HD) or Xenium output folder."
+        )
     if not path.exists():
         raise FileNotFoundError("no such file or folder.")
     return path
@@ -60,10 +62,10 @@ def read_sections(path: str | Path) -> list:
     from phg2st_sc.tl._benchmark import _load
 
     path = check_input(path)
-    if is_spaceranger(path):
-        from phg2st_sc.io import from_spatialdata, read_spaceranger
+    if platform_folder(path):
+        from phg2st_sc.io import from_spatialdata, read_platform_folder
 
-        return [from_spatialdata(read_spaceranger(path, section=stem(path)))]
+        return [from_spatialdata(read_platform_folder(path, section=stem(path)))]
     try:
         return list(_load([path], None, None)[1].values())
     except Exception as err:
@@ -168,4 +170,7 @@ def batch_parser(
                           formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
 
 
-INPUTS_HELP = ".h5ad files, SpatialData .zarr stores or Space Ranger output folders, one section each"
+INPUTS_HELP = (
+    ".h5ad files, SpatialData .zarr stores, or Space Ranger (Visium, Visium HD: 8 µm bins) or Xenium output "
+    "folders; one section each"
+)

@@ -8,14 +8,16 @@ from typing import Any
 
 from phg2st_sc._constants import ENCODER_NAMES, Keys
 
-from ._common import INPUTS_HELP, batch_parser, each_input, is_spaceranger, stem, write_output
+from ._common import INPUTS_HELP, batch_parser, each_input, platform_folder, stem, write_output
 
 DESCRIPTION = """\
 Embed the H&E tiles of each section (spot tiles and their neighbour windows: pp.embed_tiles) and build
 its hypergraph (pp.build_hypergraph), which `phg2st fit` and `phg2st impute` need. Each input (.h5ad with
 the image path its reader recorded, or a SpatialData .zarr store with its image) gives OUT_DIR/<same name>;
-a Space Ranger output folder (Visium, read with spatialdata-io: pip install 'phg2st-sc[io]') gives
-OUT_DIR/<sample>.zarr, a SpatialData store. Each output holds the input plus obsm['X_<encoder>'], the neighbour tiles and the hypergraph. An output that has them
+a Space Ranger output folder (Visium; Visium HD, its 8 µm bins) or a Xenium output folder with its post-Xenium
+H&E (cells as spots), read with spatialdata-io (pip install 'phg2st-sc[io]'), gives OUT_DIR/<sample>.zarr, a
+SpatialData store. Each output holds the input plus obsm['X_<encoder>'], the neighbour tiles and the
+hypergraph. For Visium HD and Xenium pass --mpp 0.5, so that tiles cover 112 µm of tissue. An output that has them
 already is skipped; one that lacks them (another encoder, --no-hypergraph) is extended. OUT_DIR may be the
 inputs' own folder: each input is then replaced, atomically, by its embedded version."""
 
@@ -56,10 +58,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _read(source: Path) -> Any:
-    if is_spaceranger(source):  # read through spatialdata-io; embedded, it is written as a .zarr store
-        from phg2st_sc.io import read_spaceranger
+    if platform_folder(source):  # read through spatialdata-io; embedded, it is written as a .zarr store
+        from phg2st_sc.io import read_platform_folder
 
-        return read_spaceranger(source, section=stem(source))
+        return read_platform_folder(source, section=stem(source))
     if source.suffix == ".h5ad":
         import anndata as ad
 
@@ -74,7 +76,7 @@ def _embed_one(path: Path, args: argparse.Namespace) -> tuple[bool, str]:
     from phg2st_sc._utils import get_table
     from phg2st_sc._validate import readiness
 
-    out = Path(args.out_dir) / (f"{stem(path)}.zarr" if is_spaceranger(path) else path.name)
+    out = Path(args.out_dir) / (f"{stem(path)}.zarr" if platform_folder(path) else path.name)
     key = Keys.embedding(args.encoder)
     resume = out.exists() and not args.overwrite
     # An earlier output holds the input plus what was added to it (e.g. another encoder's embedding): extend it.
