@@ -3,6 +3,11 @@
 Usage: .venv/bin/python benchmarks/bench_hypergraph.py [--dim 1024] [--sizes 1000 10000 100000]
 Spots on a Visium-like hexagonal grid (100 µm pitch in pixels of 0.5 µm), features = a smooth spatial signal plus
 noise. Prints a markdown table (docs/benchmarks.md).
+
+``--windows`` instead times the neighbour-tile sub-hypergraphs (the 5 x 5 windows of 224 px tiles at 0.5 µm per
+pixel, 1024-d tile features) of ``datasets.synthetic`` slides, Visium and Visium HD (16 µm bins) layouts, two ways
+in one run: a search per spot (the code before the change) and each distinct window once (spots of one lattice
+cell share their window), and checks that both give the same hyperedges.
 """
 
 from __future__ import annotations
@@ -51,12 +56,37 @@ def measure(fn) -> tuple[float, float]:
     return elapsed, peak / 2**20
 
 
+def windows(sizes: list[int]) -> None:
+    from phg2st_sc.pp._hypergraph import _window_neighbours, neighbour_hyperedges
+
+    print("| layout | spots | tiles | distinct windows | per spot s | distinct windows s | speed-up |")
+    print("|---|---|---|---|---|---|---|")
+    for layout in ("visium", "visium_hd"):
+        for n in sizes:
+            a = phg2st.datasets.synthetic(n, 2, layout=layout, n_features=8, grid_size=5, seed=0)
+            index = a.obsm["X_synthetic_neighbours"]
+            tiles = np.random.default_rng(0).normal(size=(index.max() + 1, 1024)).astype(np.float32)
+            t0 = time.perf_counter()
+            before = _window_neighbours(tiles, index, 4)
+            t1 = time.perf_counter()
+            after = neighbour_hyperedges(tiles, index, 4)
+            t2 = time.perf_counter()
+            assert np.array_equal(before, after)
+            n_windows = len(np.unique(index, axis=0))
+            print(f"| {layout} | {n:,} | {len(tiles):,} | {n_windows:,} | {t1 - t0:.2f} | {t2 - t1:.2f} | "
+                  f"{(t1 - t0) / (t2 - t1):.1f}x |")  # fmt: skip
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
+    parser.add_argument("--windows", action="store_true", help="time the neighbour-tile sub-hypergraphs")
     parser.add_argument("--dim", type=int, default=1024)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000])
     parser.add_argument("--dense-max", type=int, default=10_000)
     args = parser.parse_args()
+    if args.windows:
+        windows(args.sizes)
+        raise SystemExit
     print(f"features: {args.dim}-d float32, k = 4\n")
     print("| spots | build_hypergraph s | peak MiB | dense n x n search s | dense peak MiB |")
     print("|---|---|---|---|---|")

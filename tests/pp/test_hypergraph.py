@@ -242,3 +242,15 @@ def test_tile_hyperedges_hold_the_nearest_other_valid_tiles(data, k, seed):
             assert (np.diff(chosen) >= -1e-5).all()  # nearest first
             if m:
                 assert chosen.max() <= np.sort(dist)[m - 1] + 1e-5  # and they are the m nearest
+
+
+def test_windows_shared_by_spots_are_searched_once_with_the_same_result():
+    """Spots of one lattice cell share their window (binned slides: dozens per cell); the distinct windows are
+    searched once and the result is what a search per spot gives."""
+    from phg2st_sc.pp._hypergraph import _window_neighbours
+
+    rng = np.random.default_rng(0)
+    tiles = rng.normal(size=(60, 8)).astype(np.float32)
+    distinct = rng.integers(-1, 60, (7, 25))
+    index = distinct[rng.integers(0, 7, 300)]  # 300 spots, 7 windows
+    np.testing.assert_array_equal(neighbour_hyperedges(tiles, index, 4), _window_neighbours(tiles, index, 4))

@@ -200,6 +200,13 @@ def neighbour_hyperedges(tiles: np.ndarray, index: np.ndarray, k: int) -> np.nda
     (n, g, k) int8 window positions of each tile's neighbours, nearest first; -1 for masked tiles and where a
     window has fewer than k other valid tiles.
     """
+    # Spots in one lattice cell share their window (dozens per cell on binned slides): each distinct window once.
+    windows, inverse = np.unique(np.asarray(index), axis=0, return_inverse=True)
+    return _window_neighbours(tiles, windows, k)[inverse.reshape(-1)]
+
+
+def _window_neighbours(tiles: np.ndarray, index: np.ndarray, k: int) -> np.ndarray:
+    """:func:`neighbour_hyperedges` for windows given once each."""
     n, g = index.shape
     out = np.full((n, g, k), -1, dtype=np.int8)
     kk = min(k, g - 1)
