@@ -341,7 +341,10 @@ def test_ctrl_c_on_the_command_line(sections, tmp_path):
     cmd = [sys.executable, "-m", "phg2st_sc.cli", "fit", *map(str, paths[:2]), "--out", str(tmp_path / "m.pt"),
            "--use-rep", "X_tiny", "--protocol", "none", "--max-epochs", "100000", "--accelerator", "cpu",
            "--fit", "hidden=32", "heads=2", "spot_depth=1", "validation=null", "--no-progress"]  # fmt: skip
-    child = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    # SIGINT back to its default in the child: a suite started in the background (`nohup ... &`) ignores SIGINT, and
+    # an ignored SIGINT is inherited, so the CLI would never see it and this test would hang
+    child = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     lines = []
     for line in child.stderr:  # wait until training has started
         lines.append(line)
@@ -399,7 +402,9 @@ def test_slots_of_phg2st_are_replaced_and_the_users_only_with_overwrite(sections
     phg2st.tl.impute(target, model)  # its own slots: replaced
     from phg2st_sc._utils import written_keys
 
-    assert written_keys(target)["layers"] == {"phg2st": "tl.impute"} and "X_phg2st" in written_keys(target)["obsm"]
+    layers = {"phg2st", "phg2st_std", "phg2st_lo", "phg2st_hi"}  # the default (adaptive) model's uncertainty too
+    assert written_keys(target)["layers"] == dict.fromkeys(layers, "tl.impute")
+    assert "X_phg2st" in written_keys(target)["obsm"]
     target.write_h5ad(tmp_path / "t.h5ad")
     back = ad.read_h5ad(tmp_path / "t.h5ad")
     phg2st.tl.select_prompts(back, fraction=0.3, seed=1)  # the record survives a file round trip

@@ -73,7 +73,7 @@ def test_uncertainty_that_cannot_be_given_writes_nothing(synthetic_section):
     from _synthetic import SMALL
 
     a = synthetic_section()
-    model = phg2st.tl.fit(a, max_epochs=1, validation=None, **SMALL)  # the propagated variant
+    model = phg2st.tl.fit(a, variant="propagated", max_epochs=1, validation=None, **SMALL)
     phg2st.tl.select_prompts(a, fraction=0.3, seed=0)
     before = a.copy()
     with pytest.raises(ValueError, match="variant is 'propagated'"):

@@ -26,10 +26,10 @@ class ModelConfig:
     n_genes, feature_dim
         Set from the data by ``tl.fit`` (genes predicted, width of the image features); 0 until then.
     variant
-        ``"propagated"``: every spot attends to its nearest prompts inside the network; ``"adaptive"``: the same
-        network, its prediction then adapted to each section through the section's prompts (regression kriging of
-        its cross-fitted residuals, an in-section ridge, a combination chosen on the prompts); ``"paper"``: as
-        published.
+        ``"adaptive"`` (the default): the propagated network, its prediction then adapted to each section through
+        the section's prompts (regression kriging of its cross-fitted residuals, an in-section ridge, a combination
+        chosen on the prompts); ``"propagated"``: every spot attends to its nearest prompts inside the network,
+        nothing adapted when imputing; ``"paper"``: as published.
     hidden, heads
         Token size and attention heads (``hidden`` a multiple of ``heads`` and of 4).
     spot_depth, neighbour_depth
@@ -50,7 +50,7 @@ class ModelConfig:
 
     n_genes: int = 0
     feature_dim: int = 0
-    variant: str = "propagated"
+    variant: str = "adaptive"
     hidden: int = 256
     heads: int = 4
     spot_depth: int = 2

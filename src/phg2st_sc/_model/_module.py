@@ -6,7 +6,8 @@ Two variants share the histological hypergraph backbone (spot branch and neighbo
   masked expression row (eq. 1) and queries the spot's neighbour tokens (eq. 5); the result is added to the spot
   token (eq. 6). A prompt's measured values never reach another spot: at held-out spots this variant is an
   image-only predictor (REFERENCE section 3).
-- ``"propagated"`` (default): every spot draws on the measured prompts. Each prompt becomes a token (its projected
+- ``"propagated"`` (the network of the default ``"adaptive"`` variant, which adds the in-context layer of
+  ``_model/_incontext.py`` when imputing): every spot draws on the measured prompts. Each prompt becomes a token (its projected
   expression plus its image token); every spot attends to its nearest prompts with a learned distance penalty
   per head (position-aware) and query-key similarity between image tokens (feature-aware). The prediction is a
   residual on top of the prompt field interpolated to every spot (kernel averages of the nearest prompts at four

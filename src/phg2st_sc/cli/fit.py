@@ -39,7 +39,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--protocol", default="heldout", choices=[*PROTOCOLS, "none"],
                    help="target normalisation (tl.PROTOCOLS; default: heldout, i.e. normalize_total 1e4 + log1p); "
                    "none: .X as it is")  # fmt: skip
-    p.add_argument("--variant", default="propagated", choices=list(DEMO_PROMPTS), help="model variant")
+    p.add_argument("--variant", default="adaptive", choices=list(DEMO_PROMPTS),
+                   help="model variant (default: adaptive; see tl.fit)")  # fmt: skip
     p.add_argument("--max-epochs", type=int, default=None, help="default: tl.fit's 200")
     p.add_argument("--hidden", type=int, default=None, help="token size (default: tl.fit's 256)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights, prompts and split (default: 0)")

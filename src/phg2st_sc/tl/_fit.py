@@ -208,13 +208,14 @@ def fit(
         hypergraphs of :func:`phg2st_sc.pp.build_hypergraph`, ``obsm['spatial']`` and normalised expression
         (e.g. from :func:`phg2st_sc.tl.prepare_targets`).
     variant
-        ``"propagated"`` (the default): every spot attends to its nearest prompts and refines the interpolated
-        prompt field. ``"adaptive"``: the same network, its prediction adapted to each section through the
-        section's own prompts when imputing (regression kriging of the network's cross-fitted residuals with a
+        ``"adaptive"`` (the default; chosen by the development protocol's rule, docs/benchmarks.md: never below
+        its network on her2st and MOB, random and block prompts, raw and smoothed targets): the ``"propagated"``
+        network (every spot attends to its nearest prompts and refines the interpolated prompt field), its
+        prediction adapted to each section through the section's own prompts when imputing (regression kriging of the network's cross-fitted residuals with a
         kernel fitted per section, the kriging of the prompts alone, a ridge on the network's latent tokens and the
         image features, and a non-negative combination of these and the network chosen on 5-fold cross-fitted
         predictions at the prompts, kept only where it clearly beats its best component; see the design notes and
-        the benchmarks). ``"paper"``: the published design, where a prompt informs only itself (see
+        the benchmarks). ``"propagated"``: that network alone. ``"paper"``: the published design, where a prompt informs only itself (see
         the design notes). A shortcut for ``config``'s field of that name.
     config
         The architecture: a :class:`~phg2st_sc.tl.ModelConfig` or a dict of some of its fields (token size, heads,
