@@ -40,6 +40,17 @@ def test_committed_with_outputs_and_no_errors(name):
     assert (TUTORIALS / name).stat().st_size < 2_000_000, f"{name} is large: smaller figures, please"
 
 
+@pytest.mark.parametrize("name", _execute_module().TUTORIALS)
+def test_committed_outputs_carry_no_path_of_the_machine_that_ran_them(name):
+    """Outputs are rendered in the docs: no absolute path of the executing machine (data, temporary or home
+    folders) may be printed in them."""
+    import re
+
+    text = (TUTORIALS / name).read_text()
+    found = re.findall(r"(?:/tmp/|/home/|/root/|/Users/|/work/|[A-Z]:\\\\Users)[^\s\"']{0,60}", text)
+    assert not found, f"{name} prints machine paths: {found[:3]}"
+
+
 def test_tutorials_are_in_the_docs():
     index = (ROOT / "docs" / "index.md").read_text()
     for name in _execute_module().TUTORIALS:
