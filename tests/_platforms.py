@@ -69,12 +69,16 @@ def _darkness(image: np.ndarray, xy_px: np.ndarray, radius_px: float) -> np.ndar
     return (ii[y1, x1] - ii[y0, x1] - ii[y1, x0] + ii[y0, x0]) / area
 
 
-def _write_10x_h5(path: Path, counts: sp.spmatrix, barcodes: list[str], genes: list[str], version: str) -> None:
-    """A 10x feature-barcode matrix HDF5 (v3): genes x barcodes CSC with its features group."""
+def write_10x_h5(path: Path, counts: sp.spmatrix, barcodes: list[str], genes: list[str], version: str,
+                 library_id: str = "S1", **attrs: bytes) -> None:  # fmt: skip
+    """A 10x feature-barcode matrix HDF5 (v3): genes x barcodes CSC with its features group (``attrs``: more
+    file attributes, e.g. Space Ranger's ``chemistry_description``)."""
     csc = sp.csr_matrix(counts).T.tocsc()
     with h5py.File(path, "w") as f:
-        f.attrs["library_ids"] = np.array([b"S1"])
+        f.attrs["library_ids"] = np.array([library_id.encode()])
         f.attrs["software_version"] = version.encode()
+        for key, value in attrs.items():
+            f.attrs[key] = value
         m = f.create_group("matrix")
         m.create_dataset("barcodes", data=np.array([b.encode() for b in barcodes]))
         m.create_dataset("data", data=csc.data.astype(np.int32))
@@ -121,7 +125,7 @@ def make_visium_hd(folder: Path, adata, *, size_px: int = 320, n_genes: int = 30
         (folder_bin / "spatial").mkdir(parents=True, exist_ok=True)
         keep = np.flatnonzero(in_tissue)
         counts = np.random.default_rng(k).poisson(_rates(dark[keep], n_genes, seed=7) * (bin_um / 8) ** 2)
-        _write_10x_h5(folder_bin / "filtered_feature_bc_matrix.h5", sp.csr_matrix(counts),
+        write_10x_h5(folder_bin / "filtered_feature_bc_matrix.h5", sp.csr_matrix(counts),
                       [barcodes[i] for i in keep], genes, "spaceranger-3.0.0")  # fmt: skip
         pd.DataFrame({"barcode": barcodes, "in_tissue": in_tissue, "array_row": rows, "array_col": cols,
                       "pxl_row_in_fullres": xy[:, 1], "pxl_col_in_fullres": xy[:, 0]}
@@ -167,7 +171,7 @@ def make_xenium(folder: Path, adata, *, size_px: int = 320, n_genes: int = 30, c
                   "unassigned_codeword_counts": 0, "total_counts": counts.sum(1), "cell_area": area,
                   "nucleus_area": area / 3, "segmentation_method": "Segmented by boundary stain"}
                  ).to_parquet(outs / "cells.parquet", index=False)  # fmt: skip
-    _write_10x_h5(outs / "cell_feature_matrix.h5", sp.csr_matrix(counts), cell_ids, genes, "xenium-2.0.0.10")
+    write_10x_h5(outs / "cell_feature_matrix.h5", sp.csr_matrix(counts), cell_ids, genes, "xenium-2.0.0.10")
     staging = outs / "cells.zarr"  # written as a folder, then zipped (stored) as Xenium ships it
     root = zarr.open_group(zarr.storage.LocalStore(staging), mode="w", zarr_format=2)
     root.create_array("cell_id", data=np.column_stack([prefix, suffix]).astype(np.uint32))

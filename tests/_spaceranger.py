@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from _platforms import write_10x_h5
 from PIL import Image
 
 HIRES_SCALEF, LOWRES_SCALEF = 0.5, 0.125
@@ -43,23 +43,8 @@ def make_spaceranger(folder: Path, adata, *, n_spots: int = 60, n_genes: int = 4
 
     outs = Path(folder)
     (outs / "spatial").mkdir(parents=True, exist_ok=True)
-    csc = counts.T.tocsc()  # genes x barcodes, one column per barcode
-    with h5py.File(outs / "filtered_feature_bc_matrix.h5", "w") as f:
-        f.attrs["library_ids"] = np.array([library_id.encode()])
-        f.attrs["chemistry_description"] = b"Spatial 3' v1"
-        f.attrs["software_version"] = b"spaceranger-2.1.0"
-        m = f.create_group("matrix")
-        m.create_dataset("barcodes", data=np.array([b.encode() for b in barcodes]))
-        m.create_dataset("data", data=csc.data.astype(np.int32))
-        m.create_dataset("indices", data=csc.indices.astype(np.int64))
-        m.create_dataset("indptr", data=csc.indptr.astype(np.int64))
-        m.create_dataset("shape", data=np.array(csc.shape, dtype=np.int32))
-        feats = m.create_group("features")
-        feats.create_dataset("_all_tag_keys", data=np.array([b"genome"]))
-        feats.create_dataset("feature_type", data=np.array([b"Gene Expression"] * len(genes)))
-        feats.create_dataset("genome", data=np.array([b"GRCh38"] * len(genes)))
-        feats.create_dataset("id", data=np.array([f"ENSG{i:011d}".encode() for i in range(len(genes))]))
-        feats.create_dataset("name", data=np.array([g.encode() for g in genes]))
+    write_10x_h5(outs / "filtered_feature_bc_matrix.h5", counts, barcodes, genes, "spaceranger-2.1.0",
+                 library_id=library_id, chemistry_description=b"Spatial 3' v1")  # fmt: skip
     rows, cols = np.divmod(np.arange(n_spots), 10)
     pd.DataFrame(
         {"barcode": barcodes, "in_tissue": 1, "array_row": rows, "array_col": cols,
