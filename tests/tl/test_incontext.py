@@ -245,3 +245,60 @@ def test_a_prompts_only_adaptive_model_never_reads_the_image(synthetic_section):
     b.obsm["X_tiny"] = np.random.default_rng(0).normal(size=b.obsm["X_tiny"].shape).astype(np.float32)
     second = phg2st.tl.impute(b, model, copy=True)
     np.testing.assert_allclose(first.layers["phg2st"], second.layers["phg2st"], atol=1e-5)
+
+
+def test_on_large_slides_the_passes_run_at_the_prompts_and_a_fixed_sample_of_spots(synthetic_section, monkeypatch):
+    """Above ``ALIGN_SPOTS`` spots a cross-fitted pass is evaluated at its fold's prompts and a fixed sample of spots
+    whose mean sets its level: the same values as a whole pass aligned on that sample."""
+    from _synthetic import SMALL
+
+    from phg2st_sc._model import _model as model_module
+    from phg2st_sc._model._data import slide_batch
+
+    a = synthetic_section()
+    model = phg2st.tl.fit(a, variant="adaptive", max_epochs=1, validation=None, **SMALL)
+    prompt = np.zeros(a.n_obs, dtype=bool)
+    prompt[::3] = True
+    full = model.predict(a, prompt, network_only=True)
+    monkeypatch.setattr(model_module, "ALIGN_SPOTS", 25)
+    sample = model_module.align_rows(a.n_obs)
+    assert len(sample) == 25 and len(np.unique(sample)) == 25
+    slide = model.tensors(a, prompt=prompt)
+    model.module.eval()
+    idx = np.flatnonzero(prompt)
+    with torch.inference_mode():
+        got, tokens = model._cross_fitted(slide, prompt, "cpu", full)
+        for part in ic.prompt_folds(len(idx)):
+            mask = prompt.copy()
+            mask[idx[part]] = False
+            res = model.module(slide_batch(slide, mask, np.zeros(slide.n, dtype=bool), model.config["prompt_k"]))
+            pred, latent = res["pred"].numpy(), res["latent"].numpy()
+            want = pred[idx[part]] + full[0][sample].mean(0) - pred[sample].mean(0)
+            np.testing.assert_allclose(got[part], want, rtol=1e-5, atol=1e-5)
+            want_t = latent[idx[part]] + full[1][sample].mean(0) - latent[sample].mean(0)
+            np.testing.assert_allclose(tokens[part], want_t, rtol=1e-4, atol=1e-4)
+            # not the alignment over every spot (the sample matters: the test can fail)
+            assert not np.allclose(want, pred[idx[part]] + full[0].mean(0) - pred.mean(0), atol=1e-6)
+
+
+def test_local_systems_reused_within_a_call_give_what_solving_them_again_gives(monkeypatch):
+    """adapt solves each kernel's local systems once per set of points (kriging and its variance share them)."""
+    xy, y = _field(n=900, seed=5)
+    prompt = np.zeros(len(xy), dtype=bool)
+    prompt[::3] = True
+    r = y[prompt] - y[prompt].mean(0)
+    exact_var = ic.kriging_variance(xy[prompt], xy, 1.5, 0.05)
+    monkeypatch.setattr(ic, "EXACT_MAX", 100)
+    fresh = ic.krige(xy[prompt], r, xy, 1.5, 0.05), ic.kriging_variance(xy[prompt], xy, 1.5, 0.05)
+    with ic._reuse_systems():
+        first = ic.krige(xy[prompt], r, xy, 1.5, 0.05)
+        assert len(ic._SYSTEMS) == 1
+        again = ic.krige(xy[prompt], r, xy, 1.5, 0.05), ic.kriging_variance(xy[prompt], xy, 1.5, 0.05)
+        other = ic.krige(xy[prompt], r, xy, 3.0, 0.05)  # another kernel: its own systems
+        assert len(ic._SYSTEMS) == 2 and not np.allclose(other, first)
+    assert ic._SYSTEMS is None
+    np.testing.assert_array_equal(first, fresh[0])
+    np.testing.assert_array_equal(again[0], fresh[0])
+    np.testing.assert_array_equal(again[1], fresh[1])
+    # the local variance is close to the exact one where both fit
+    assert np.abs(fresh[1] - exact_var).max() < 0.02

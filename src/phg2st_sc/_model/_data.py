@@ -151,6 +151,7 @@ def slide_batch(slide: Slide, prompt: np.ndarray, rows: np.ndarray, prompt_k: in
         "pos": slide.pos, "y": slide.y,
         "prompt": torch.from_numpy(prompt), "rows": torch.from_numpy(rows),
         "prompt_idx": torch.from_numpy(idx.astype(np.int64)), "prompt_dist": torch.from_numpy(dist.astype(np.float32)),
+        "prompt_mean": slide.y[torch.from_numpy(prompt)].mean(0, keepdim=True),  # read by every chunk's prompt field
     }  # fmt: skip
 
 

@@ -34,16 +34,21 @@ fitted on a subset), so that no dense matrix over all prompts is formed.
 
 from __future__ import annotations
 
+import functools
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy import sparse
 from scipy.optimize import nnls
 from scipy.spatial import cKDTree
 
 EXACT_MAX = 3000  # prompts up to which kriging is exact (a p x p matrix)
 LOCAL_K = 64  # prompts per spot for local kriging above that
-FIT_SUBSET = 2000  # prompts used to choose the kernel above EXACT_MAX
+FIT_SUBSET = (
+    1000  # prompts the kernels are chosen on, above that many (a random subset: 16 eigendecompositions of its size)
+)
 LENGTH_SCALES = np.geomspace(0.5, 30.0, 16)  # spot pitches
 NOISE_RATIOS = np.geomspace(1e-3, 1e2, 16)  # noise variance / signal variance
 RIDGE_ALPHAS = np.geomspace(1e-2, 1e5, 15)
@@ -134,15 +139,25 @@ def fit_kernel(xy: np.ndarray, r: np.ndarray, per_gene: bool = False) -> tuple[n
     over :data:`LENGTH_SCALES` x :data:`NOISE_RATIOS` (one eigendecomposition per length scale). One kernel for all
     genes (the likelihood summed over genes), or with ``per_gene`` each gene's own. Returns one value per gene.
     """
-    ll = _loglik(xy, r)
-    g = r.shape[1]
-    if per_gene:
-        flat = ll.reshape(-1, g).argmax(0)
-        i, j = np.unravel_index(flat, ll.shape[:2])
-    else:
-        i, j = np.unravel_index(ll.sum(-1).argmax(), ll.shape[:2])
-        i, j = np.full(g, i), np.full(g, j)
-    return LENGTH_SCALES[i].astype(float), NOISE_RATIOS[j].astype(float)
+    return fit_kernels(xy, [r], per_gene)[0]
+
+
+def fit_kernels(xy: np.ndarray, rs: list[np.ndarray], per_gene: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`fit_kernel` for several sets of values at the same points, sharing the eigendecompositions."""
+    ll_all = _loglik(xy, np.hstack(rs))  # the likelihood of each gene is its own: sets can share one pass
+    out, start = [], 0
+    for r in rs:
+        g = r.shape[1]
+        ll = ll_all[..., start : start + g]
+        start += g
+        if per_gene:
+            flat = ll.reshape(-1, g).argmax(0)
+            i, j = np.unravel_index(flat, ll.shape[:2])
+        else:
+            i, j = np.unravel_index(ll.sum(-1).argmax(), ll.shape[:2])
+            i, j = np.full(g, i), np.full(g, j)
+        out.append((LENGTH_SCALES[i].astype(float), NOISE_RATIOS[j].astype(float)))
+    return out
 
 
 def prompt_folds(p: int) -> list[np.ndarray]:
@@ -196,24 +211,52 @@ def _local_systems(xy_p: np.ndarray, xy_q: np.ndarray, ell: float, eta: float):
     """Per chunk of queries: (chunk slice, nearest-prompt indices (c, k), kriging weights (c, k), kq (c, k)).
 
     Each query is kriged from its :data:`LOCAL_K` nearest prompts (the local form of :func:`krige` and
-    :func:`kriging_variance`).
+    :func:`kriging_variance`). Within :func:`adapt`, the systems of one kernel and one set of points are solved
+    once and reused (kriging and its variance at the same spots).
     """
+    key = (float(ell), float(eta), xy_p.shape, xy_q.shape, xy_p.tobytes(), xy_q.tobytes())
+    if _SYSTEMS is not None and key in _SYSTEMS:
+        yield from _SYSTEMS[key]
+        return
     k = min(LOCAL_K, len(xy_p))
     _, idx = cKDTree(xy_p).query(xy_q, k=k)
     idx = idx.reshape(len(xy_q), k)
+    found = []
     for s in range(0, len(xy_q), 2048):
         nb = idx[s : s + 2048]  # (c, k)
         pts = xy_p[nb]  # (c, k, 2)
-        kk = np.exp(-0.5 * ((pts[:, :, None, :] - pts[:, None, :, :]) ** 2).sum(-1) / ell**2) + eta * np.eye(k)
+        sq = (pts * pts).sum(-1)
+        d2 = np.maximum(sq[:, :, None] + sq[:, None, :] - 2.0 * np.matmul(pts, pts.transpose(0, 2, 1)), 0.0)
+        kk = np.exp(-0.5 * d2 / ell**2) + eta * np.eye(k)
         kq = np.exp(-0.5 * ((pts - xy_q[s : s + 2048, None, :]) ** 2).sum(-1) / ell**2)  # (c, k)
-        yield slice(s, s + 2048), nb, np.linalg.solve(kk, kq[..., None])[..., 0], kq
+        item = (slice(s, s + 2048), nb, np.linalg.solve(kk, kq[..., None])[..., 0], kq)
+        found.append(item)
+        yield item
+    if _SYSTEMS is not None:
+        _SYSTEMS[key] = found
+
+
+_SYSTEMS: dict | None = None  # the local systems of one adapt call (see :func:`_reuse_systems`)
+
+
+@contextmanager
+def _reuse_systems():
+    """Within this block, :func:`_local_systems` solves each kernel's systems at each set of points once."""
+    global _SYSTEMS
+    outer, _SYSTEMS = _SYSTEMS, {} if _SYSTEMS is None else _SYSTEMS
+    try:
+        yield
+    finally:
+        _SYSTEMS = outer
 
 
 def _krige_local(xy_p: np.ndarray, r: np.ndarray, xy_q: np.ndarray, ell: float, eta: float) -> np.ndarray:
-    """Kriging from each query's :data:`LOCAL_K` nearest prompts."""
+    """Kriging from each query's :data:`LOCAL_K` nearest prompts (a sparse weight matrix times the residuals)."""
     out = np.empty((len(xy_q), r.shape[1]))
     for sl, nb, w, _ in _local_systems(xy_p, xy_q, ell, eta):
-        out[sl] = np.einsum("ck,ckg->cg", w, r[nb])
+        c, k = nb.shape
+        weights = sparse.csr_matrix((w.ravel(), nb.ravel(), np.arange(0, c * k + 1, k)), shape=(c, len(xy_p)))
+        out[sl] = weights @ r
     return out
 
 
@@ -228,7 +271,7 @@ def kriging_variance(xy_p: np.ndarray, xy_q: np.ndarray, ell: float, eta: float)
         k_inv = np.linalg.inv(np.exp(-0.5 * _sqdist(xy_p, xy_p) / ell**2) + eta * np.eye(len(xy_p)))
         for s in range(0, len(xy_q), 4096):
             kq = np.exp(-0.5 * _sqdist(xy_q[s : s + 4096], xy_p) / ell**2)
-            out[s : s + 4096] = 1.0 + eta - np.einsum("ij,jk,ik->i", kq, k_inv, kq)
+            out[s : s + 4096] = 1.0 + eta - ((kq @ k_inv) * kq).sum(1)  # a matrix product (BLAS), not a 3-way loop
         return np.maximum(out, eta)
     for sl, _, w, kq in _local_systems(xy_p, xy_q, ell, eta):
         out[sl] = 1.0 + eta - (kq * w).sum(-1)
@@ -324,6 +367,16 @@ def _features(latent: np.ndarray, image: np.ndarray | None, n_pcs: int = 32) -> 
     return (z @ top.astype(np.float32)).astype(np.float64)
 
 
+def _with_reused_systems(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with _reuse_systems():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_with_reused_systems
 def adapt(
     network: np.ndarray,
     latent: np.ndarray,
@@ -359,10 +412,9 @@ def adapt(
     resid = (y_prompt - at_prompts) / sd
     xy_p = xy[prompt]
     sub = _fit_rows(len(xy_p))  # the prompts the kernels are chosen on
-    ell, eta = fit_kernel(xy_p[sub], resid[sub] - resid[sub].mean(0), per_gene=per_gene)
-    field, field_cv = krige_cv(xy_p, resid, xy, ell, eta, folds)
     z = (y_prompt - mu) / sd  # the prompts alone: kriging of the expression (the prompt field)
-    ell_y, eta_y = fit_kernel(xy_p[sub], z[sub], per_gene=per_gene)
+    (ell, eta), (ell_y, eta_y) = fit_kernels(xy_p[sub], [resid[sub] - resid[sub].mean(0), z[sub]], per_gene=per_gene)
+    field, field_cv = krige_cv(xy_p, resid, xy, ell, eta, folds)
     plain, plain_cv = krige_cv(xy_p, z, xy, ell_y, eta_y, folds)
     if latent_at_prompts is not None:
         latent = latent.copy()

@@ -27,6 +27,19 @@ logger = logging.getLogger("phg2st_sc")
 FORMAT = "phg2st-sc model"
 FORMAT_VERSION = 1
 PREDICT_CHUNK = 4096  # spots per inference chunk after the spot branch (bounds memory on large slides)
+ALIGN_SPOTS = 4096  # spots whose mean aligns each cross-fitted pass on the full one (all spots of smaller slides)
+
+
+def align_rows(n: int) -> np.ndarray:
+    """The spots (sorted) over which a cross-fitted pass's level is compared with the full pass's.
+
+    Every spot up to :data:`ALIGN_SPOTS`, else a fixed random choice of that many: the level is a per-gene mean,
+    and the passes differ from the full one smoothly, so a few thousand spots set it to well within its noise,
+    while the passes then run at those spots and the fold's prompts only.
+    """
+    if n <= ALIGN_SPOTS:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, ALIGN_SPOTS, replace=False))
 
 
 class PHG2ST:
@@ -224,7 +237,14 @@ class PHG2ST:
         slide = self.tensors(adata, prompt=prompt)
         batch = slide_batch(slide, prompt, np.zeros(slide.n, dtype=bool), self.config["prompt_k"])
         module = self.module.to(device).eval()
-        out = module({k: v.to(device) for k, v in batch.items()}, chunk=PREDICT_CHUNK)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        adaptive = self.config["variant"] == "adaptive" and not network_only
+        folds = self._fold_batches(slide, prompt, device) if adaptive and self.config["use_prompts"] else None
+        # the full pass and any cross-fitted ones share one pass of the image branches (the passes do not change
+        # them); inference skips the branch heads, which only the training loss reads
+        every = torch.arange(slide.n, device=device)
+        out, *passes = module.forward_masks([batch, *(folds[1] if folds else [])], [every, *(folds[2] if folds else [])],
+                                            chunk=PREDICT_CHUNK)  # fmt: skip
         pred, latent = out["pred"].float().cpu().numpy(), out["latent"].float().cpu().numpy()
         finite = np.isfinite(pred).all(axis=1) & np.isfinite(latent).all(axis=1)
         if not finite.all():
@@ -237,13 +257,13 @@ class PHG2ST:
                    "overflow the network.")
             )  # fmt: skip
         self.in_context_ = self.spread_ = None
-        if self.config["variant"] == "adaptive" and not network_only:
+        if adaptive:
             from phg2st_sc._model._incontext import adapt
 
             y = slide.y.numpy().astype(np.float64)[prompt]
             at_prompts, latent_at_prompts = (
-                self._cross_fitted(slide, prompt, device, (pred, latent))
-                if self.config["use_prompts"]
+                self._align(slide, prompt, folds[0], passes, folds[2], (pred, latent))
+                if folds is not None
                 else (None, None)
             )
             image = slide.x.numpy() if self.config["use_image"] else None  # a prompts-only model reads no image
@@ -265,22 +285,49 @@ class PHG2ST:
         cross-fitted predictions are anti-correlated with the values they predict (measured on her2st C3 with 18
         prompts: PCC -0.06 over the prompts against 0.13 aligned and 0.14 at the held-out spots, which all share
         one pass). The shift is one constant per fold and gene, the same at every prompt of the fold.
+        (:meth:`predict` runs these passes together with its own, sharing the image branches.)
         """
+        folds = self._fold_batches(slide, prompt, device)
+        if folds is None:
+            return None, None
+        passes = self.module.forward_masks(folds[1], folds[2], chunk=PREDICT_CHUNK)
+        return self._align(slide, prompt, folds[0], passes, folds[2], full)
+
+    def _fold_batches(
+        self, slide: Slide, prompt: np.ndarray, device: str
+    ) -> tuple[list[np.ndarray], list[dict], list[torch.Tensor]] | None:
+        """The cross-fitting folds of the prompts, each fold's input (its prompts held out) and its rows (sorted)."""
         from phg2st_sc._model._incontext import CV_FOLDS, prompt_folds
 
         idx = np.flatnonzero(prompt)
         if len(idx) < 2 * CV_FOLDS:
-            return None, None
-        out = np.zeros((len(idx), len(self.genes)))
-        tokens = np.zeros((len(idx), self.config["hidden"]), dtype=np.float32)
-        for part in prompt_folds(len(idx)):
+            return None
+        folds = prompt_folds(len(idx))
+        batches, rows = [], []
+        for part in folds:
             mask = prompt.copy()
             mask[idx[part]] = False
             batch = slide_batch(slide, mask, np.zeros(slide.n, dtype=bool), self.config["prompt_k"])
-            res = self.module({k: v.to(device) for k, v in batch.items()}, chunk=PREDICT_CHUNK)
+            batches.append({k: v.to(device) for k, v in batch.items()})
+            rows.append(torch.from_numpy(np.union1d(idx[part], align_rows(slide.n))).to(device))
+        return folds, batches, rows
+
+    def _align(
+        self, slide: Slide, prompt: np.ndarray, folds: list[np.ndarray], passes: list[dict],
+        row_sets: list[torch.Tensor], full: tuple[np.ndarray, np.ndarray],
+    ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """Each fold's pass at its prompts, shifted onto ``full``'s level (see :meth:`_cross_fitted`)."""
+        idx = np.flatnonzero(prompt)
+        out = np.zeros((len(idx), len(self.genes)))
+        tokens = np.zeros((len(idx), self.config["hidden"]), dtype=np.float32)
+        level = align_rows(slide.n)  # the spots whose mean sets each pass's level
+        mean_pred, mean_latent = full[0][level].mean(0), full[1][level].mean(0)
+        for part, res, rows in zip(folds, passes, row_sets, strict=True):
+            rows = rows.cpu().numpy()
             pred, latent = res["pred"].float().cpu().numpy(), res["latent"].float().cpu().numpy()
-            out[part] = (pred - pred.mean(0) + full[0].mean(0))[idx[part]]
-            tokens[part] = (latent - latent.mean(0) + full[1].mean(0))[idx[part]]
+            at, lv = np.searchsorted(rows, idx[part]), np.searchsorted(rows, level)
+            out[part] = pred[at] + (mean_pred - pred[lv].mean(0))
+            tokens[part] = latent[at] + (mean_latent - latent[lv].mean(0))
         return out, tokens
 
     # -- persistence -------------------------------------------------------------------------------------------

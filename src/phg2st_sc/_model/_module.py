@@ -101,15 +101,24 @@ class Attention(nn.Module):
         self.kv = nn.Linear(dim, 2 * dim)
         self.out = nn.Linear(dim, dim)
 
-    def forward(self, q: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Attend from ``q`` (B, Lq, D) to ``kv`` (B, Lk, D).
+    def project_kv(self, kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of ``kv`` (B, Lk, D), per head: two (B, heads, Lk, D / heads)."""
+        b, lk, d = kv.shape
+        k, v = self.kv(kv).view(b, lk, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        return k, v
+
+    def forward(
+        self, q: torch.Tensor, kv: torch.Tensor | None, mask: torch.Tensor | None = None,
+        kv_heads: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        """Attend from ``q`` (B, Lq, D) to ``kv`` (B, Lk, D), or to its :meth:`project_kv` ``kv_heads``.
 
         ``mask`` is an additive float or a boolean (True = attend), broadcastable to (B, heads, Lq, Lk).
         """
         b, lq, d = q.shape
         h = self.heads
         qh = self.q(q).view(b, lq, h, d // h).transpose(1, 2)
-        k, v = self.kv(kv).view(b, kv.shape[1], 2, h, d // h).permute(2, 0, 3, 1, 4)
+        k, v = self.project_kv(kv) if kv_heads is None else kv_heads
         out = F.scaled_dot_product_attention(qh, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self.out(out.transpose(1, 2).reshape(b, lq, d))
 
@@ -231,11 +240,6 @@ class PHG2STModule(nn.Module):
             return None
         idx = b["tile_index"][sl]
         n, g = idx.shape
-        valid = idx >= 0
-        used = torch.unique(idx[valid])
-        tiles = torch.zeros((b["tiles"].shape[0], c.hidden), dtype=b["x"].dtype, device=b["x"].device)
-        tiles[used] = self.tile_in(b["tiles"][used])  # project only the tiles these spots use
-        tok = tiles[idx.clamp_min(0)] * valid.unsqueeze(-1)
         index, value = b["nbr_index"], b["nbr_value"]
         start, stop = sl.start * g, sl.stop * g
         if start > 0 or stop < b["tile_index"].shape[0] * g:  # incidences are sorted by node: take this range
@@ -243,15 +247,36 @@ class PHG2STModule(nn.Module):
             index, value = index[:, lo:hi] - start, value[lo:hi]
         # Each spot's sub-hypergraph lives inside its own window of g tiles: as a dense (g, g) incidence per spot
         # the convolution is two batched matrix products.
-        incidence = torch.zeros((n, g, g), dtype=tok.dtype, device=tok.device)
-        incidence.index_put_((index[0] // g, index[0] % g, index[1] % g), value.to(tok.dtype), accumulate=True)
-        tok = self.nbr_hg.forward_dense(tok, incidence)
+        dtype = b["x"].dtype
+        incidence = torch.zeros((n, g, g), dtype=dtype, device=idx.device)
+        incidence.index_put_((index[0] // g, index[0] % g, index[1] % g), value.to(dtype), accumulate=True)
+        # Spots with the same window and sub-hypergraph get the same tokens (binned slides: dozens of bins per
+        # lattice cell): the branch runs once per distinct window and its tokens are shared.
+        key = torch.cat([idx, incidence.flatten(1).double().view(torch.int64)], dim=1)  # the weights' exact bits
+        distinct, inverse = torch.unique(key, dim=0, return_inverse=True)
+        if len(distinct) < n:
+            first = torch.full((len(distinct),), n, dtype=torch.long, device=idx.device)
+            first = first.scatter_reduce(0, inverse, torch.arange(n, device=idx.device), reduce="amin")
+            tok, valid = self._window_tokens(b, idx[first], incidence[first])
+            return tok[inverse], valid[inverse]
+        return self._window_tokens(b, idx, incidence)
+
+    def _window_tokens(self, b: dict, idx: torch.Tensor, incidence: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tile tokens of windows ``idx`` (m, g) with their dense sub-hypergraph incidences (m, g, g)."""
+        g = idx.shape[1]
+        valid = idx >= 0
+        used = torch.unique(idx[valid])  # sorted: project only the tiles these windows use, then gather
+        if len(used) == 0:  # no tile on the image (impossible for spots on it): as the first tile, masked
+            used = torch.zeros(1, dtype=idx.dtype, device=idx.device)
+        tiles = self.tile_in(b["tiles"][used])
+        tok = tiles[torch.searchsorted(used, idx.clamp_min(0)).clamp_max(len(used) - 1)] * valid.unsqueeze(-1)
+        tok = self.nbr_hg.forward_dense(tok, incidence.to(tok.dtype))
         tok = tok + self.grid_pos[:g]
-        # Attend to existing tiles only; a spot without any (impossible for spots on the image) keeps its first
+        # Attend to existing tiles only; a window without any (impossible for spots on the image) keeps its first
         # slot so that no attention row is empty (older torch versions return NaN for those).
         valid = valid.clone()
         valid[~valid.any(1), 0] = True
-        mask = valid[:, None, None, :]  # (n, 1, 1, g)
+        mask = valid[:, None, None, :]  # (m, 1, 1, g)
         for blk in self.nbr_blocks:
             tok = blk(tok, mask)
         return tok, valid
@@ -279,11 +304,55 @@ class PHG2STModule(nn.Module):
             parts = [self.fuse(b, t_s, slice(a, min(a + chunk, n))) for a in range(0, n, chunk)]
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
-    def fuse(self, b: dict, t_s: torch.Tensor, sl: slice) -> dict[str, torch.Tensor]:
-        """Prompts, neighbour tokens and heads for the spots in ``sl`` (``t_s``: spot tokens of the whole slide)."""
+    def forward_masks(
+        self, batches: list[dict], rows: list[torch.Tensor], chunk: int | None = None
+    ) -> list[dict[str, torch.Tensor]]:
+        """:meth:`forward` of one slide under several prompt masks at given spots (inference).
+
+        ``batches`` differ only in their prompts (``prompt``, ``prompt_idx``, ``prompt_dist``); the spot tokens and
+        the neighbour tokens read the image alone, so each is computed once and shared by every mask (the
+        in-context layer's cross-fitted passes: five masks of one slide besides the full one). Each mask is
+        evaluated only at its ``rows`` (sorted spot indices), and its outputs (``pred`` and ``latent``) are those
+        rows, in that order.
+        """
+        b0 = batches[0]
+        n = b0["x"].shape[0]
+        t_s = self.spot_tokens(b0)
+        step = n if chunk is None else max(1, min(chunk, n))
+        kept: list[dict[str, list[torch.Tensor]]] = [{} for _ in batches]
+        for a in range(0, n, step):
+            sl = slice(a, min(a + step, n))
+            nbr = self.neighbour_tokens(b0, sl)
+            if nbr is not None:  # the neighbour attention's keys and values: the same for every mask
+                nbr = (*nbr, self.nbr_attn.project_kv(nbr[0]))
+            for i, b in enumerate(batches):
+                here = rows[i][(rows[i] >= sl.start) & (rows[i] < sl.stop)]
+                if len(here) == 0:
+                    continue
+                if len(here) == sl.stop - sl.start:  # every spot of the chunk
+                    out = self.fuse(b, t_s, sl, nbr=nbr, aux=False)
+                else:
+                    local = here - sl.start
+                    part = None if nbr is None else (nbr[0][local], nbr[1][local], (nbr[2][0][local], nbr[2][1][local]))
+                    out = self.fuse(b, t_s, here, nbr=part, aux=False)
+                for k, v in out.items():
+                    kept[i].setdefault(k, []).append(v)
+        return [{k: torch.cat(v) for k, v in kept[i].items()} for i in range(len(batches))]
+
+    def fuse(
+        self, b: dict, t_s: torch.Tensor, sl: slice | torch.Tensor,
+        nbr: tuple[torch.Tensor, torch.Tensor] | None | str = "compute", aux: bool = True,
+    ) -> dict[str, torch.Tensor]:  # fmt: skip
+        """Prompts, neighbour tokens and heads for the spots in ``sl`` (``t_s``: spot tokens of the whole slide).
+
+        ``nbr``: the neighbour tokens of these spots when already computed, possibly with their keys and values
+        in the neighbour attention (:meth:`forward_masks`, which also passes spot indices as ``sl``). ``aux``: also the branch heads' predictions (``pred_spot``, ``pred_nbr``),
+        which only the training loss reads.
+        """
         c = self.config
         y, prompt = b["y"], b["prompt"]
-        nbr = self.neighbour_tokens(b, sl)
+        if isinstance(nbr, str):
+            nbr = self.neighbour_tokens(b, sl)
         t_here = t_s[sl]
         base = torch.zeros((t_here.shape[0], y.shape[1]), dtype=y.dtype, device=y.device)
         if c.variant == "paper":
@@ -298,24 +367,24 @@ class PHG2STModule(nn.Module):
             query = t_here + t_p
             z = t_here + t_p
         if nbr is not None:
-            tok, valid = nbr
-            t_n = self.nbr_attn(query.unsqueeze(1), tok, valid[:, None, None, :]).squeeze(1)  # eq. 5
+            tok, valid = nbr[0], nbr[1]
+            kv_heads = nbr[2] if len(nbr) > 2 else None
+            t_n = self.nbr_attn(query.unsqueeze(1), tok, valid[:, None, None, :], kv_heads=kv_heads).squeeze(1)  # eq. 5
             z = z + self.nbr_norm(t_n)  # eq. 6
-            nbr_mean = (tok * valid.unsqueeze(-1)).sum(1) / valid.sum(1, keepdim=True).clamp_min(1)
         out = {"pred": base + self.head(z), "latent": z}
-        if c.use_image and c.use_spot_branch:
+        if aux and c.use_image and c.use_spot_branch:
             out["pred_spot"] = base + self.head_spot(t_here)
-        if nbr is not None:
+        if aux and nbr is not None:
+            nbr_mean = (tok * valid.unsqueeze(-1)).sum(1) / valid.sum(1, keepdim=True).clamp_min(1)
             out["pred_nbr"] = base + self.head_nbr(nbr_mean)
         return out
 
     def prompt_context(self, b: dict, t_s: torch.Tensor, y: torch.Tensor, sl: slice) -> torch.Tensor:
         """Every spot attends to its K nearest prompt tokens, penalised by distance (per head)."""
         idx, dist = b["prompt_idx"][sl], b["prompt_dist"][sl]  # (n, K)
-        rows = torch.unique(idx)  # the prompts somebody attends to: project each once, then gather
-        tokens = torch.zeros((t_s.shape[0], t_s.shape[1]), dtype=t_s.dtype, device=t_s.device)
-        tokens[rows] = self.prompt_proj(y[rows]) + self.prompt_img(t_s[rows])
-        tokens = tokens[idx]  # (n, K, h)
+        rows = torch.unique(idx)  # the prompts somebody attends to (sorted): project each once, then gather
+        tokens = self.prompt_proj(y[rows]) + self.prompt_img(t_s[rows])
+        tokens = tokens[torch.searchsorted(rows, idx)]  # (n, K, h)
         slope = F.softplus(self.distance_slope).view(1, -1, 1, 1)
         bias = -slope * dist[:, None, None, :]  # (n, heads, 1, K)
         ctx = self.prompt_attn(t_s[sl].unsqueeze(1), tokens, bias).squeeze(1)
@@ -331,7 +400,8 @@ class PHG2STModule(nn.Module):
         """
         idx, dist = b["prompt_idx"][sl], b["prompt_dist"][sl]  # (n, K)
         beta = torch.softmax(self.mix_logit, dim=0)  # (scales + 1, genes)
-        base = beta[-1] * y[b["prompt"]].mean(0, keepdim=True)
+        mean = b["prompt_mean"] if "prompt_mean" in b else y[b["prompt"]].mean(0, keepdim=True)
+        base = beta[-1] * mean
         # weight of the k-th nearest prompt for each spot and gene: sum over scales of kernel weight x mixing weight
         w = torch.stack([torch.softmax(-0.5 * (dist / bw) ** 2, dim=1) for bw in FIELD_BANDWIDTHS], -1)  # (n, K, S)
         for k in range(idx.shape[1]):

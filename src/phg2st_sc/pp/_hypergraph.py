@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 CHUNK = 2048  # spots per block of tile sub-hypergraphs (bounds memory at CHUNK * grid^2 * d)
-BLOCK = 512  # spots per block of candidate distances
+BLOCK = 64  # spots per block of candidate distances (a compact patch)
 SCALE_SAMPLE = 512
 
 
@@ -85,19 +85,31 @@ def _feature_scale(f: np.ndarray, k: int, rng: np.random.Generator, canonical: n
     return scale if scale > 0 else 1.0
 
 
+def _morton_order(p: np.ndarray, unit: float) -> np.ndarray:
+    """The points along a Z-order curve of cells of side ``unit``: consecutive points form compact patches."""
+    q = np.floor((p - p.min(axis=0)) / unit).astype(np.uint64) & np.uint64(0xFFFF)  # 65,536 cells a side
+
+    def spread(v: np.ndarray) -> np.ndarray:  # bits b -> 2b
+        for shift, mask in ((8, 0x00FF00FF), (4, 0x0F0F0F0F), (2, 0x33333333), (1, 0x55555555)):
+            v = (v | (v << np.uint64(shift))) & np.uint64(mask)
+        return v
+
+    return np.argsort(spread(q[:, 0]) | (spread(q[:, 1]) << np.uint64(1)), kind="stable")
+
+
 def _candidate_distances(
     f: np.ndarray, sq: np.ndarray, p: np.ndarray, rows: np.ndarray, cand: np.ndarray, sf: float, sp: float
 ) -> np.ndarray:
     """Combined distances I(rows[i], cand[i, c]).
 
-    Rows are taken in spatial order, in blocks of ``BLOCK``; a block's candidates are mostly shared, so its
-    feature dot products come from one matrix product with the union of its candidates (BLAS) instead of a
-    gather of ``len(rows) * c`` feature vectors. Memory is bounded by the block, not by n.
+    Rows are taken along a Z-order curve, in blocks of ``BLOCK``: a block is a compact patch whose candidates are
+    mostly shared, so its feature dot products come from one small matrix product with the union of its
+    candidates (BLAS; about 3x the needed products at 32 candidates) instead of a gather of ``len(rows) * c``
+    feature vectors. Memory is bounded by the block, not by n.
     """
     out = np.empty(cand.shape, dtype=np.float64)
-    reach = float(np.median(np.linalg.norm(p[cand[:, -1]] - p[rows], axis=1))) or 1.0
-    band = np.floor(p[rows, 1] / (4 * reach))
-    order = np.lexsort((p[rows, 0], band))
+    unit = float(np.median(np.linalg.norm(p[cand[:, min(1, cand.shape[1] - 1)]] - p[rows], axis=1))) or 1.0
+    order = _morton_order(p[rows], unit)
     for s in range(0, len(rows), BLOCK):
         sel = order[s : s + BLOCK]
         r, c = rows[sel], cand[sel]
@@ -216,7 +228,7 @@ def _window_neighbours(tiles: np.ndarray, index: np.ndarray, k: int) -> np.ndarr
         valid = idx >= 0
         emb = tiles[np.where(valid, idx, 0)]  # (b, g, d)
         sq = np.einsum("bgd,bgd->bg", emb, emb)
-        d2 = sq[:, :, None] + sq[:, None, :] - 2.0 * np.einsum("bgd,bhd->bgh", emb, emb)
+        d2 = sq[:, :, None] + sq[:, None, :] - 2.0 * np.matmul(emb, emb.transpose(0, 2, 1))
         d2[~valid[:, None, :].repeat(g, axis=1)] = np.inf  # masked targets
         d2[:, np.arange(g), np.arange(g)] = np.inf  # not itself
         nearest = np.argsort(d2, axis=2, kind="stable")[:, :, :kk]
