@@ -116,3 +116,20 @@ def test_several_prompt_masks_in_one_pass_equal_a_forward_each():
             for key in res:
                 torch.testing.assert_close(res[key], ref[key][r], rtol=1e-5, atol=1e-5)
     assert not torch.allclose(got[1]["pred"], got[0]["pred"][rows[1]])  # the masks matter (the test can fail)
+
+
+def test_the_cross_fitted_folds_share_the_slide_tensors_and_differ_in_their_prompts():
+    """Each fold's input holds only its prompt entries of its own; the slide's tensors are one copy (on a GPU, six
+    copies of a large slide's tiles would not fit)."""
+    from phg2st_sc._model._model import PROMPT_KEYS
+
+    model, slide, prompt, batch_of = _binned_slide()
+    full = batch_of(prompt)
+    folds, batches, rows = model._fold_batches(slide, prompt, "cpu", full)
+    assert len(batches) == len(folds) == len(rows) == 5
+    for b, part in zip(batches, folds, strict=True):
+        assert set(b) == set(full)
+        for k in full:
+            assert (b[k] is full[k]) == (k not in PROMPT_KEYS), k
+        held_out = np.flatnonzero(prompt)[part]
+        assert not b["prompt"][held_out].any() and int(b["prompt"].sum()) == prompt.sum() - len(part)

@@ -27,6 +27,7 @@ logger = logging.getLogger("phg2st_sc")
 FORMAT = "phg2st-sc model"
 FORMAT_VERSION = 1
 PREDICT_CHUNK = 4096  # spots per inference chunk after the spot branch (bounds memory on large slides)
+PROMPT_KEYS = ("prompt", "prompt_idx", "prompt_dist", "prompt_mean", "rows")  # the batch entries a prompt mask sets
 ALIGN_SPOTS = 4096  # spots whose mean aligns each cross-fitted pass on the full one (all spots of smaller slides)
 
 
@@ -239,7 +240,7 @@ class PHG2ST:
         module = self.module.to(device).eval()
         batch = {k: v.to(device) for k, v in batch.items()}
         adaptive = self.config["variant"] == "adaptive" and not network_only
-        folds = self._fold_batches(slide, prompt, device) if adaptive and self.config["use_prompts"] else None
+        folds = self._fold_batches(slide, prompt, device, batch) if adaptive and self.config["use_prompts"] else None
         # the full pass and any cross-fitted ones share one pass of the image branches (the passes do not change
         # them); inference skips the branch heads, which only the training loss reads
         every = torch.arange(slide.n, device=device)
@@ -294,9 +295,13 @@ class PHG2ST:
         return self._align(slide, prompt, folds[0], passes, folds[2], full)
 
     def _fold_batches(
-        self, slide: Slide, prompt: np.ndarray, device: str
+        self, slide: Slide, prompt: np.ndarray, device: str, shared: dict | None = None
     ) -> tuple[list[np.ndarray], list[dict], list[torch.Tensor]] | None:
-        """The cross-fitting folds of the prompts, each fold's input (its prompts held out) and its rows (sorted)."""
+        """The cross-fitting folds of the prompts, each fold's input (its prompts held out) and its rows (sorted).
+
+        The slide's own tensors are moved to ``device`` once (or taken from ``shared``, a batch of the same slide
+        already there); each fold adds only the entries its prompt mask sets (:data:`PROMPT_KEYS`).
+        """
         from phg2st_sc._model._incontext import CV_FOLDS, prompt_folds
 
         idx = np.flatnonzero(prompt)
@@ -308,7 +313,10 @@ class PHG2ST:
             mask = prompt.copy()
             mask[idx[part]] = False
             batch = slide_batch(slide, mask, np.zeros(slide.n, dtype=bool), self.config["prompt_k"])
-            batches.append({k: v.to(device) for k, v in batch.items()})
+            shared = batches[0] if shared is None and batches else shared
+            batches.append(
+                {k: v.to(device) if shared is None or k in PROMPT_KEYS else shared[k] for k, v in batch.items()}
+            )
             rows.append(torch.from_numpy(np.union1d(idx[part], align_rows(slide.n))).to(device))
         return folds, batches, rows
 
