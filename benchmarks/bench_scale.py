@@ -16,6 +16,10 @@ Usage:
     .venv/bin/python benchmarks/bench_scale.py --out benchmarks/results/scale.csv
     .venv/bin/python benchmarks/bench_scale.py --stage impute --n 100000 --layout visium_hd --genes 800
     python benchmarks/bench_scale.py --stage epoch --n 10000 --accelerator gpu   # on a machine with a GPU
+    .venv/bin/python benchmarks/bench_scale.py --stage impute --n 100000 --profile impute_100k.txt
+
+With ``--profile FILE``, the timed call of the stage runs under cProfile and FILE gets the functions with the
+largest cumulative time (the seconds include the profiler's overhead: read the shares).
 
 Synthetic slides come from ``phg2st.datasets.synthetic`` (1024-d features like UNI, 5 x 5 neighbour windows).
 Prints one JSON line per stage; with ``--out`` all stages run and a CSV plus a markdown table are written.
@@ -24,8 +28,12 @@ Prints one JSON line per stage; with ``--out`` all stages run and a CSV plus a m
 from __future__ import annotations
 
 import argparse
+import contextlib
+import cProfile
+import io
 import json
 import os
+import pstats
 import resource
 import subprocess
 import sys
@@ -87,6 +95,23 @@ def naive_hypergraph(a, k: int = 4) -> np.ndarray:
     return out
 
 
+@contextlib.contextmanager
+def _profiled(path: str | None, top: int = 60):
+    """cProfile around the block; the ``top`` functions by cumulative time written to ``path`` (if given)."""
+    if not path:
+        yield
+        return
+    prof = cProfile.Profile()
+    prof.enable()
+    try:
+        yield
+    finally:
+        prof.disable()
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(top)
+        Path(path).write_text(buf.getvalue())
+
+
 def stage(args) -> dict:
     import pandas as pd
 
@@ -106,7 +131,8 @@ def stage(args) -> dict:
     rec["rss_before_mib"] = _rss_mib()
     if args.stage == "hypergraph":
         t = time.perf_counter()
-        phg2st.pp.build_hypergraph(a, use_rep="X_synthetic", k=4)
+        with _profiled(args.profile):
+            phg2st.pp.build_hypergraph(a, use_rep="X_synthetic", k=4)
         rec["seconds"] = time.perf_counter() - t
     elif args.stage == "hypergraph_naive":
         t = time.perf_counter()
@@ -127,8 +153,9 @@ def stage(args) -> dict:
         window = 10**9 if args.full_attention else 1024
         rec["attention"] = "full" if args.full_attention else "windows of 1024"
         t = time.perf_counter()
-        model = phg2st.tl.fit(work, use_rep="X_synthetic", max_epochs=1, validation=None,
-                              accelerator=args.accelerator, config={"attention_window": window})  # fmt: skip
+        with _profiled(args.profile):
+            model = phg2st.tl.fit(work, use_rep="X_synthetic", max_epochs=1, validation=None,
+                                  accelerator=args.accelerator, config={"attention_window": window})  # fmt: skip
         rec["seconds"] = time.perf_counter() - t
         rec["epoch_seconds"] = float(pd.DataFrame(model.history_)["seconds"].iloc[-1])
     elif args.stage == "spot_branch":
@@ -170,7 +197,8 @@ def stage(args) -> dict:
             model = phg2st.PHG2ST.load(path)
             rec["rss_before_mib"] = _rss_mib()
             t = time.perf_counter()
-            phg2st.tl.impute(work, model, device="cuda" if args.accelerator == "gpu" else "cpu")
+            with _profiled(args.profile):
+                phg2st.tl.impute(work, model, device="cuda" if args.accelerator == "gpu" else "cpu")
             rec["seconds"] = time.perf_counter() - t
             rec["finite"] = bool(np.isfinite(work.layers["phg2st"]).all())
     rec["peak_rss_mib"] = _rss_mib()
@@ -206,6 +234,8 @@ def main() -> None:
     parser.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu"],
                         help="device of the epoch and impute stages (default: cpu)")  # fmt: skip
     parser.add_argument("--out", default=None, help="run every stage and write this CSV (and a .md table)")
+    parser.add_argument("--profile", default=None, metavar="FILE",
+                        help="profile the stage's timed call (hypergraph, epoch, impute); top functions to FILE")  # fmt: skip
     args = parser.parse_args()
     if args.stage:
         print(json.dumps(stage(args)), flush=True)

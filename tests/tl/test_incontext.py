@@ -290,13 +290,13 @@ def test_local_systems_reused_within_a_call_give_what_solving_them_again_gives(m
     exact_var = ic.kriging_variance(xy[prompt], xy, 1.5, 0.05)
     monkeypatch.setattr(ic, "EXACT_MAX", 100)
     fresh = ic.krige(xy[prompt], r, xy, 1.5, 0.05), ic.kriging_variance(xy[prompt], xy, 1.5, 0.05)
-    with ic._reuse_systems():
-        first = ic.krige(xy[prompt], r, xy, 1.5, 0.05)
-        assert len(ic._SYSTEMS) == 1
-        again = ic.krige(xy[prompt], r, xy, 1.5, 0.05), ic.kriging_variance(xy[prompt], xy, 1.5, 0.05)
-        other = ic.krige(xy[prompt], r, xy, 3.0, 0.05)  # another kernel: its own systems
-        assert len(ic._SYSTEMS) == 2 and not np.allclose(other, first)
-    assert ic._SYSTEMS is None
+    systems: dict = {}
+    first = ic.krige(xy[prompt], r, xy, 1.5, 0.05, systems)
+    assert len(systems) == 1
+    again = ic.krige(xy[prompt], r, xy, 1.5, 0.05, systems), ic.kriging_variance(xy[prompt], xy, 1.5, 0.05, systems)
+    assert len(systems) == 1  # kriging and its variance at the same points: one set of systems
+    other = ic.krige(xy[prompt], r, xy, 3.0, 0.05, systems)  # another kernel: its own systems
+    assert len(systems) == 2 and not np.allclose(other, first)
     np.testing.assert_array_equal(first, fresh[0])
     np.testing.assert_array_equal(again[0], fresh[0])
     np.testing.assert_array_equal(again[1], fresh[1])

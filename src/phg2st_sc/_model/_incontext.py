@@ -34,8 +34,6 @@ fitted on a subset), so that no dense matrix over all prompts is formed.
 
 from __future__ import annotations
 
-import functools
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,7 +112,9 @@ class InContextFit:
 
 
 def _sqdist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T, 0.0)
+    """Squared distances between the rows of ``a`` (..., n, d) and ``b`` (..., m, d): (..., n, m); batches broadcast."""
+    cross = np.matmul(a, np.swapaxes(b, -1, -2))
+    return np.maximum((a * a).sum(-1)[..., :, None] + (b * b).sum(-1)[..., None, :] - 2.0 * cross, 0.0)
 
 
 def _loglik(xy: np.ndarray, r: np.ndarray) -> np.ndarray:
@@ -165,40 +165,52 @@ def prompt_folds(p: int) -> list[np.ndarray]:
     return np.array_split(np.random.default_rng(0).permutation(p), CV_FOLDS)
 
 
-def krige(xy_p: np.ndarray, r: np.ndarray, xy_q: np.ndarray, ell: Any, eta: Any) -> np.ndarray:
+def krige(
+    xy_p: np.ndarray, r: np.ndarray, xy_q: np.ndarray, ell: Any, eta: Any, systems: dict | None = None
+) -> np.ndarray:
     """Simple kriging (zero mean) of the residuals ``r`` (p, genes) at ``xy_q``.
 
     ``ell`` and ``eta`` are numbers or one per gene; genes that share them are kriged together. Exact up to
-    :data:`EXACT_MAX` prompts, else from each query's :data:`LOCAL_K` nearest prompts.
+    :data:`EXACT_MAX` prompts, else from each query's :data:`LOCAL_K` nearest prompts (with their systems kept in
+    ``systems``, when given, for the next call at the same points: see :func:`_local_systems`).
     """
     g = r.shape[1]
     ell, eta = np.broadcast_to(np.asarray(ell, float), g), np.broadcast_to(np.asarray(eta, float), g)
     out = np.empty((len(xy_q), g))
     for key in sorted(set(zip(ell.tolist(), eta.tolist(), strict=True))):
         cols = np.flatnonzero((ell == key[0]) & (eta == key[1]))
-        out[:, cols] = _krige_one(xy_p, r[:, cols], xy_q, *key)
+        out[:, cols] = _krige_one(xy_p, r[:, cols], xy_q, *key, systems)
     return out
 
 
 def krige_cv(
-    xy_p: np.ndarray, r: np.ndarray, xy_q: np.ndarray, ell: Any, eta: Any, folds: list[np.ndarray]
+    xy_p: np.ndarray,
+    r: np.ndarray,
+    xy_q: np.ndarray,
+    ell: Any,
+    eta: Any,
+    folds: list[np.ndarray],
+    systems: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Kriging of ``r`` around its mean at ``xy_q``, and its cross-fitted predictions at the prompts.
 
     Each fold is predicted from the other folds, their mean included (the kernel is given, not refitted).
+    ``systems`` as in :func:`krige`.
     """
     mean = r.mean(0)
     cv = np.empty_like(r, dtype=float)
     for part in folds:
         rest = np.setdiff1d(np.arange(len(r)), part)
         m = r[rest].mean(0)
-        cv[part] = m + krige(xy_p[rest], r[rest] - m, xy_p[part], ell, eta)
-    return mean + krige(xy_p, r - mean, xy_q, ell, eta), cv
+        cv[part] = m + krige(xy_p[rest], r[rest] - m, xy_p[part], ell, eta, systems)
+    return mean + krige(xy_p, r - mean, xy_q, ell, eta, systems), cv
 
 
-def _krige_one(xy_p: np.ndarray, r: np.ndarray, xy_q: np.ndarray, ell: float, eta: float) -> np.ndarray:
+def _krige_one(
+    xy_p: np.ndarray, r: np.ndarray, xy_q: np.ndarray, ell: float, eta: float, systems: dict | None
+) -> np.ndarray:
     if len(xy_p) > EXACT_MAX:
-        return _krige_local(xy_p, r, xy_q, ell, eta)
+        return _krige_local(xy_p, r, xy_q, ell, eta, systems)
     k = np.exp(-0.5 * _sqdist(xy_p, xy_p) / ell**2) + eta * np.eye(len(xy_p))
     alpha = np.linalg.solve(k, r)
     out = np.empty((len(xy_q), r.shape[1]))
@@ -207,17 +219,20 @@ def _krige_one(xy_p: np.ndarray, r: np.ndarray, xy_q: np.ndarray, ell: float, et
     return out
 
 
-def _local_systems(xy_p: np.ndarray, xy_q: np.ndarray, ell: float, eta: float):
+def _local_systems(xy_p: np.ndarray, xy_q: np.ndarray, ell: float, eta: float, systems: dict | None = None):
     """Per chunk of queries: (chunk slice, nearest-prompt indices (c, k), kriging weights (c, k), kq (c, k)).
 
     Each query is kriged from its :data:`LOCAL_K` nearest prompts (the local form of :func:`krige` and
-    :func:`kriging_variance`). Within :func:`adapt`, the systems of one kernel and one set of points are solved
-    once and reused (kriging and its variance at the same spots).
+    :func:`kriging_variance`). With ``systems`` (a dict owned by the caller, e.g. one :func:`adapt` call), the
+    systems of one kernel at one set of points are solved once and kept there for the next call (kriging and its
+    variance at the same spots).
     """
-    key = (float(ell), float(eta), xy_p.shape, xy_q.shape, xy_p.tobytes(), xy_q.tobytes())
-    if _SYSTEMS is not None and key in _SYSTEMS:
-        yield from _SYSTEMS[key]
-        return
+    key = None
+    if systems is not None:
+        key = (float(ell), float(eta), xy_p.shape, xy_q.shape, xy_p.tobytes(), xy_q.tobytes())
+        if key in systems:
+            yield from systems[key]
+            return
     k = min(LOCAL_K, len(xy_p))
     _, idx = cKDTree(xy_p).query(xy_q, k=k)
     idx = idx.reshape(len(xy_q), k)
@@ -225,46 +240,34 @@ def _local_systems(xy_p: np.ndarray, xy_q: np.ndarray, ell: float, eta: float):
     for s in range(0, len(xy_q), 2048):
         nb = idx[s : s + 2048]  # (c, k)
         pts = xy_p[nb]  # (c, k, 2)
-        sq = (pts * pts).sum(-1)
-        d2 = np.maximum(sq[:, :, None] + sq[:, None, :] - 2.0 * np.matmul(pts, pts.transpose(0, 2, 1)), 0.0)
-        kk = np.exp(-0.5 * d2 / ell**2) + eta * np.eye(k)
+        kk = np.exp(-0.5 * _sqdist(pts, pts) / ell**2) + eta * np.eye(k)
         kq = np.exp(-0.5 * ((pts - xy_q[s : s + 2048, None, :]) ** 2).sum(-1) / ell**2)  # (c, k)
         item = (slice(s, s + 2048), nb, np.linalg.solve(kk, kq[..., None])[..., 0], kq)
         found.append(item)
         yield item
-    if _SYSTEMS is not None:
-        _SYSTEMS[key] = found
+    if key is not None:
+        systems[key] = found
 
 
-_SYSTEMS: dict | None = None  # the local systems of one adapt call (see :func:`_reuse_systems`)
-
-
-@contextmanager
-def _reuse_systems():
-    """Within this block, :func:`_local_systems` solves each kernel's systems at each set of points once."""
-    global _SYSTEMS
-    outer, _SYSTEMS = _SYSTEMS, {} if _SYSTEMS is None else _SYSTEMS
-    try:
-        yield
-    finally:
-        _SYSTEMS = outer
-
-
-def _krige_local(xy_p: np.ndarray, r: np.ndarray, xy_q: np.ndarray, ell: float, eta: float) -> np.ndarray:
+def _krige_local(
+    xy_p: np.ndarray, r: np.ndarray, xy_q: np.ndarray, ell: float, eta: float, systems: dict | None = None
+) -> np.ndarray:
     """Kriging from each query's :data:`LOCAL_K` nearest prompts (a sparse weight matrix times the residuals)."""
     out = np.empty((len(xy_q), r.shape[1]))
-    for sl, nb, w, _ in _local_systems(xy_p, xy_q, ell, eta):
+    for sl, nb, w, _ in _local_systems(xy_p, xy_q, ell, eta, systems):
         c, k = nb.shape
         weights = sparse.csr_matrix((w.ravel(), nb.ravel(), np.arange(0, c * k + 1, k)), shape=(c, len(xy_p)))
         out[sl] = weights @ r
     return out
 
 
-def kriging_variance(xy_p: np.ndarray, xy_q: np.ndarray, ell: float, eta: float) -> np.ndarray:
+def kriging_variance(
+    xy_p: np.ndarray, xy_q: np.ndarray, ell: float, eta: float, systems: dict | None = None
+) -> np.ndarray:
     """Variance of a new noisy observation at ``xy_q`` given the prompts, relative to the signal variance: (nq,).
 
     ``1 + eta - k_q^T (K + eta I)^-1 k_q`` (at least ``eta``), exact up to :data:`EXACT_MAX` prompts, else from
-    each query's :data:`LOCAL_K` nearest prompts.
+    each query's :data:`LOCAL_K` nearest prompts (``systems`` as in :func:`krige`).
     """
     out = np.empty(len(xy_q))
     if len(xy_p) <= EXACT_MAX:
@@ -273,13 +276,19 @@ def kriging_variance(xy_p: np.ndarray, xy_q: np.ndarray, ell: float, eta: float)
             kq = np.exp(-0.5 * _sqdist(xy_q[s : s + 4096], xy_p) / ell**2)
             out[s : s + 4096] = 1.0 + eta - ((kq @ k_inv) * kq).sum(1)  # a matrix product (BLAS), not a 3-way loop
         return np.maximum(out, eta)
-    for sl, _, w, kq in _local_systems(xy_p, xy_q, ell, eta):
+    for sl, _, w, kq in _local_systems(xy_p, xy_q, ell, eta, systems):
         out[sl] = 1.0 + eta - (kq * w).sum(-1)
     return np.maximum(out, eta)
 
 
 def fit_spread(
-    xy_p: np.ndarray, xy: np.ndarray, errors: np.ndarray, folds: list[np.ndarray], ell: float, eta: float
+    xy_p: np.ndarray,
+    xy: np.ndarray,
+    errors: np.ndarray,
+    folds: list[np.ndarray],
+    ell: float,
+    eta: float,
+    systems: dict | None = None,
 ) -> Spread:
     """The predictive spread of a prediction whose cross-fitted errors at the prompts are ``errors`` (p, genes).
 
@@ -287,11 +296,12 @@ def fit_spread(
     computed from the other folds, as its error was. Exchangeable prompts and spots (random prompts) make the
     conformal intervals valid on average over spots and genes; prompts placed in blocks are not exchangeable with
     the spots they leave out, and the kriging variance then carries the distance only as far as the kernel allows.
+    ``systems`` as in :func:`krige`.
     """
     v_cv = np.empty(len(xy_p))
     for part in folds:
         rest = np.setdiff1d(np.arange(len(xy_p)), part)
-        v_cv[part] = kriging_variance(xy_p[rest], xy_p[part], ell, eta)
+        v_cv[part] = kriging_variance(xy_p[rest], xy_p[part], ell, eta, systems)
     u_cv = np.sqrt(v_cv)
     raw = ((errors / u_cv[:, None]) ** 2).mean(0)
     # shrunk towards the typical gene: a gene never expressed at the few prompts has no error there, but may be
@@ -303,7 +313,7 @@ def fit_spread(
     scores = np.abs(errors[:, informative]) / (u_cv[:, None] * gene_scale[None, informative])
     if not scores.size:
         scores = np.zeros((1, 1))
-    return Spread(gene_scale, np.sqrt(kriging_variance(xy_p, xy, ell, eta)), scores)
+    return Spread(gene_scale, np.sqrt(kriging_variance(xy_p, xy, ell, eta, systems)), scores)
 
 
 def _ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -367,16 +377,6 @@ def _features(latent: np.ndarray, image: np.ndarray | None, n_pcs: int = 32) -> 
     return (z @ top.astype(np.float32)).astype(np.float64)
 
 
-def _with_reused_systems(fn):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with _reuse_systems():
-            return fn(*args, **kwargs)
-
-    return wrapper
-
-
-@_with_reused_systems
 def adapt(
     network: np.ndarray,
     latent: np.ndarray,
@@ -414,8 +414,9 @@ def adapt(
     sub = _fit_rows(len(xy_p))  # the prompts the kernels are chosen on
     z = (y_prompt - mu) / sd  # the prompts alone: kriging of the expression (the prompt field)
     (ell, eta), (ell_y, eta_y) = fit_kernels(xy_p[sub], [resid[sub] - resid[sub].mean(0), z[sub]], per_gene=per_gene)
-    field, field_cv = krige_cv(xy_p, resid, xy, ell, eta, folds)
-    plain, plain_cv = krige_cv(xy_p, z, xy, ell_y, eta_y, folds)
+    systems: dict = {}  # local kriging systems, solved once per kernel and set of points within this call
+    field, field_cv = krige_cv(xy_p, resid, xy, ell, eta, folds, systems)
+    plain, plain_cv = krige_cv(xy_p, z, xy, ell_y, eta_y, folds, systems)
     if latent_at_prompts is not None:
         latent = latent.copy()
         latent[prompt] = latent_at_prompts
@@ -433,7 +434,7 @@ def adapt(
     errors = _within_folds(y_prompt - sum(w[c] * cv[c] for c in COMPONENTS), folds)
     for part in folds:
         errors[part] *= np.sqrt(len(part) / max(len(part) - 1, 1))
-    sp = fit_spread(xy_p, xy, errors, folds, float(np.median(kernel[0])), float(np.median(kernel[1])))
+    sp = fit_spread(xy_p, xy, errors, folds, float(np.median(kernel[0])), float(np.median(kernel[1])), systems)
     return out, InContextFit(w, float(np.median(ell)), float(np.median(eta)), alpha, scores,
                              preds if keep_components else None, sp)  # fmt: skip
 

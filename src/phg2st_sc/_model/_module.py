@@ -252,6 +252,9 @@ class PHG2STModule(nn.Module):
         incidence.index_put_((index[0] // g, index[0] % g, index[1] % g), value.to(dtype), accumulate=True)
         # Spots with the same window and sub-hypergraph get the same tokens (binned slides: dozens of bins per
         # lattice cell): the branch runs once per distinct window and its tokens are shared.
+        # Keyed on the windows first (cheap): where no two spots share a window (ST, Visium), nothing more to do.
+        if len(torch.unique(idx, dim=0)) == n:
+            return self._window_tokens(b, idx, incidence)
         key = torch.cat([idx, incidence.flatten(1).double().view(torch.int64)], dim=1)  # the weights' exact bits
         distinct, inverse = torch.unique(key, dim=0, return_inverse=True)
         if len(distinct) < n:
@@ -400,8 +403,7 @@ class PHG2STModule(nn.Module):
         """
         idx, dist = b["prompt_idx"][sl], b["prompt_dist"][sl]  # (n, K)
         beta = torch.softmax(self.mix_logit, dim=0)  # (scales + 1, genes)
-        mean = b["prompt_mean"] if "prompt_mean" in b else y[b["prompt"]].mean(0, keepdim=True)
-        base = beta[-1] * mean
+        base = beta[-1] * b["prompt_mean"]  # (1, genes), set by ``slide_batch``
         # weight of the k-th nearest prompt for each spot and gene: sum over scales of kernel weight x mixing weight
         w = torch.stack([torch.softmax(-0.5 * (dist / bw) ** 2, dim=1) for bw in FIELD_BANDWIDTHS], -1)  # (n, K, S)
         for k in range(idx.shape[1]):

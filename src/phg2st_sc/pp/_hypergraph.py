@@ -66,16 +66,18 @@ def _canonical_order(f: np.ndarray, p: np.ndarray) -> np.ndarray:
     return order
 
 
-def _feature_scale(f: np.ndarray, k: int, rng: np.random.Generator, canonical: np.ndarray | None) -> float:
+def _feature_scale(
+    f: np.ndarray, k: int, rng: np.random.Generator, canonical: np.ndarray | None, norms: np.ndarray
+) -> float:
     """Mean distance to the k-th nearest neighbour in feature space, over a sample of query spots.
 
-    The sample is drawn from the spots in ``canonical`` order, so that it holds the same spots whatever their order.
+    The sample is drawn from the spots in ``canonical`` order, so that it holds the same spots whatever their order;
+    ``norms`` are the squared norms of ``f``'s rows.
     """
     n = len(f)
     q = canonical[rng.choice(n, size=SCALE_SAMPLE, replace=False)] if n > SCALE_SAMPLE else np.arange(n)
     fq = f[q]
     kth = np.empty(len(q))
-    norms = _sq_norms(f)
     for s in range(0, len(q), 256):
         block = fq[s : s + 256]
         d2 = _sq_norms(block)[:, None] + norms[None, :] - 2.0 * block @ f.T
@@ -169,7 +171,7 @@ def spot_hyperedges(
     dk, _ = tree.query(p, k=k + 1)
     sp = float(dk[:, k].mean()) or 1.0
     canonical = _canonical_order(raw, p) if n > SCALE_SAMPLE else None
-    sf = _feature_scale(f, k, np.random.default_rng(seed), canonical)
+    sf = _feature_scale(f, k, np.random.default_rng(seed), canonical, sq)
 
     members = np.empty((n, k), dtype=np.int64)
     dist = np.empty((n, k), dtype=np.float64)
