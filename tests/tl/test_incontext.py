@@ -86,6 +86,27 @@ def test_local_kriging_matches_exact_kriging_where_both_fit(monkeypatch):
         assert min(np.corrcoef(a[:, g], b[:, g])[0, 1] for g in range(a.shape[1])) > 0.999
 
 
+def test_local_systems_of_groups_with_every_prompt_are_exact(monkeypatch):
+    """Spots grouped along the Z-order curve share a system on the union of their nearest prompts; when that union
+    is every prompt, each spot's kriging and variance are the exact ones (groups, padding of the last group and
+    the batching by union size put every weight back at its own spot)."""
+    xy, y = _field(n=301, seed=11)  # 301 spots: the last group of 32 is padded
+    prompt = np.zeros(len(xy), dtype=bool)
+    prompt[::7] = True  # 43 prompts < LOCAL_K: every spot's neighbours are all of them
+    r = y[prompt] - y[prompt].mean(0)
+    exact = ic.krige(xy[prompt], r, xy, 2.0, 0.05), ic.kriging_variance(xy[prompt], xy, 2.0, 0.05)
+    monkeypatch.setattr(ic, "EXACT_MAX", 10)
+    local = ic.krige(xy[prompt], r, xy, 2.0, 0.05), ic.kriging_variance(xy[prompt], xy, 2.0, 0.05)
+    np.testing.assert_allclose(local[0], exact[0], atol=1e-8)
+    np.testing.assert_allclose(local[1], exact[1], atol=1e-8)
+    # with fewer neighbours per spot than prompts, groups whose unions differ in size are batched together
+    monkeypatch.setattr(ic, "LOCAL_K", 8)
+    rows = np.concatenate([item[0][item[0] >= 0] for item in ic._local_systems(xy[prompt], xy, 2.0, 0.05)])
+    assert sorted(rows.tolist()) == list(range(len(xy)))  # every spot once
+    approx = ic.krige(xy[prompt], r, xy, 2.0, 0.05)
+    assert min(np.corrcoef(approx[:, g], exact[0][:, g])[0, 1] for g in range(r.shape[1])) > 0.98
+
+
 def test_a_prompt_moves_nearby_predictions_more_than_far_ones():
     """Kriging alone is local; through the whole layer (refitted kernel, mean and weights) the move stays largest
     near the changed prompt."""

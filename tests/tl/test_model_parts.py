@@ -133,3 +133,25 @@ def test_the_cross_fitted_folds_share_the_slide_tensors_and_differ_in_their_prom
             assert (b[k] is full[k]) == (k not in PROMPT_KEYS), k
         held_out = np.flatnonzero(prompt)[part]
         assert not b["prompt"][held_out].any() and int(b["prompt"].sum()) == prompt.sum() - len(part)
+
+
+def test_prompt_attention_projects_each_prompt_once_and_equals_a_projection_per_spot():
+    """The prompt attention's keys and values are projected once per prompt and gathered to the spots; the same
+    as projecting each spot's K prompt tokens (the plain form), on a chunk that starts inside the slide."""
+    import torch.nn.functional as F
+
+    model, slide, prompt, batch_of = _binned_slide()
+    module = model.module.eval()
+    b = batch_of(prompt)
+    sl = slice(40, 260)
+    with torch.inference_mode():
+        t_s = module.spot_tokens(b)
+        got = module.prompt_context(b, t_s, b["y"], sl)
+        idx, dist = b["prompt_idx"][sl], b["prompt_dist"][sl]
+        tokens = module.prompt_proj(b["y"][idx]) + module.prompt_img(t_s[idx])  # (n, K, h): per spot
+        bias = -F.softplus(module.distance_slope).view(1, -1, 1, 1) * dist[:, None, None, :]
+        ref = module.prompt_norm(module.prompt_attn(t_s[sl].unsqueeze(1), tokens, bias).squeeze(1))
+        shuffled = module.prompt_context({**b, "prompt_idx": b["prompt_idx"].flip(1)}, t_s, b["y"], sl)
+    assert idx.shape[1] > 1 and len(torch.unique(idx)) < idx.numel()  # spots share prompts: gathering matters
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(shuffled, got, atol=1e-4)  # each spot's prompts keep their own distances

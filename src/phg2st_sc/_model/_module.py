@@ -233,8 +233,12 @@ class PHG2STModule(nn.Module):
             t = windowed(blk, t, orders[i % 2], c.attention_window)
         return t
 
-    def neighbour_tokens(self, b: dict, sl: slice) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Neighbour branch for the spots in ``sl``: each spot's tile tokens, their sub-hypergraph and blocks."""
+    def neighbour_tokens(self, b: dict, sl: slice, distinct: bool = False) -> tuple[torch.Tensor, ...] | None:
+        """Neighbour branch for the spots in ``sl``: each spot's tile tokens, their sub-hypergraph and blocks.
+
+        Returns the tokens (n, g, h) and their mask (n, g); with ``distinct``, those of each distinct window and the
+        window of each spot (n,) (``None`` where every spot has its own), for work that is per window.
+        """
         c = self.config
         if not (c.use_image and c.use_neighbour_branch):
             return None
@@ -253,16 +257,20 @@ class PHG2STModule(nn.Module):
         # Spots with the same window and sub-hypergraph get the same tokens (binned slides: dozens of bins per
         # lattice cell): the branch runs once per distinct window and its tokens are shared.
         # Keyed on the windows first (cheap): where no two spots share a window (ST, Visium), nothing more to do.
-        if len(torch.unique(idx, dim=0)) == n:
-            return self._window_tokens(b, idx, incidence)
-        key = torch.cat([idx, incidence.flatten(1).double().view(torch.int64)], dim=1)  # the weights' exact bits
-        distinct, inverse = torch.unique(key, dim=0, return_inverse=True)
-        if len(distinct) < n:
-            first = torch.full((len(distinct),), n, dtype=torch.long, device=idx.device)
-            first = first.scatter_reduce(0, inverse, torch.arange(n, device=idx.device), reduce="amin")
-            tok, valid = self._window_tokens(b, idx[first], incidence[first])
-            return tok[inverse], valid[inverse]
-        return self._window_tokens(b, idx, incidence)
+        inverse = None
+        if len(torch.unique(idx, dim=0)) < n:
+            key = torch.cat([idx, incidence.flatten(1).double().view(torch.int64)], dim=1)  # the weights' exact bits
+            windows, inverse = torch.unique(key, dim=0, return_inverse=True)
+            if len(windows) < n:
+                first = torch.full((len(windows),), n, dtype=torch.long, device=idx.device)
+                first = first.scatter_reduce(0, inverse, torch.arange(n, device=idx.device), reduce="amin")
+                idx, incidence = idx[first], incidence[first]
+            else:
+                inverse = None
+        tok, valid = self._window_tokens(b, idx, incidence)
+        if distinct:
+            return tok, valid, inverse
+        return (tok, valid) if inverse is None else (tok[inverse], valid[inverse])
 
     def _window_tokens(self, b: dict, idx: torch.Tensor, incidence: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Tile tokens of windows ``idx`` (m, g) with their dense sub-hypergraph incidences (m, g, g)."""
@@ -325,9 +333,13 @@ class PHG2STModule(nn.Module):
         kept: list[dict[str, list[torch.Tensor]]] = [{} for _ in batches]
         for a in range(0, n, step):
             sl = slice(a, min(a + step, n))
-            nbr = self.neighbour_tokens(b0, sl)
-            if nbr is not None:  # the neighbour attention's keys and values: the same for every mask
-                nbr = (*nbr, self.nbr_attn.project_kv(nbr[0]))
+            nbr = self.neighbour_tokens(b0, sl, distinct=True)
+            if nbr is not None:  # the neighbour attention's keys and values: the same for every mask, once a window
+                tok, valid, inverse = nbr
+                kv = self.nbr_attn.project_kv(tok)
+                if inverse is not None:
+                    tok, valid, kv = tok[inverse], valid[inverse], (kv[0][inverse], kv[1][inverse])
+                nbr = (tok, valid, kv)
             for i, b in enumerate(batches):
                 here = rows[i][(rows[i] >= sl.start) & (rows[i] < sl.stop)]
                 if len(here) == 0:
@@ -385,12 +397,14 @@ class PHG2STModule(nn.Module):
     def prompt_context(self, b: dict, t_s: torch.Tensor, y: torch.Tensor, sl: slice) -> torch.Tensor:
         """Every spot attends to its K nearest prompt tokens, penalised by distance (per head)."""
         idx, dist = b["prompt_idx"][sl], b["prompt_dist"][sl]  # (n, K)
-        rows = torch.unique(idx)  # the prompts somebody attends to (sorted): project each once, then gather
+        rows = torch.unique(idx)  # the prompts somebody attends to (sorted): tokens, keys and values once per prompt
         tokens = self.prompt_proj(y[rows]) + self.prompt_img(t_s[rows])
-        tokens = tokens[torch.searchsorted(rows, idx)]  # (n, K, h)
+        k, v = self.prompt_attn.project_kv(tokens.unsqueeze(0))  # (1, heads, r, h / heads) each
+        at = torch.searchsorted(rows, idx)  # (n, K): each spot's prompts among ``rows``
+        k, v = (x[0][:, at].transpose(0, 1) for x in (k, v))  # (n, heads, K, h / heads): gathered, not projected
         slope = F.softplus(self.distance_slope).view(1, -1, 1, 1)
         bias = -slope * dist[:, None, None, :]  # (n, heads, 1, K)
-        ctx = self.prompt_attn(t_s[sl].unsqueeze(1), tokens, bias).squeeze(1)
+        ctx = self.prompt_attn(t_s[sl].unsqueeze(1), None, bias, kv_heads=(k, v)).squeeze(1)
         return self.prompt_norm(ctx)
 
     def prompt_field(self, b: dict, y: torch.Tensor, sl: slice) -> torch.Tensor:

@@ -32,7 +32,7 @@ from scipy.spatial import cKDTree
 
 from phg2st_sc._constants import Keys
 from phg2st_sc._docs import inject_docs
-from phg2st_sc._utils import check_slots, get_table, write_slots
+from phg2st_sc._utils import check_slots, get_table, morton_order, write_slots
 from phg2st_sc._validate import (
     check_nonempty,
     check_positive_int,
@@ -87,18 +87,6 @@ def _feature_scale(
     return scale if scale > 0 else 1.0
 
 
-def _morton_order(p: np.ndarray, unit: float) -> np.ndarray:
-    """The points along a Z-order curve of cells of side ``unit``: consecutive points form compact patches."""
-    q = np.floor((p - p.min(axis=0)) / unit).astype(np.uint64) & np.uint64(0xFFFF)  # 65,536 cells a side
-
-    def spread(v: np.ndarray) -> np.ndarray:  # bits b -> 2b
-        for shift, mask in ((8, 0x00FF00FF), (4, 0x0F0F0F0F), (2, 0x33333333), (1, 0x55555555)):
-            v = (v | (v << np.uint64(shift))) & np.uint64(mask)
-        return v
-
-    return np.argsort(spread(q[:, 0]) | (spread(q[:, 1]) << np.uint64(1)), kind="stable")
-
-
 def _candidate_distances(
     f: np.ndarray, sq: np.ndarray, p: np.ndarray, rows: np.ndarray, cand: np.ndarray, sf: float, sp: float
 ) -> np.ndarray:
@@ -111,7 +99,7 @@ def _candidate_distances(
     """
     out = np.empty(cand.shape, dtype=np.float64)
     unit = float(np.median(np.linalg.norm(p[cand[:, min(1, cand.shape[1] - 1)]] - p[rows], axis=1))) or 1.0
-    order = _morton_order(p[rows], unit)
+    order = morton_order(p[rows], unit)
     for s in range(0, len(rows), BLOCK):
         sel = order[s : s + BLOCK]
         r, c = rows[sel], cand[sel]
