@@ -116,8 +116,41 @@ def _pil_rgb(im: Any, what: str) -> np.ndarray:
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """Return (width, height) of an image file without decoding its pixels."""
+    lazy = open_tiled_tiff(path)
+    if lazy is not None:  # BigTIFF included, which Pillow may not open
+        return int(lazy.shape[1]), int(lazy.shape[0])
     with _open(path) as im:
         return im.size
+
+
+_TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".svs")
+
+
+def open_tiled_tiff(path: str | os.PathLike) -> Any | None:
+    """The full-resolution level of a tiled 8-bit RGB(A) TIFF as a lazy array, or ``None`` for any other file.
+
+    The array (height, width, channels) is a zarr view of the file (through tifffile): reading a region decodes
+    only the tiles it covers, so a whole-slide image is never held in memory (pyramidal TIFFs, OME-TIFF, SVS).
+    Other images (JPEG, PNG, striped or high-bit TIFFs) are decoded whole by :func:`read_full`.
+    """
+    if Path(path).suffix.lower() not in _TIFF_SUFFIXES:
+        return None
+    try:
+        import tifffile
+        import zarr
+    except ImportError:  # pragma: no cover - both come with the package's dependencies
+        return None
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            page = series.levels[0].keyframe
+            ok = page.is_tiled and series.levels[0].dtype == np.uint8 and series.levels[0].axes[-3:] in ("YXS",)
+            ok = ok and len(series.levels[0].shape) == 3 and series.levels[0].shape[-1] in (3, 4)
+        if not ok:
+            return None
+        return zarr.open(tifffile.imread(path, aszarr=True, series=0, level=0), mode="r")
+    except (tifffile.TiffFileError, ValueError, KeyError, IndexError):
+        return None
 
 
 def read_downscaled(path: str | os.PathLike, max_size: int = HIRES_MAX_SIZE) -> tuple[np.ndarray, float]:

@@ -301,3 +301,31 @@ def test_worker_processes_give_the_same_result(tmp_path):
     two = phg2st.pp.embed_tiles(a, encoder=enc, tile_size=32, grid_size=3, num_workers=2, copy=True, key_added="X_c")
     np.testing.assert_array_equal(one.obsm["X_c"], two.obsm["X_c"])
     np.testing.assert_array_equal(one.uns["X_c"]["tile_embeddings"], two.uns["X_c"]["tile_embeddings"])
+
+
+def test_tiled_tiff_is_read_lazily_and_embeds_as_the_decoded_image(tmp_path):
+    """A tiled (pyramidal) TIFF is read region by region (a lazy array, never the whole slide decoded), with the
+    same tiles, padding at its borders included, as the same pixels decoded whole from a PNG; a striped TIFF, which
+    has no tiles to read on their own, is decoded whole."""
+    import tifffile
+
+    from phg2st_sc._image import open_tiled_tiff
+    from phg2st_sc.pp._tiles import ImageFile
+
+    coords = np.random.default_rng(3).uniform(0, 600, (15, 2))  # some tiles off the 600 x 800 image's edges
+    a, img = synthetic_section(tmp_path, coords)
+    tiff = tmp_path / "he.tif"
+    with tifffile.TiffWriter(tiff) as w:  # level 0 in 64-pixel tiles, one half-size level in a sub-IFD
+        w.write(img, tile=(64, 64), subifds=1, compression="zlib", photometric="rgb")
+        w.write(img[::2, ::2], tile=(64, 64), subfiletype=1, compression="zlib", photometric="rgb")
+    tifffile.imwrite(tmp_path / "striped.tif", img, photometric="rgb")
+    lazy = ImageFile(tiff)()
+    assert not isinstance(lazy, np.ndarray) and lazy.shape == img.shape
+    np.testing.assert_array_equal(np.asarray(lazy[100:164, 30:94]), img[100:164, 30:94])
+    assert open_tiled_tiff(tmp_path / "striped.tif") is None and open_tiled_tiff(tmp_path / "he.png") is None
+    enc = ColourStats()
+    want = phg2st.pp.embed_tiles(a, encoder=enc, tile_size=48, grid_size=3, copy=True, key_added="X_c")
+    a.uns["spatial"]["s"]["metadata"]["source_image_path"] = str(tiff)
+    got = phg2st.pp.embed_tiles(a, encoder=enc, tile_size=48, grid_size=3, copy=True, key_added="X_c")
+    np.testing.assert_array_equal(got.obsm["X_c"], want.obsm["X_c"])
+    np.testing.assert_array_equal(got.uns["X_c"]["tile_embeddings"], want.uns["X_c"]["tile_embeddings"])

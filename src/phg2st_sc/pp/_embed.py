@@ -166,6 +166,10 @@ def embed_tiles(
     and ``T`` distinct cells instead of ``n * (1 + grid_size^2)``. Cells whose centre is off the image are
     masked; tiles partly off the image are padded with white.
 
+    Whole-slide images are read region by region where the format allows: a tiled (pyramidal) 8-bit RGB TIFF,
+    OME-TIFF or SVS is opened lazily and only the tiles the spots use are decoded; a SpatialData image is read
+    from its (dask) array. Other files (JPEG, PNG, striped TIFF) are decoded whole, once.
+
     Parameters
     ----------
     {adata}

@@ -101,10 +101,11 @@ class ImageFile:
     def __init__(self, path: str):
         self.path = str(path)
 
-    def __call__(self) -> np.ndarray:
-        from phg2st_sc._image import read_full
+    def __call__(self) -> Any:
+        from phg2st_sc._image import open_tiled_tiff, read_full
 
-        return read_full(self.path)
+        lazy = open_tiled_tiff(self.path)  # a tiled TIFF: regions decoded when read, never the whole slide
+        return read_full(self.path) if lazy is None else lazy
 
 
 class ArrayLoader:
