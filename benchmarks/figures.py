@@ -32,6 +32,7 @@ FIGURES = {
     "her2st_c_space": 0.1,
     "her2st_c_variance": 0.1,
     "her2st_c_space_blocks": 0.1,
+    "her2st_c_variance_blocks": 0.1,
     "her2st_lopo": 0.1,
     "her2st_c_loso": 0.1,
     "mob_loso": 0.1,
