@@ -105,6 +105,9 @@ def test_local_systems_of_groups_with_every_prompt_are_exact(monkeypatch):
     assert sorted(rows.tolist()) == list(range(len(xy)))  # every spot once
     approx = ic.krige(xy[prompt], r, xy, 2.0, 0.05)
     assert min(np.corrcoef(approx[:, g], exact[0][:, g])[0, 1] for g in range(r.shape[1])) > 0.98
+    # no query at all: nothing to krige (a shape, not an error)
+    assert ic.krige(xy[prompt], r, xy[:0], 2.0, 0.05).shape == (0, r.shape[1])
+    assert ic.kriging_variance(xy[prompt], xy[:0], 2.0, 0.05).shape == (0,)
 
 
 def test_a_prompt_moves_nearby_predictions_more_than_far_ones():

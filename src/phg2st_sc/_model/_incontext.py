@@ -244,6 +244,8 @@ def _local_systems(xy_p: np.ndarray, xy_q: np.ndarray, ell: float, eta: float, s
             yield from systems[key]
             return
     nq, p = len(xy_q), len(xy_p)
+    if nq == 0:
+        return
     k = min(LOCAL_K, p)
     _, idx = cKDTree(xy_p).query(xy_q, k=k)
     idx = idx.reshape(nq, k)
