@@ -135,22 +135,19 @@ def open_tiled_tiff(path: str | os.PathLike) -> Any | None:
     """
     if Path(path).suffix.lower() not in _TIFF_SUFFIXES:
         return None
+    import tifffile
+    import zarr
+
     try:
-        import tifffile
-        import zarr
-    except ImportError:  # pragma: no cover - both come with the package's dependencies
+        tif = tifffile.TiffFile(path)  # kept open by the zarr view it returns
+    except (tifffile.TiffFileError, ValueError):
         return None
-    try:
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            page = series.levels[0].keyframe
-            ok = page.is_tiled and series.levels[0].dtype == np.uint8 and series.levels[0].axes[-3:] in ("YXS",)
-            ok = ok and len(series.levels[0].shape) == 3 and series.levels[0].shape[-1] in (3, 4)
-        if not ok:
-            return None
-        return zarr.open(tifffile.imread(path, aszarr=True, series=0, level=0), mode="r")
-    except (tifffile.TiffFileError, ValueError, KeyError, IndexError):
+    level = tif.series[0].levels[0] if tif.series else None
+    rgb8 = level is not None and level.dtype == np.uint8 and level.axes == "YXS" and level.shape[-1] in (3, 4)
+    if not (rgb8 and level.keyframe.is_tiled):
+        tif.close()
         return None
+    return zarr.open(tif.aszarr(series=0, level=0), mode="r")
 
 
 def read_downscaled(path: str | os.PathLike, max_size: int = HIRES_MAX_SIZE) -> tuple[np.ndarray, float]:

@@ -117,8 +117,8 @@ class InContextFit:
 def _sqdist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Squared distances between the rows of ``a`` (..., n, d) and ``b`` (..., m, d): (..., n, m); batches broadcast.
 
-    Coordinate by coordinate (positions have two): exact at any distance, and faster than a product of (n, 2)
-    matrices, which BLAS does not help.
+    Coordinate by coordinate (positions have two): exact at any distance, without the cancellation of the
+    ``|a|^2 + |b|^2 - 2ab`` expansion.
     """
     return sum((a[..., :, None, j] - b[..., None, :, j]) ** 2 for j in range(a.shape[-1]))
 

@@ -260,13 +260,11 @@ class PHG2STModule(nn.Module):
         inverse = None
         if len(torch.unique(idx, dim=0)) < n:
             key = torch.cat([idx, incidence.flatten(1).double().view(torch.int64)], dim=1)  # the weights' exact bits
-            windows, inverse = torch.unique(key, dim=0, return_inverse=True)
+            windows, of_spot = torch.unique(key, dim=0, return_inverse=True)
             if len(windows) < n:
                 first = torch.full((len(windows),), n, dtype=torch.long, device=idx.device)
-                first = first.scatter_reduce(0, inverse, torch.arange(n, device=idx.device), reduce="amin")
-                idx, incidence = idx[first], incidence[first]
-            else:
-                inverse = None
+                first = first.scatter_reduce(0, of_spot, torch.arange(n, device=idx.device), reduce="amin")
+                idx, incidence, inverse = idx[first], incidence[first], of_spot
         tok, valid = self._window_tokens(b, idx, incidence)
         if distinct:
             return tok, valid, inverse
