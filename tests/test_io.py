@@ -119,3 +119,25 @@ def test_table_key_rules(c2_sdata):
         phg2st.io.from_spatialdata(empty)
     out = phg2st.tl.select_prompts(two, table_key="b", copy=True)
     assert "phg2st_prompt" in out.obs and "phg2st_prompt" not in two.tables["b"].obs
+
+
+def test_to_spatialdata_without_copy_shares_the_arrays(tmp_path):
+    """``copy=False``: the table holds adata's own arrays (no second copy of a large slide), with its own obs and
+    uns; adata is left as it was, and the store reads back the same as with a copy."""
+    import spatialdata as sd
+    from _compare import assert_adata_equal
+
+    a = phg2st.datasets.synthetic(300, 12, layout="visium_hd", n_features=8, grid_size=3, seed=2, section="S")
+    before = a.copy()
+    shared = phg2st.io.to_spatialdata(a, image=False, copy=False).tables["table"]
+    copied = phg2st.io.to_spatialdata(a, image=False).tables["table"]
+    assert shared.obsm["X_synthetic"] is a.obsm["X_synthetic"] and shared.layers["log1p"] is a.layers["log1p"]
+    assert copied.obsm["X_synthetic"] is not a.obsm["X_synthetic"]
+    assert_adata_equal(a, before)  # the table's region columns went to its own obs
+    assert shared.uns is not a.uns and shared.obs is not a.obs
+    phg2st.io.to_spatialdata(a, image=False, copy=False).write(tmp_path / "s.zarr")
+    back = phg2st.io.from_spatialdata(sd.read_zarr(tmp_path / "s.zarr"))
+    np.testing.assert_array_equal(back.obsm["X_synthetic"], a.obsm["X_synthetic"])
+    np.testing.assert_array_equal(back.layers["log1p"], a.layers["log1p"])
+    with pytest.raises(TypeError, match="copy"):
+        phg2st.io.to_spatialdata(a, image=False, copy="no")

@@ -29,6 +29,31 @@ def test_attention_estimate_is_linear_with_windows_and_quadratic_without():
     # the measured 12.1 GiB of a full-attention training step at 10,000 spots (docs/benchmarks.md) is within 2x
     assert 6 < _plan.attention_bytes(10_000, full, training=True) / 2**30 < 24
     assert _plan.attention_bytes(10_000, {**config, "use_spot_branch": False}, training=True) == 0
+    # inference: a few windows at a time, so bounded whatever the slide's size; full attention stays quadratic
+    from phg2st_sc._model._module import INFERENCE_WINDOWS
+
+    bound = _plan.attention_bytes(INFERENCE_WINDOWS * 1024, config, training=False)
+    assert _plan.attention_bytes(600_000, config, training=False) == bound <= 2**30
+    assert _plan.attention_bytes(10_000, full, training=False) == 2 * 4 * 10_000**2 * 4
+
+
+def test_windows_in_inference_go_a_few_at_a_time_with_the_same_result(monkeypatch):
+    """Inference applies a transformer block to INFERENCE_WINDOWS windows at a time: the same tokens as all at once."""
+    import torch
+
+    from phg2st_sc._model import _module
+
+    torch.manual_seed(0)
+    block = _module.TransformerBlock(16, 2, 0.0).eval()
+    t = torch.randn(1000, 16)
+    order = torch.randperm(1000)
+    with torch.no_grad():
+        monkeypatch.setattr(_module, "INFERENCE_WINDOWS", 3)
+        chunked = _module.windowed(block, t, order, 64)  # 16 windows, the last padded: 6 chunks
+        monkeypatch.setattr(_module, "INFERENCE_WINDOWS", 10**6)
+        whole = _module.windowed(block, t, order, 64)
+    torch.testing.assert_close(chunked, whole, rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(whole, t)
 
 
 def test_fit_and_impute_refuse_attention_that_cannot_fit(monkeypatch, synthetic_section, tmp_path):
@@ -65,3 +90,25 @@ def test_densifying_a_huge_sparse_matrix_is_refused(monkeypatch):
     monkeypatch.undo()
     out = phg2st.tl.baseline(a, method="idw", copy=True)
     assert np.isfinite(out.layers["baseline_idw"]).all()
+
+
+def test_hypergraph_convolution_in_inference_gathers_slices_with_the_same_result(monkeypatch):
+    """Inference gathers a large hypergraph's incidences a slice at a time: bit for bit the single gather."""
+    import torch
+
+    from phg2st_sc._model import _module
+
+    torch.manual_seed(1)
+    n = 500
+    conv = _module.WeightedHypergraphConv(8, 8)
+    index = torch.stack([torch.randint(0, n, (5 * n,)), torch.randint(0, n, (5 * n,))])
+    value, x = torch.rand(5 * n), torch.randn(n, 8)
+    with torch.no_grad():
+        monkeypatch.setattr(_module, "INFERENCE_INCIDENCES", 97)
+        sliced = conv(x, index, value, n)
+        monkeypatch.setattr(_module, "INFERENCE_INCIDENCES", 10**9)
+        whole = conv(x, index, value, n)
+    assert torch.equal(sliced, whole)
+    with torch.enable_grad():  # training takes the single gather (autograd), whatever the size
+        monkeypatch.setattr(_module, "INFERENCE_INCIDENCES", 97)
+        assert torch.equal(conv(x, index, value, n).detach(), whole)

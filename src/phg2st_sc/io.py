@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from copy import deepcopy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +68,7 @@ def to_spatialdata(
     library_id: str | None = None,
     image: bool = True,
     scale_factors: tuple[int, ...] = (2, 2, 2, 2),
+    copy: bool = True,
 ) -> SpatialData:
     """Convert a section's AnnData into a SpatialData object.
 
@@ -85,6 +87,11 @@ def to_spatialdata(
         to full-resolution coordinates), otherwise none.
     scale_factors
         Downscaling steps of the multiscale image pyramid.
+    copy
+        The table is a copy of ``adata``. With ``False``, it shares ``adata``'s expression, layers, embeddings and
+        graphs (only ``obs`` and ``uns`` are copied): no second copy of a large slide in memory (about 7 GB for
+        600,000 bins with 400 genes, 1,024-d features and uncertainty layers), but an array edited in place in one
+        changes in the other. For writing a large slide straight to disk.
 
     Returns
     -------
@@ -136,7 +143,16 @@ def to_spatialdata(
         index=pd.RangeIndex(adata.n_obs),
         transformations={cs: Identity()},
     )
-    table = adata.copy()
+    if not isinstance(copy, bool):
+        raise TypeError(f"`copy` must be True or False, got {copy!r}.")
+    if copy:
+        table = adata.copy()
+    else:  # the same arrays, in a new AnnData whose obs (which the table model extends) and uns are its own
+        table = AnnData(
+            X=adata.X, obs=adata.obs.copy(), var=adata.var.copy(), uns=deepcopy(dict(adata.uns)),
+            obsm=dict(adata.obsm), varm=dict(adata.varm), obsp=dict(adata.obsp), varp=dict(adata.varp),
+            layers=dict(adata.layers),
+        )  # fmt: skip
     table.obs[SpatialDataKeys.REGION_KEY] = pd.Categorical([shapes_key] * adata.n_obs)
     table.obs[SpatialDataKeys.INSTANCE_KEY] = np.arange(adata.n_obs)
     table = TableModel.parse(

@@ -19,6 +19,22 @@ def test_layout_spacing(layout, pitch_um):
     assert a.n_obs == 400 and a.n_vars == 20
 
 
+def test_visium_hd_bin_size():
+    a = phg2st.datasets.synthetic(400, 5, layout="visium_hd", bin_size_um=8, seed=1)
+    info = a.uns["spatial"]["synthetic"]
+    d, _ = cKDTree(a.obsm["spatial"]).query(a.obsm["spatial"], k=2)
+    np.testing.assert_allclose(np.median(d[:, 1]) * info["metadata"]["microns_per_pixel"], 8.0, rtol=1e-6)
+    assert info["scalefactors"]["bin_size_um"] == 8.0
+    # 8 µm bins: 14 x 14 of them in one 112 µm tile, so far fewer distinct tiles per bin than at 16 µm
+    b = phg2st.datasets.synthetic(400, 5, layout="visium_hd", seed=1)
+    assert len(a.uns["X_synthetic"]["tile_embeddings"]) < len(b.uns["X_synthetic"]["tile_embeddings"])
+    for bad in (0, -8, True, "8", 500):
+        with pytest.raises(ValueError, match="bin_size_um"):
+            phg2st.datasets.synthetic(10, 5, layout="visium_hd", bin_size_um=bad)
+    with pytest.raises(ValueError, match="visium_hd"):
+        phg2st.datasets.synthetic(10, 5, layout="visium", bin_size_um=8)
+
+
 def test_slots_and_seeds():
     a = phg2st.datasets.synthetic(300, 30, n_features=16, grid_size=3, seed=0, section="S0")
     b = phg2st.datasets.synthetic(300, 30, n_features=16, grid_size=3, seed=0, section="S0")

@@ -326,3 +326,43 @@ def test_local_systems_reused_within_a_call_give_what_solving_them_again_gives(m
     np.testing.assert_array_equal(again[1], fresh[1])
     # the local variance is close to the exact one where both fit
     assert np.abs(fresh[1] - exact_var).max() < 0.02
+
+
+def test_large_slides_are_assembled_in_blocks_of_spots(monkeypatch):
+    """Above ``BLOCK`` spots the layer fits everything on the prompts, then assembles the prediction, its components
+    and the spread one compact block of spots at a time (and the ridge's features in blocks): with exact kriging the
+    same result as one block; with local kriging, each block's own query groups, so close to it."""
+    xy, y = _field(n=900, genes=6, seed=11, noise=0.05)
+    prompt = np.zeros(len(xy), dtype=bool)
+    prompt[::6] = True
+    rng = np.random.default_rng(3)
+    net = (y + rng.normal(scale=0.3, size=y.shape)).astype(np.float32)
+    latent, image = rng.normal(size=(len(xy), 5)), rng.normal(size=(len(xy), 12)).astype(np.float32)
+    image[:, 0] += 3 * y[:, 0]  # the image tells something about one gene
+
+    def run(**patch):
+        with monkeypatch.context() as m:
+            for name, value in patch.items():
+                m.setattr(ic, name, value)
+            return ic.adapt(net, latent, image, xy, prompt, y[prompt], keep_components=True)
+
+    one, fit_one = run()
+    blocks, fit_blocks = run(BLOCK=128, FEATURE_BLOCK=50)
+    assert one.dtype == blocks.dtype == np.float32
+    assert fit_blocks.weights == pytest.approx(fit_one.weights, abs=1e-6)
+    np.testing.assert_allclose(blocks, one, atol=1e-4)
+    for c in ic.COMPONENTS:
+        np.testing.assert_allclose(fit_blocks.components[c], fit_one.components[c], atol=1e-4)
+    np.testing.assert_allclose(fit_blocks.spread.std(), fit_one.spread.std(), rtol=1e-6)
+    feats = ic._features(latent, image)
+    monkeypatch.setattr(ic, "BLOCK", 128)
+    monkeypatch.setattr(ic, "FEATURE_BLOCK", 50)
+    blocked = ic._features(latent, image)  # the same principal components, up to their signs
+    np.testing.assert_allclose(np.abs((feats * blocked).sum(0)) / (np.linalg.norm(feats, axis=0) ** 2), 1.0, atol=1e-4)
+    monkeypatch.setattr(ic, "EXACT_MAX", 60)  # 150 prompts: local kriging
+    local_blocks, _ = ic.adapt(net, latent, image, xy, prompt, y[prompt])
+    monkeypatch.setattr(ic, "BLOCK", 10**9)
+    local_one, _ = ic.adapt(net, latent, image, xy, prompt, y[prompt])
+    held = ~prompt
+    for g in range(y.shape[1]):
+        assert np.corrcoef(local_blocks[held, g], local_one[held, g])[0, 1] > 0.995

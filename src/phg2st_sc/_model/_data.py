@@ -109,15 +109,19 @@ def slide_from_adata(
         raise ValueError(
             f"{len(missing)} of the model's {len(genes)} genes are absent from the data (e.g. {missing[:5]})."
         )
-    sub = adata[:, list(genes)]
+    # genes already in the model's order (the usual case): no view, so no subset copy of a large slide's matrix
+    sub = adata if list(adata.var_names) == list(genes) else adata[:, list(genes)]
     if layer is not None and layer not in adata.layers:
         raise KeyError(f"No layer {layer!r} in `adata.layers` (the model reads its expression from it).")
-    y = as_dense(sub.X if layer is None else sub.layers[layer], dtype=np.float32)
+    values = sub.X if layer is None else sub.layers[layer]
+    y = as_dense(values, dtype=np.float32)
+    if not sparse.issparse(values) and np.shares_memory(y, np.asarray(values)):
+        y = y.copy()  # (a dense float32 matrix comes back as itself; the zeros below must not reach the user's)
     needed = np.ones(n, dtype=bool) if prompt is None else np.asarray(prompt, dtype=bool)
-    if not np.isfinite(y[needed]).all():
+    if not (np.isfinite(y).all() if prompt is None else np.isfinite(y[needed]).all()):
         where = "the prompt spots' expression" if prompt is not None else "the expression"
         raise ValueError(f"{where[0].upper() + where[1:]} contains NaN or infinite values.")
-    y[~needed] = np.nan_to_num(y[~needed], nan=0.0, posinf=0.0, neginf=0.0)
+    y[~np.isfinite(y)] = 0.0  # only at spots never read (the others were checked)
     return Slide(
         name=name,
         x=torch.from_numpy(x),

@@ -57,6 +57,8 @@ COMPONENTS = ("network", "kriging", "field", "ridge")
 CV_FOLDS = 5  # folds of the prompts for the cross-fitted predictions that choose the weights and the penalty
 MIN_PROMPTS = 2 * CV_FOLDS  # below this, the network alone (re-centred on the prompts)
 SCALE_PRIOR = 2.0  # pseudo-prompts of the typical gene's error variance in each gene's scale (uncertainty)
+BLOCK = 65536  # spots assembled at a time above this many (compact patches): no (spots x genes) float64 array
+FEATURE_BLOCK = 8192  # spots standardised at a time for the ridge's features, above BLOCK spots
 
 
 @dataclass
@@ -204,12 +206,19 @@ def krige_cv(
     ``systems`` as in :func:`krige`.
     """
     mean = r.mean(0)
+    return mean + krige(xy_p, r - mean, xy_q, ell, eta, systems), _krige_folds(xy_p, r, ell, eta, folds, systems)
+
+
+def _krige_folds(
+    xy_p: np.ndarray, r: np.ndarray, ell: Any, eta: Any, folds: list[np.ndarray], systems: dict | None = None
+) -> np.ndarray:
+    """The cross-fitted part of :func:`krige_cv`: each fold kriged around the mean of the other folds from them."""
     cv = np.empty_like(r, dtype=float)
     for part in folds:
         rest = np.setdiff1d(np.arange(len(r)), part)
         m = r[rest].mean(0)
         cv[part] = m + krige(xy_p[rest], r[rest] - m, xy_p[part], ell, eta, systems)
-    return mean + krige(xy_p, r - mean, xy_q, ell, eta, systems), cv
+    return cv
 
 
 def _krige_one(
@@ -331,6 +340,14 @@ def fit_spread(
     the spots they leave out, and the kriging variance then carries the distance only as far as the kernel allows.
     ``systems`` as in :func:`krige`.
     """
+    gene_scale, scores = _calibrate_spread(xy_p, errors, folds, ell, eta, systems)
+    return Spread(gene_scale, np.sqrt(kriging_variance(xy_p, xy, ell, eta, systems)), scores)
+
+
+def _calibrate_spread(
+    xy_p: np.ndarray, errors: np.ndarray, folds: list[np.ndarray], ell: float, eta: float, systems: dict | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`fit_spread`'s gene scale and conformal scores, from the prompts alone."""
     v_cv = np.empty(len(xy_p))
     for part in folds:
         rest = np.setdiff1d(np.arange(len(xy_p)), part)
@@ -346,7 +363,7 @@ def fit_spread(
     scores = np.abs(errors[:, informative]) / (u_cv[:, None] * gene_scale[None, informative])
     if not scores.size:
         scores = np.zeros((1, 1))
-    return Spread(gene_scale, np.sqrt(kriging_variance(xy_p, xy, ell, eta, systems)), scores)
+    return gene_scale, scores
 
 
 def _ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -365,6 +382,13 @@ def ridge_cv(
     The penalty minimises the cross-fitted squared error, within folds (:func:`_within_folds`) and summed over
     standardised genes; each fold is predicted by a ridge refitted, intercept included, on the other folds.
     """
+    cv, alpha = _ridge_penalty(f_p, y, folds)
+    mu_x, beta, mu_y = _ridge(f_p, y, alpha)
+    return mu_y + (f_q - mu_x) @ beta, cv, alpha
+
+
+def _ridge_penalty(f_p: np.ndarray, y: np.ndarray, folds: list[np.ndarray]) -> tuple[np.ndarray, float]:
+    """:func:`ridge_cv`'s cross-fitted predictions at the prompts and its penalty."""
     sd = np.where(y.std(0) > 0, y.std(0), 1.0)
     best = (np.inf, RIDGE_ALPHAS[0], None)
     for alpha in RIDGE_ALPHAS:
@@ -377,8 +401,7 @@ def ridge_cv(
         if err < best[0]:
             best = (err, alpha, cv)
     _, alpha, cv = best
-    mu_x, beta, mu_y = _ridge(f_p, y, alpha)
-    return mu_y + (f_q - mu_x) @ beta, cv, float(alpha)
+    return cv, float(alpha)
 
 
 def _within_folds(v: np.ndarray, folds: list[np.ndarray]) -> np.ndarray:
@@ -408,10 +431,39 @@ def _features(latent: np.ndarray, image: np.ndarray | None, n_pcs: int = 32) -> 
     Through the (d, d) Gram matrix in float32, so that a slide of many spots costs one pass over its features.
     """
     parts = [latent] if image is None else [latent, image]
-    z = np.concatenate([_standardised(np.asarray(p, dtype=np.float32)) for p in parts], axis=1)
-    lam, v = np.linalg.eigh((z.T @ z).astype(np.float64))
-    top = v[:, ::-1][:, : min(n_pcs, z.shape[1])]
-    return (z @ top.astype(np.float32)).astype(np.float64)
+    if len(latent) <= BLOCK:
+        z = np.concatenate([_standardised(np.asarray(p, dtype=np.float32)) for p in parts], axis=1)
+        lam, v = np.linalg.eigh((z.T @ z).astype(np.float64))
+        top = v[:, ::-1][:, : min(n_pcs, z.shape[1])]
+        return (z @ top.astype(np.float32)).astype(np.float64)
+    # a large slide: the same in blocks of spots (column moments accumulated in float64, the Gram matrix from float32
+    # blocks), so that no standardised copy of all its features exists at once
+    n, blocks = len(latent), [slice(s, s + FEATURE_BLOCK) for s in range(0, len(latent), FEATURE_BLOCK)]
+    total, squares = np.zeros(sum(p.shape[1] for p in parts)), np.zeros(sum(p.shape[1] for p in parts))
+    for b in blocks:
+        x = np.concatenate([np.asarray(p[b], dtype=np.float64) for p in parts], axis=1)
+        total += x.sum(0)
+        squares += np.einsum("ij,ij->j", x, x)
+    mean = total / n
+    sd = np.sqrt(np.maximum(squares / n - mean**2, 0.0))
+    mean, scale = mean.astype(np.float32), (1.0 / np.where(sd > 0, sd, 1.0)).astype(np.float32)
+
+    def block(b: slice) -> np.ndarray:
+        x = np.concatenate([np.asarray(p[b], dtype=np.float32) for p in parts], axis=1)
+        x -= mean
+        x *= scale
+        return x
+
+    gram = np.zeros((len(mean), len(mean)))
+    for b in blocks:
+        z = block(b)
+        gram += z.T @ z
+    lam, v = np.linalg.eigh(gram)
+    top = v[:, ::-1][:, : min(n_pcs, len(mean))].astype(np.float32)
+    out = np.empty((n, top.shape[1]))
+    for b in blocks:
+        out[b] = block(b) @ top
+    return out
 
 
 def adapt(
@@ -435,15 +487,19 @@ def adapt(
     latent tokens the ridge reads (``latent_at_prompts``, from the same passes): a token at a prompt computed with
     that prompt's own value in the input encodes the value, so a ridge fitted on such tokens learns a map that the
     other spots' tokens cannot use. With ``keep_components``, each component's prediction is kept in the result's
-    ``components`` (for ablations; n x genes each).
+    ``components`` (for ablations; n x genes each, float64).
+
+    The prediction is float32; ``network`` may be float32 (it is read one block of spots at a time). Everything is
+    fitted on the prompts first; then each block of at most :data:`BLOCK` spots gets its components, their
+    combination and its kriging variance, so that a slide of many spots holds no (spots x genes) array in float64.
     """
     mu = y_prompt.mean(0)
     sd = np.where(y_prompt.std(0) > 0, y_prompt.std(0), 1.0)
-    at_prompts = network[prompt] if network_at_prompts is None else network_at_prompts
+    at_prompts = np.asarray(network[prompt] if network_at_prompts is None else network_at_prompts, dtype=np.float64)
     offset = mu - at_prompts.mean(0)  # per-gene offset from the prompts
-    net, at_prompts = network + offset, at_prompts + offset
+    at_prompts = at_prompts + offset
     if len(y_prompt) < MIN_PROMPTS:  # too few to fit a kernel, a ridge and their weights: the network, re-centred
-        return net, InContextFit({"network": 1.0, "kriging": 0.0, "field": 0.0, "ridge": 0.0}, float("nan"), float("nan"),
+        return (network + offset).astype(np.float32), InContextFit({"network": 1.0, "kriging": 0.0, "field": 0.0, "ridge": 0.0}, float("nan"), float("nan"),
                                  float("nan"), {"note": f"fewer than {MIN_PROMPTS} prompts: the network alone"})  # fmt: skip
     folds = prompt_folds(len(y_prompt))
     resid = (y_prompt - at_prompts) / sd
@@ -451,29 +507,59 @@ def adapt(
     sub = _fit_rows(len(xy_p))  # the prompts the kernels are chosen on
     z = (y_prompt - mu) / sd  # the prompts alone: kriging of the expression (the prompt field)
     (ell, eta), (ell_y, eta_y) = fit_kernels(xy_p[sub], [resid[sub] - resid[sub].mean(0), z[sub]], per_gene=per_gene)
-    systems: dict = {}  # local kriging systems, solved once per kernel and set of points within this call
-    field, field_cv = krige_cv(xy_p, resid, xy, ell, eta, folds, systems)
-    plain, plain_cv = krige_cv(xy_p, z, xy, ell_y, eta_y, folds, systems)
+    systems: dict = {}  # local kriging systems at the prompts, solved once per kernel and fold within this call
+    field_cv = _krige_folds(xy_p, resid, ell, eta, folds, systems)
+    plain_cv = _krige_folds(xy_p, z, ell_y, eta_y, folds, systems)
     if latent_at_prompts is not None:
         latent = latent.copy()
         latent[prompt] = latent_at_prompts
     feats = _features(latent, image)
-    ridge, ridge_cv_p, alpha = ridge_cv(feats[prompt], y_prompt, feats, folds)
-    preds = {"network": net, "kriging": net + field * sd, "field": mu + plain * sd, "ridge": ridge}
+    ridge_cv_p, alpha = _ridge_penalty(feats[prompt], y_prompt, folds)
     cv = {"network": at_prompts, "kriging": at_prompts + field_cv * sd, "field": mu + plain_cv * sd,
           "ridge": ridge_cv_p}  # fmt: skip
     w = combine({c: (cv[c] - mu) / sd for c in COMPONENTS}, (y_prompt - mu) / sd, folds)
     w, scores = _safeguard(w, cv, y_prompt, folds)
-    out = mu + sum(w[c] * (preds[c] - mu) for c in COMPONENTS)
     kernel = (ell_y, eta_y) if w["field"] > w["kriging"] else (ell, eta)  # the kriging that weighs most
     # compared within folds as the weights were (a pass's level is an artefact of leaving its fold out), each fold's
     # centred errors rescaled by sqrt(m / (m - 1)) so that their variance is that of an error, not of its deviation
     errors = _within_folds(y_prompt - sum(w[c] * cv[c] for c in COMPONENTS), folds)
     for part in folds:
         errors[part] *= np.sqrt(len(part) / max(len(part) - 1, 1))
-    sp = fit_spread(xy_p, xy, errors, folds, float(np.median(kernel[0])), float(np.median(kernel[1])), systems)
-    return out, InContextFit(w, float(np.median(ell)), float(np.median(eta)), alpha, scores,
-                             preds if keep_components else None, sp)  # fmt: skip
+    ell_s, eta_s = float(np.median(kernel[0])), float(np.median(kernel[1]))
+    gene_scale, conformal = _calibrate_spread(xy_p, errors, folds, ell_s, eta_s, systems)
+    # every spot's prediction, one compact block of spots at a time (one block up to BLOCK spots); the components
+    # without weight are not computed
+    ridge_fit = _ridge(feats[prompt], y_prompt, alpha)
+    mean_r, mean_z = resid.mean(0), z.mean(0)
+    out = np.empty(network.shape, dtype=np.float32)
+    spot_var = np.empty(len(xy))
+    kept = {c: np.empty(network.shape) for c in COMPONENTS} if keep_components else None
+    for rows in _blocks(xy):
+        local: dict = {}  # this block's systems: the kriging and its variance share them
+        xy_b = xy[rows]
+        net_b = np.asarray(network[rows], dtype=np.float64) + offset
+        preds = {"network": net_b}
+        if keep_components or w["kriging"]:
+            preds["kriging"] = net_b + (mean_r + krige(xy_p, resid - mean_r, xy_b, ell, eta, local)) * sd
+        if keep_components or w["field"]:
+            preds["field"] = mu + (mean_z + krige(xy_p, z - mean_z, xy_b, ell_y, eta_y, local)) * sd
+        if keep_components or w["ridge"]:
+            preds["ridge"] = ridge_fit[2] + (feats[rows] - ridge_fit[0]) @ ridge_fit[1]
+        out[rows] = mu + sum(w[c] * (preds[c] - mu) for c in COMPONENTS if c in preds)
+        spot_var[rows] = kriging_variance(xy_p, xy_b, ell_s, eta_s, local)
+        if kept is not None:
+            for c in COMPONENTS:
+                kept[c][rows] = preds[c]
+    sp = Spread(gene_scale, np.sqrt(spot_var), conformal)
+    return out, InContextFit(w, float(np.median(ell)), float(np.median(eta)), alpha, scores, kept, sp)
+
+
+def _blocks(xy: np.ndarray) -> list[np.ndarray]:
+    """The spots in blocks of at most :data:`BLOCK`: all of them in order, or compact patches along a Z-order curve."""
+    if len(xy) <= BLOCK:
+        return [np.arange(len(xy))]
+    order = morton_order(xy)
+    return [order[s : s + BLOCK] for s in range(0, len(xy), BLOCK)]
 
 
 def _clearly_better(a: np.ndarray, b: np.ndarray) -> bool:

@@ -268,9 +268,11 @@ class PHG2ST:
                 else (None, None)
             )
             image = slide.x.numpy() if self.config["use_image"] else None  # a prompts-only model reads no image
-            adapted, fit = adapt(pred.astype(np.float64), latent, image, slide.pos.numpy(), prompt, y,
-                                 network_at_prompts=at_prompts, latent_at_prompts=latent_at_prompts)  # fmt: skip
-            pred, self.in_context_, self.spread_ = adapted.astype(np.float32), fit.record(), fit.spread
+            pos = slide.pos.numpy()
+            del slide, batch, folds, passes  # the passes' inputs (a large slide's are gigabytes) before the layer
+            pred, fit = adapt(pred, latent, image, pos, prompt, y, network_at_prompts=at_prompts,
+                              latent_at_prompts=latent_at_prompts)  # fmt: skip
+            self.in_context_, self.spread_ = fit.record(), fit.spread
         return pred, latent
 
     def _cross_fitted(

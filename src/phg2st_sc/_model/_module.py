@@ -33,6 +33,26 @@ from phg2st_sc._model._config import ModelConfig
 FIELD_BANDWIDTHS = (0.5, 1.0, 2.0, 4.0)  # spot pitches
 
 
+#: Incidences a hypergraph convolution gathers at a time in inference (above this many): the messages of all of a
+#: large slide's incidences at once are (incidences x hidden) floats, 1.5 GB per tensor at 300,000 spots.
+INFERENCE_INCIDENCES = 1 << 16
+
+
+def _scatter_chunked(
+    x: torch.Tensor, src: torch.Tensor, weight: torch.Tensor, dst: torch.Tensor, size: int
+) -> torch.Tensor:
+    """``scatter(weight[:, None] * x[src], dst, reduce="sum")`` over slices of :data:`INFERENCE_INCIDENCES` incidences.
+
+    The slices are added in order into one output, so each row's sum takes its terms in the same order.
+    """
+    out = x.new_zeros(size, x.shape[1])
+    for s in range(0, len(src), INFERENCE_INCIDENCES):
+        sl = slice(s, s + INFERENCE_INCIDENCES)
+        msg = weight[sl].unsqueeze(-1) * x[src[sl]]
+        out.scatter_add_(0, dst[sl].unsqueeze(-1).expand_as(msg), msg)
+    return out
+
+
 class WeightedHypergraphConv(nn.Module):
     """Hypergraph convolution with weighted incidence: ``X' = D_v^-1 H W_e D_e^-1 H^T X Θ``.
 
@@ -54,10 +74,15 @@ class WeightedHypergraphConv(nn.Module):
         if edge_weight is None:
             edge_weight = x.new_ones(n_edges)
         d_e = scatter(value, edge, dim=0, dim_size=n_edges, reduce="sum").clamp_min(1e-12)
-        e_feat = scatter(value.unsqueeze(-1) * x[node], edge, dim=0, dim_size=n_edges, reduce="sum") / d_e.unsqueeze(-1)
         w = value * edge_weight[edge]
         d_v = scatter(w, node, dim=0, dim_size=x.shape[0], reduce="sum")
-        out = scatter(w.unsqueeze(-1) * e_feat[edge], node, dim=0, dim_size=x.shape[0], reduce="sum")
+        if torch.is_grad_enabled() or len(node) <= INFERENCE_INCIDENCES:
+            e_feat = scatter(value.unsqueeze(-1) * x[node], edge, dim=0, dim_size=n_edges, reduce="sum")
+            e_feat = e_feat / d_e.unsqueeze(-1)
+            out = scatter(w.unsqueeze(-1) * e_feat[edge], node, dim=0, dim_size=x.shape[0], reduce="sum")
+        else:  # inference on a large slide: the same sums, a slice of the incidences at a time
+            e_feat = _scatter_chunked(x, node, value, edge, n_edges) / d_e.unsqueeze(-1)
+            out = _scatter_chunked(e_feat, edge, w, node, x.shape[0])
         out = out / d_v.clamp_min(1e-12).unsqueeze(-1)
         return out + self.bias
 
@@ -439,8 +464,16 @@ def window_order(pos: torch.Tensor, window: int, axis: int) -> torch.Tensor:
     return torch.argsort(key, stable=True)
 
 
+#: Attention windows a transformer block processes at a time in inference (a slide of 600,000 spots in windows of
+#: 1,024 would otherwise hold the block's activations, its feed-forward layer's included, for all 586 at once).
+INFERENCE_WINDOWS = 32
+
+
 def windowed(block: nn.Module, t: torch.Tensor, order: torch.Tensor, window: int) -> torch.Tensor:
-    """Apply a transformer block within consecutive windows of ``order`` (the last window padded and masked)."""
+    """Apply a transformer block within consecutive windows of ``order`` (the last window padded and masked).
+
+    Without gradients (inference), :data:`INFERENCE_WINDOWS` windows at a time.
+    """
     n, h = t.shape
     n_win = -(-n // window)
     pad = n_win * window - n
@@ -450,7 +483,13 @@ def windowed(block: nn.Module, t: torch.Tensor, order: torch.Tensor, window: int
     valid = torch.ones(n_win * window, dtype=torch.bool, device=t.device)
     if pad:
         valid[n:] = False
-    y = block(x.view(n_win, window, h), valid.view(n_win, 1, 1, window)).reshape(-1, h)[:n]
+    x, valid = x.view(n_win, window, h), valid.view(n_win, 1, 1, window)
+    if torch.is_grad_enabled() or n_win <= INFERENCE_WINDOWS:
+        y = block(x, valid)
+    else:  # inference: windows are independent, so a few at a time bound the block's activations (same values)
+        step = INFERENCE_WINDOWS
+        y = torch.cat([block(x[i : i + step], valid[i : i + step]) for i in range(0, n_win, step)])
+    y = y.reshape(-1, h)[:n]
     out = torch.empty_like(t)
     out[order] = y
     return out

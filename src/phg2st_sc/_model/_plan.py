@@ -43,11 +43,18 @@ def attention_bytes(n: int, config: dict, *, training: bool) -> int:
 
     Each block holds ``heads`` maps of ``n x min(n, attention_window)`` float32 scores (the windows make it linear
     in ``n``); training keeps about four such maps per block for the backward pass (scores, softmax, dropout
-    mask, gradient: 12.1 GiB measured at 10,000 spots, 4 heads, 2 blocks, full attention), inference about two.
+    mask, gradient: 12.1 GiB measured at 10,000 spots, 4 heads, 2 blocks, full attention). Inference runs
+    :data:`~phg2st_sc._model._module.INFERENCE_WINDOWS` windows at a time and keeps no map beyond them: bounded by two
+    maps of those windows (torch's fused CPU kernel keeps none: measured, the whole spot branch of 10,000 spots
+    with full attention peaked at 0.13 GiB, where the two maps would be 3.0 GiB).
     """
+    from phg2st_sc._model._module import INFERENCE_WINDOWS
+
     if not config["use_spot_branch"] or not config["use_image"]:
         return 0
-    maps = config["heads"] * n * min(n, config["attention_window"]) * 4
+    window = min(n, config["attention_window"])
+    rows = n if training else min(n, INFERENCE_WINDOWS * window)
+    maps = config["heads"] * rows * window * 4
     return (4 * config["spot_depth"] if training else 2) * maps
 
 

@@ -18,6 +18,7 @@ REP = Keys.embedding("synthetic")  # the representation key of the synthetic fea
 LAYOUTS = {"st": (200.0, 100.0), "visium": (100.0, 55.0), "visium_hd": (16.0, 16.0)}
 _BIOLOGY_SEED = 20261125  # fixes how fields map to features and genes, shared by all sections
 MPP = 0.5  # pixel size of the virtual image (µm per pixel)
+_BLOCK = 65536  # rows generated at a time
 
 
 def _smooth_fields(xy_um: np.ndarray, n_fields: int, rng: np.random.Generator, scale_um: float) -> np.ndarray:
@@ -38,6 +39,7 @@ def synthetic(
     grid_size: int = 5,
     seed: int = 0,
     section: str = "synthetic",
+    bin_size_um: float | None = None,
 ) -> AnnData:
     """A synthetic section: spots on a realistic grid, image features, neighbour tiles and expression.
 
@@ -65,6 +67,9 @@ def synthetic(
         predict another).
     section
         Section name, in ``obs['section']`` and ``obs['patient']`` and as the library key in ``uns['spatial']``.
+    bin_size_um
+        For ``"visium_hd"`` only: the bin size (pitch) in µm, 16 when ``None`` (Space Ranger bins at 2, 8 or 16 µm; a
+        whole 6.5 mm capture area holds about 660,000 bins of 8 µm).
 
     Returns
     -------
@@ -83,8 +88,14 @@ def synthetic(
         raise ValueError(f"Unknown layout {layout!r}; choose one of {list(LAYOUTS)}.")
     if n_spots < 2 or n_genes < 1 or n_features < 1:
         raise ValueError("`n_spots` must be at least 2, `n_genes` and `n_features` at least 1.")
-    rng = np.random.default_rng(seed)
     pitch_um, diameter_um = LAYOUTS[layout]
+    if bin_size_um is not None:
+        if layout != "visium_hd":
+            raise ValueError(f"`bin_size_um` applies to the 'visium_hd' layout only, not {layout!r}.")
+        if isinstance(bin_size_um, bool) or not isinstance(bin_size_um, (int, float)) or not 0 < bin_size_um <= 100:
+            raise ValueError(f"`bin_size_um` must be a number in (0, 100] µm, got {bin_size_um!r}.")
+        pitch_um = diameter_um = float(bin_size_um)
+    rng = np.random.default_rng(seed)
     side = int(np.ceil(np.sqrt(n_spots)))
     rows, cols = np.divmod(np.arange(n_spots), side)
     if layout == "visium":  # hexagonal: odd rows shifted by half a pitch, rows sqrt(3)/2 apart
@@ -101,9 +112,14 @@ def synthetic(
     read_out = biology.normal(size=(n_fields, n_features)).astype(np.float32)
     loadings = biology.normal(scale=0.8, size=(n_fields, n_genes))
     level = biology.normal(loc=-0.5, scale=1.0, size=n_genes)
-    feats = fields @ read_out + rng.normal(scale=0.5, size=(n_spots, n_features)).astype(np.float32)
-    rate = np.exp(np.clip(fields @ loadings + level, -6, 6)).astype(np.float64)
-    counts = rng.poisson(rate).astype(np.float32)
+    # in row blocks (the same random stream as one call), so that a slide of many spots never holds its noise or
+    # rates in float64 at once
+    feats = fields @ read_out
+    for s in range(0, n_spots, _BLOCK):
+        feats[s : s + _BLOCK] += rng.normal(scale=0.5, size=(len(feats[s : s + _BLOCK]), n_features)).astype(np.float32)
+    counts = np.empty((n_spots, n_genes), dtype=np.float32)
+    for s in range(0, n_spots, _BLOCK):
+        counts[s : s + _BLOCK] = rng.poisson(np.exp(np.clip(fields[s : s + _BLOCK] @ loadings + level, -6, 6)))
 
     xy_px = xy_um / MPP
     adata = AnnData(X=sparse.csr_matrix(counts))

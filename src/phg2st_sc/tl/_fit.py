@@ -17,7 +17,7 @@ from phg2st_sc._docs import inject_docs
 from phg2st_sc._model._config import ModelConfig
 from phg2st_sc._model._inputs import input_record
 from phg2st_sc._settings import settings
-from phg2st_sc._utils import _is_spatialdata, check_slots, get_table, spot_pitch, write_slots
+from phg2st_sc._utils import _is_spatialdata, as_dense, check_slots, get_table, spot_pitch, write_slots
 from phg2st_sc._validate import (
     check_gene_list,
     check_nonempty,
@@ -510,17 +510,18 @@ def impute(
     model.check_input(table, prompts)
     pred, latent = model.predict(table, prompts, device=device, network_only=not in_context)
     order = [model.genes.index(g) for g in table.var_names]
-    pred = pred[:, order]
-    if keep_prompts:
-        measured = model.tensors(table, prompt=prompts).y.numpy()[:, order]
-        pred[prompts] = measured[prompts]
+    if order != list(range(len(order))):  # (a slide's prediction is large: no copy when the genes are in order)
+        pred = pred[:, order]
+    if keep_prompts:  # the values the model read (its layer, float32), at the prompts only; genes in `var` order
+        values = table.X if model.input.layer is None else table.layers[model.input.layer]
+        pred[prompts] = as_dense(values[np.flatnonzero(prompts)], dtype=np.float32)
     params = {"variant": model.config["variant"], "prompt_key": prompt_key, "n_prompts": int(prompts.sum()),
               "keep_prompts": keep_prompts, "use_rep": model.input.use_rep,
               "layer": model.input.layer or "X", "prompts": prompt_fingerprint(prompts)}  # fmt: skip
     if model.in_context_ is not None:
         params["in_context"] = model.in_context_
     writes = {
-        ("layers", layer_added): pred.astype(np.float32),
+        ("layers", layer_added): np.asarray(pred, dtype=np.float32),
         ("obsm", latent_key): latent,
         ("uns", layer_added): {"params": params},
     }
@@ -565,14 +566,19 @@ def _uncertainty_slots(
     spread: Any, pred: np.ndarray, order: list[int], prompts: np.ndarray | None, layer: str, coverage: float
 ) -> dict[tuple[str, str], Any]:
     """The standard deviation, interval bounds and per-spot summary, genes in ``var`` order."""
-    std, half = spread.std()[:, order], spread.half_width(coverage)[:, order]
+    std = spread.std()
+    if order != list(range(len(order))):
+        std = std[:, order]
     if prompts is not None:  # measured values are what is given there
         std[prompts] = 0.0
-        half[prompts] = 0.0
+    q = spread.quantile(coverage)  # the half width is q x std (Spread.half_width), formed in place for each bound
+    lo, hi = std * np.float32(-q), std * np.float32(q)
+    lo += pred
+    hi += pred
     return {
         ("layers", Keys.uncertainty(layer, "std")): std,
-        ("layers", Keys.uncertainty(layer, "lo")): (pred - half).astype(np.float32),
-        ("layers", Keys.uncertainty(layer, "hi")): (pred + half).astype(np.float32),
+        ("layers", Keys.uncertainty(layer, "lo")): lo,
+        ("layers", Keys.uncertainty(layer, "hi")): hi,
         ("obs", Keys.uncertainty(layer, "std_mean")): std.mean(1),
     }
 

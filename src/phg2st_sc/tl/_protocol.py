@@ -224,8 +224,10 @@ def prepare_targets(
         else np.array(adata.X, dtype=np.float32, copy=True),
         obs=adata.obs.copy(),
         var=adata.var.copy(),
-        obsm={k: v.copy() for k, v in adata.obsm.items()},
-        obsp={k: v.copy() for k, v in adata.obsp.items()},
+        # the user's embeddings and graphs, not yet copies: normalising reads X only, and each is copied once below
+        # (by the panel's subset, or here), not twice (a large slide's features are gigabytes)
+        obsm=dict(adata.obsm),
+        obsp=dict(adata.obsp),
         uns=deepcopy(dict(adata.uns)),
     )
     if protocol.target_sum is not None:
@@ -234,6 +236,10 @@ def prepare_targets(
         sc.pp.log1p(work)
     if panel is not None:
         work = select_genes(work, panel, copy=True)
+    else:
+        for slot in (work.obsm, work.obsp):
+            for k in list(slot):
+                slot[k] = slot[k].copy()
     if protocol.smooth:
         smooth(work, layer_added=Keys.SMOOTHED)
         work.X = work.layers.pop(Keys.SMOOTHED)
