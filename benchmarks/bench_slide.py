@@ -113,6 +113,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="JSON file of the steps (printed as they finish anyway)")
     parser.add_argument("--workdir", default=None, help="where the h5ad and zarr go (default: a temporary folder)")
     parser.add_argument("--profile", default=None, metavar="DIR", help="cProfile of impute and the writes to DIR")
+    parser.add_argument("--device", default="cpu", help="torch device of the impute (training stays on the CPU)")
     parser.add_argument("--train-only", default=None, metavar="MODEL", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -159,7 +160,7 @@ def main() -> None:
             a = phg2st.tl.prepare_targets(a, model)  # a new AnnData (the counts stay as they were); the old one goes
             phg2st.tl.select_prompts(a, fraction=0.1, seed=0)
         with step("tl.impute", steps, memory, args.profile):
-            phg2st.tl.impute(a, model)
+            phg2st.tl.impute(a, model, device=args.device)
         with step("write h5ad", steps, memory, args.profile):
             a.write_h5ad(work / "slide.h5ad")
         with step("write SpatialData zarr", steps, memory, args.profile):
@@ -179,7 +180,7 @@ def main() -> None:
         "pipeline_peak_rss_gib": max(s["peak_rss_gib"] for s in steps[3:]),
         "finite": finite, "file_gib": {k: round(v / 2**30, 2) for k, v in sizes.items()},
         "steps": steps, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "torch_threads": torch.get_num_threads(), "train": {"crops": args.crops, "crop_n": args.crop_n,
+        "torch_threads": torch.get_num_threads(), "device": args.device, "train": {"crops": args.crops, "crop_n": args.crop_n,
                                                            "epochs": args.epochs},
     }  # fmt: skip
     print(json.dumps({k: v for k, v in result.items() if k != "steps"}, indent=1))
