@@ -106,6 +106,13 @@ def test_offline_weights_classify_imagenet_images():
             assert int(model(x).argmax()) in classes
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_module_already_on_the_gpu_is_probed_there():
+    # a second embed_tiles call with the same module finds it on the GPU: the dry run must go there too
+    module = nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(12, 5)).to("cuda")
+    assert get_encoder(module, input_size=32).dim == 5
+
+
 def test_small_encoder_masks_padding_and_determinism(tmp_path):
     a, img = synthetic_section(tmp_path, [[20, 30], [400, 300], [790, 590]])
     enc = ColourStats()

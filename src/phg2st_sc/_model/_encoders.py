@@ -220,8 +220,11 @@ def get_encoder(
         raise ValueError("`weights` applies to named encoders; load the weights into your module yourself.")
     model = encoder if isinstance(encoder, nn.Module) else _CallableModule(encoder)
     model.eval()
+    # the dry run goes where the module's weights are (a module already moved to a GPU is probed there)
+    param = next(iter(model.parameters()), None)
+    probe = torch.zeros(2, 3, input_size, input_size, device=param.device if param is not None else "cpu")
     with torch.inference_mode():
-        out = model(torch.zeros(2, 3, input_size, input_size))
+        out = model(probe)
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 2:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"The encoder must map (B, 3, {input_size}, {input_size}) to (B, dim); it returned {got}.")
