@@ -35,6 +35,42 @@ def test_kriging_equals_the_exact_gaussian_process_posterior_mean():
     np.testing.assert_allclose(ours[~prompt], gp.predict(xy[~prompt]), atol=1e-8)
 
 
+def test_the_long_prompt_field_keeps_its_length_scale_at_least_the_floor():
+    """A floor above the likelihood's choice moves only the floored set's kernel, to the grid's first length scale
+    at or above the floor (or its longest); its kriging is the exact GP posterior mean with that kernel."""
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process.kernels import RBF, WhiteKernel
+
+    rng = np.random.default_rng(3)
+    gx, gy = np.meshgrid(np.arange(0, 30, 3.0), np.arange(0, 30, 3.0))
+    xy = np.column_stack([gx.ravel(), gy.ravel()]) + rng.uniform(-0.2, 0.2, size=(100, 2))
+    assert 2.5 < ic.prompt_spacing(xy) < 3.5 and ic.prompt_spacing(xy[:1]) == 0.0  # a lattice of step 3
+    r = rng.normal(size=(100, 4))
+    r -= r.mean(0)
+    (ell, _), (ell_free, _) = ic.fit_kernels(xy, [r, r])
+    floor = 2.0 * ell[0]
+    (ell_same, _), (ell_l, eta_l) = ic.fit_kernels(xy, [r, r], floors=[0.0, floor])
+    assert ell_same[0] == ell[0] == ell_free[0] and ell_l[0] >= floor
+    assert ic.fit_kernels(xy, [r], floors=[1e9])[0][0][0] == ic.LENGTH_SCALES[-1]  # a floor above the grid
+    q = rng.uniform(0, 27, size=(30, 2))
+    gp = GaussianProcessRegressor(RBF(ell_l[0]) + WhiteKernel(eta_l[0]), optimizer=None).fit(xy, r)
+    np.testing.assert_allclose(ic.krige(xy, r, q, ell_l, eta_l), gp.predict(q), atol=1e-8)
+
+
+def test_the_long_prompt_field_is_kriging_with_the_kernel_floored_at_the_prompt_spacing():
+    xy, y = _field(n=300, genes=4, seed=2, noise=0.5)
+    prompt = np.zeros(len(xy), dtype=bool)
+    prompt[::5] = True
+    net = np.random.default_rng(1).normal(size=y.shape)  # a network that knows nothing
+    _, fit = ic.adapt(net, net[:, :3], None, xy, prompt, y[prompt], keep_components=True)
+    assert set(fit.components) == set(fit.weights) == set(ic.COMPONENTS) and min(fit.weights.values()) >= 0
+    mu, sd = y[prompt].mean(0), y[prompt].std(0)
+    z = (y[prompt] - mu) / sd
+    ell_l, eta_l = ic.fit_kernels(xy[prompt], [z], floors=[ic.prompt_spacing(xy[prompt])])[0]
+    expected = mu + (z.mean(0) + ic.krige(xy[prompt], z - z.mean(0), xy, ell_l, eta_l)) * sd
+    np.testing.assert_allclose(fit.components["field_long"], expected, rtol=1e-6, atol=1e-8)
+
+
 def test_cross_fitted_predictions_never_read_their_own_fold(monkeypatch):
     """Kriging and ridge predict each fold of prompts from the others: changing a fold's values leaves them as they
     were (the kernel and the penalty given), and they equal a refit without the fold."""
@@ -162,7 +198,7 @@ def test_too_few_prompts_give_the_network_alone_recentred():
     out, fit = ic.adapt(net, net[:, :3], None, xy, prompt, y[prompt])
     np.testing.assert_allclose(out, net - net[prompt].mean(0) + y[prompt].mean(0))
     assert (
-        fit.weights == {"network": 1.0, "kriging": 0.0, "field": 0.0, "ridge": 0.0}
+        fit.weights == {"network": 1.0, "kriging": 0.0, "field": 0.0, "field_long": 0.0, "ridge": 0.0}
         and "fewer than" in fit.cv_pcc["note"]
     )
 

@@ -53,7 +53,7 @@ FIT_SUBSET = (
 LENGTH_SCALES = np.geomspace(0.5, 30.0, 16)  # spot pitches
 NOISE_RATIOS = np.geomspace(1e-3, 1e2, 16)  # noise variance / signal variance
 RIDGE_ALPHAS = np.geomspace(1e-2, 1e5, 15)
-COMPONENTS = ("network", "kriging", "field", "ridge")
+COMPONENTS = ("network", "kriging", "field", "field_long", "ridge")
 CV_FOLDS = 5  # folds of the prompts for the cross-fitted predictions that choose the weights and the penalty
 MIN_PROMPTS = 2 * CV_FOLDS  # below this, the network alone (re-centred on the prompts)
 SCALE_PRIOR = 2.0  # pseudo-prompts of the typical gene's error variance in each gene's scale (uncertainty)
@@ -150,14 +150,21 @@ def fit_kernel(xy: np.ndarray, r: np.ndarray, per_gene: bool = False) -> tuple[n
     return fit_kernels(xy, [r], per_gene)[0]
 
 
-def fit_kernels(xy: np.ndarray, rs: list[np.ndarray], per_gene: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
-    """:func:`fit_kernel` for several sets of values at the same points, sharing the eigendecompositions."""
+def fit_kernels(
+    xy: np.ndarray, rs: list[np.ndarray], per_gene: bool = False, floors: list[float] | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`fit_kernel` for several sets of values at the same points, sharing the eigendecompositions.
+
+    ``floors`` gives each set the shortest length scale it may take (0: any of the grid; above the grid's longest,
+    the longest).
+    """
     ll_all = _loglik(xy, np.hstack(rs))  # the likelihood of each gene is its own: sets can share one pass
     out, start = [], 0
-    for r in rs:
+    for r, floor in zip(rs, floors or [0.0] * len(rs), strict=True):
         g = r.shape[1]
-        ll = ll_all[..., start : start + g]
+        ll = ll_all[..., start : start + g].copy()
         start += g
+        ll[LENGTH_SCALES < min(floor, LENGTH_SCALES[-1])] = -np.inf
         if per_gene:
             flat = ll.reshape(-1, g).argmax(0)
             i, j = np.unravel_index(flat, ll.shape[:2])
@@ -166,6 +173,15 @@ def fit_kernels(xy: np.ndarray, rs: list[np.ndarray], per_gene: bool = False) ->
             i, j = np.full(g, i), np.full(g, j)
         out.append((LENGTH_SCALES[i].astype(float), NOISE_RATIOS[j].astype(float)))
     return out
+
+
+def prompt_spacing(xy_p: np.ndarray) -> float:
+    """The median distance from a prompt to its nearest other prompt (in ``xy`` units)."""
+    from scipy.spatial import cKDTree
+
+    if len(xy_p) < 2:
+        return 0.0
+    return float(np.median(cKDTree(xy_p).query(xy_p, k=2)[0][:, 1]))
 
 
 def prompt_folds(p: int) -> list[np.ndarray]:
@@ -499,27 +515,35 @@ def adapt(
     offset = mu - at_prompts.mean(0)  # per-gene offset from the prompts
     at_prompts = at_prompts + offset
     if len(y_prompt) < MIN_PROMPTS:  # too few to fit a kernel, a ridge and their weights: the network, re-centred
-        return (network + offset).astype(np.float32), InContextFit({"network": 1.0, "kriging": 0.0, "field": 0.0, "ridge": 0.0}, float("nan"), float("nan"),
-                                 float("nan"), {"note": f"fewer than {MIN_PROMPTS} prompts: the network alone"})  # fmt: skip
+        return (network + offset).astype(np.float32), InContextFit({c: float(c == "network") for c in COMPONENTS}, float("nan"),
+                                 float("nan"), float("nan"), {"note": f"fewer than {MIN_PROMPTS} prompts: the network alone"})  # fmt: skip
     folds = prompt_folds(len(y_prompt))
     resid = (y_prompt - at_prompts) / sd
     xy_p = xy[prompt]
     sub = _fit_rows(len(xy_p))  # the prompts the kernels are chosen on
     z = (y_prompt - mu) / sd  # the prompts alone: kriging of the expression (the prompt field)
-    (ell, eta), (ell_y, eta_y) = fit_kernels(xy_p[sub], [resid[sub] - resid[sub].mean(0), z[sub]], per_gene=per_gene)
+    # the prompt field twice: with the likelihood's kernel, and with one no shorter than the prompts' spacing (the
+    # likelihood picks the shortest length scale where neighbouring prompts look uncorrelated, and its kriging is
+    # then nearly the prompts' mean; the longer kernel averages the nearby prompts as IDW does: docs/design.md)
+    spacing = prompt_spacing(xy_p)
+    (ell, eta), (ell_y, eta_y), (ell_l, eta_l) = fit_kernels(
+        xy_p[sub], [resid[sub] - resid[sub].mean(0), z[sub], z[sub]], per_gene=per_gene, floors=[0.0, 0.0, spacing]
+    )
     systems: dict = {}  # local kriging systems at the prompts, solved once per kernel and fold within this call
     field_cv = _krige_folds(xy_p, resid, ell, eta, folds, systems)
     plain_cv = _krige_folds(xy_p, z, ell_y, eta_y, folds, systems)
+    long_cv = _krige_folds(xy_p, z, ell_l, eta_l, folds, systems)
     if latent_at_prompts is not None:
         latent = latent.copy()
         latent[prompt] = latent_at_prompts
     feats = _features(latent, image)
     ridge_cv_p, alpha = _ridge_penalty(feats[prompt], y_prompt, folds)
     cv = {"network": at_prompts, "kriging": at_prompts + field_cv * sd, "field": mu + plain_cv * sd,
-          "ridge": ridge_cv_p}  # fmt: skip
+          "field_long": mu + long_cv * sd, "ridge": ridge_cv_p}  # fmt: skip
     w = combine({c: (cv[c] - mu) / sd for c in COMPONENTS}, (y_prompt - mu) / sd, folds)
     w, scores = _safeguard(w, cv, y_prompt, folds)
-    kernel = (ell_y, eta_y) if w["field"] > w["kriging"] else (ell, eta)  # the kriging that weighs most
+    kernels = {"kriging": (ell, eta), "field": (ell_y, eta_y), "field_long": (ell_l, eta_l)}
+    kernel = kernels[max(kernels, key=lambda c: w[c])]  # the kriging that weighs most (ties: regression kriging)
     # compared within folds as the weights were (a pass's level is an artefact of leaving its fold out), each fold's
     # centred errors rescaled by sqrt(m / (m - 1)) so that their variance is that of an error, not of its deviation
     errors = _within_folds(y_prompt - sum(w[c] * cv[c] for c in COMPONENTS), folds)
@@ -543,6 +567,8 @@ def adapt(
             preds["kriging"] = net_b + (mean_r + krige(xy_p, resid - mean_r, xy_b, ell, eta, local)) * sd
         if keep_components or w["field"]:
             preds["field"] = mu + (mean_z + krige(xy_p, z - mean_z, xy_b, ell_y, eta_y, local)) * sd
+        if keep_components or w["field_long"]:
+            preds["field_long"] = mu + (mean_z + krige(xy_p, z - mean_z, xy_b, ell_l, eta_l, local)) * sd
         if keep_components or w["ridge"]:
             preds["ridge"] = ridge_fit[2] + (feats[rows] - ridge_fit[0]) @ ridge_fit[1]
         out[rows] = mu + sum(w[c] * (preds[c] - mu) for c in COMPONENTS if c in preds)
