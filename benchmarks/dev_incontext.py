@@ -4,8 +4,10 @@ For each fold a network (``--network image``: image only; ``propagated``: the pr
 at the prompts are then cross-fitted over five folds of prompts) is trained on the other sections (validation
 "auto"); on the test section,
 for each prompt seed, the baselines, the network alone, each in-context component and their combination are
-scored on held-out spots. Trained networks are kept in ``OUT/models`` so that designs of the post-hoc layer can be
-compared without retraining.
+scored on held-out spots, with two bounds that are not methods (they read the held-out values): the layer's
+combination with its weights fitted on the held-out spots (shared by the genes), and with weights of each gene's
+own fitted on one half of the held-out spots and scored on the other. Trained networks are kept in ``OUT/models``
+so that designs of the post-hoc layer can be compared without retraining.
 
     PHG2ST_DATA_DIR=../shared/data .venv/bin/python benchmarks/dev_incontext.py her2st --out dev_her2st
     PHG2ST_DATA_DIR=../shared/data .venv/bin/python benchmarks/dev_incontext.py mob --out dev_mob
