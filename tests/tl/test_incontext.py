@@ -8,6 +8,7 @@ import torch
 
 import phg2st_sc as phg2st
 from phg2st_sc._model import _incontext as ic
+from phg2st_sc._utils import spot_pitch
 
 
 def _field(n=150, genes=5, seed=0, noise=0.1):
@@ -44,7 +45,7 @@ def test_the_long_prompt_field_keeps_its_length_scale_at_least_the_floor():
     rng = np.random.default_rng(3)
     gx, gy = np.meshgrid(np.arange(0, 30, 3.0), np.arange(0, 30, 3.0))
     xy = np.column_stack([gx.ravel(), gy.ravel()]) + rng.uniform(-0.2, 0.2, size=(100, 2))
-    assert 2.5 < ic.prompt_spacing(xy) < 3.5 and ic.prompt_spacing(xy[:1]) == 0.0  # a lattice of step 3
+    assert 2.5 < spot_pitch(xy) < 3.5  # a lattice of step 3
     r = rng.normal(size=(100, 4))
     r -= r.mean(0)
     (ell, _), (ell_free, _) = ic.fit_kernels(xy, [r, r])
@@ -66,7 +67,7 @@ def test_the_long_prompt_field_is_kriging_with_the_kernel_floored_at_the_prompt_
     assert set(fit.components) == set(fit.weights) == set(ic.COMPONENTS) and min(fit.weights.values()) >= 0
     mu, sd = y[prompt].mean(0), y[prompt].std(0)
     z = (y[prompt] - mu) / sd
-    ell_l, eta_l = ic.fit_kernels(xy[prompt], [z], floors=[ic.prompt_spacing(xy[prompt])])[0]
+    ell_l, eta_l = ic.fit_kernels(xy[prompt], [z], floors=[spot_pitch(xy[prompt])])[0]
     expected = mu + (z.mean(0) + ic.krige(xy[prompt], z - z.mean(0), xy, ell_l, eta_l)) * sd
     np.testing.assert_allclose(fit.components["field_long"], expected, rtol=1e-6, atol=1e-8)
 

@@ -42,7 +42,7 @@ import numpy as np
 from scipy.optimize import nnls
 from scipy.spatial import cKDTree
 
-from phg2st_sc._utils import morton_order
+from phg2st_sc._utils import morton_order, spot_pitch
 
 EXACT_MAX = 3000  # prompts up to which kriging is exact (a p x p matrix)
 LOCAL_K = 64  # prompts per spot for local kriging above that (at least: see LOCAL_GROUP)
@@ -158,30 +158,25 @@ def fit_kernels(
     ``floors`` gives each set the shortest length scale it may take (0: any of the grid; above the grid's longest,
     the longest).
     """
-    ll_all = _loglik(xy, np.hstack(rs))  # the likelihood of each gene is its own: sets can share one pass
-    out, start = [], 0
-    for r, floor in zip(rs, floors or [0.0] * len(rs), strict=True):
-        g = r.shape[1]
-        ll = ll_all[..., start : start + g].copy()
-        start += g
-        ll[LENGTH_SCALES < min(floor, LENGTH_SCALES[-1])] = -np.inf
-        if per_gene:
-            flat = ll.reshape(-1, g).argmax(0)
-            i, j = np.unravel_index(flat, ll.shape[:2])
-        else:
-            i, j = np.unravel_index(ll.sum(-1).argmax(), ll.shape[:2])
-            i, j = np.full(g, i), np.full(g, j)
-        out.append((LENGTH_SCALES[i].astype(float), NOISE_RATIOS[j].astype(float)))
-    return out
+    ll = _loglik(xy, np.hstack(rs))  # the likelihood of each gene is its own: sets can share one pass
+    ends = np.cumsum([r.shape[1] for r in rs])
+    return [_choose(ll[..., e - r.shape[1] : e], per_gene, floor)
+            for r, e, floor in zip(rs, ends, floors or [0.0] * len(rs), strict=True)]  # fmt: skip
 
 
-def prompt_spacing(xy_p: np.ndarray) -> float:
-    """The median distance from a prompt to its nearest other prompt (in ``xy`` units)."""
-    from scipy.spatial import cKDTree
+def _choose(ll: np.ndarray, per_gene: bool, floor: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """The grid's kernel of largest likelihood ``ll`` (length scales, noise ratios, genes), no shorter than ``floor``.
 
-    if len(xy_p) < 2:
-        return 0.0
-    return float(np.median(cKDTree(xy_p).query(xy_p, k=2)[0][:, 1]))
+    One value per gene: each gene's own with ``per_gene``, else the best of the likelihood summed over genes.
+    """
+    g = ll.shape[-1]
+    ll = np.where((LENGTH_SCALES < min(floor, LENGTH_SCALES[-1]))[:, None, None], -np.inf, ll)
+    if per_gene:
+        i, j = np.unravel_index(ll.reshape(-1, g).argmax(0), ll.shape[:2])
+    else:
+        i, j = np.unravel_index(ll.sum(-1).argmax(), ll.shape[:2])
+        i, j = np.full(g, i), np.full(g, j)
+    return LENGTH_SCALES[i].astype(float), NOISE_RATIOS[j].astype(float)
 
 
 def prompt_folds(p: int) -> list[np.ndarray]:
@@ -525,14 +520,16 @@ def adapt(
     # the prompt field twice: with the likelihood's kernel, and with one no shorter than the prompts' spacing (the
     # likelihood picks the shortest length scale where neighbouring prompts look uncorrelated, and its kriging is
     # then nearly the prompts' mean; the longer kernel averages the nearby prompts as IDW does: docs/design.md)
-    spacing = prompt_spacing(xy_p)
-    (ell, eta), (ell_y, eta_y), (ell_l, eta_l) = fit_kernels(
-        xy_p[sub], [resid[sub] - resid[sub].mean(0), z[sub], z[sub]], per_gene=per_gene, floors=[0.0, 0.0, spacing]
-    )
+    # (one likelihood pass for the residuals and the expression; the expression's kernel chosen twice from it)
+    g = resid.shape[1]
+    ll = _loglik(xy_p[sub], np.hstack([resid[sub] - resid[sub].mean(0), z[sub]]))
+    (ell, eta), (ell_y, eta_y) = _choose(ll[..., :g], per_gene), _choose(ll[..., g:], per_gene)
+    ell_l, eta_l = _choose(ll[..., g:], per_gene, floor=spot_pitch(xy_p))  # the prompts' median spacing
+    same = np.array_equal(ell_l, ell_y) and np.array_equal(eta_l, eta_y)  # the floor changed nothing
     systems: dict = {}  # local kriging systems at the prompts, solved once per kernel and fold within this call
     field_cv = _krige_folds(xy_p, resid, ell, eta, folds, systems)
     plain_cv = _krige_folds(xy_p, z, ell_y, eta_y, folds, systems)
-    long_cv = _krige_folds(xy_p, z, ell_l, eta_l, folds, systems)
+    long_cv = plain_cv if same else _krige_folds(xy_p, z, ell_l, eta_l, folds, systems)
     if latent_at_prompts is not None:
         latent = latent.copy()
         latent[prompt] = latent_at_prompts
@@ -568,7 +565,8 @@ def adapt(
         if keep_components or w["field"]:
             preds["field"] = mu + (mean_z + krige(xy_p, z - mean_z, xy_b, ell_y, eta_y, local)) * sd
         if keep_components or w["field_long"]:
-            preds["field_long"] = mu + (mean_z + krige(xy_p, z - mean_z, xy_b, ell_l, eta_l, local)) * sd
+            preds["field_long"] = preds["field"] if same and "field" in preds else (
+                mu + (mean_z + krige(xy_p, z - mean_z, xy_b, ell_l, eta_l, local)) * sd)  # fmt: skip
         if keep_components or w["ridge"]:
             preds["ridge"] = ridge_fit[2] + (feats[rows] - ridge_fit[0]) @ ridge_fit[1]
         out[rows] = mu + sum(w[c] * (preds[c] - mu) for c in COMPONENTS if c in preds)
