@@ -336,3 +336,40 @@ def test_tiled_tiff_is_read_lazily_and_embeds_as_the_decoded_image(tmp_path):
     got = phg2st.pp.embed_tiles(a, encoder=enc, tile_size=48, grid_size=3, copy=True, key_added="X_c")
     np.testing.assert_array_equal(got.obsm["X_c"], want.obsm["X_c"])
     np.testing.assert_array_equal(got.uns["X_c"]["tile_embeddings"], want.uns["X_c"]["tile_embeddings"])
+
+
+def test_a_users_module_is_handed_back_as_it_came(tmp_path):
+    # the module runs in eval mode, but the caller's train/eval flags (a frozen submodule included) are restored
+    a, _ = synthetic_section(tmp_path, [[20, 30], [400, 300], [790, 590]])
+    enc = ColourStats()
+    enc.frozen = nn.BatchNorm1d(3).eval()  # a submodule the caller keeps in eval mode inside a training module
+    assert enc.training and not enc.frozen.training
+    phg2st.pp.embed_tiles(a, encoder=enc, tile_size=64, grid_size=3, key_added="X_c", device="cpu")
+    assert enc.training and not enc.frozen.training
+    assert enc.scale.device.type == "cpu"
+    # a failing encoder is handed back too
+    dying = ColourStats(die_after=1)  # the dry run passes, the first batch fails
+    with pytest.raises(KeyboardInterrupt):
+        phg2st.pp.embed_tiles(a, encoder=dying, tile_size=64, grid_size=3, key_added="X_d", device="cpu")
+    assert dying.training and "X_d" not in a.obsm
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_cpu_module_embedded_on_the_gpu_stays_on_the_cpu(tmp_path):
+    a, _ = synthetic_section(tmp_path, [[20, 30], [400, 300], [790, 590]])
+    enc = ColourStats()
+    phg2st.pp.embed_tiles(a, encoder=enc, tile_size=64, grid_size=3, key_added="X_c", device="cuda")
+    assert enc.scale.device.type == "cpu" and a.uns["X_c"]["params"]["device"].startswith("cuda")
+
+
+def test_a_module_with_batch_norm_is_fingerprinted():
+    # BatchNorm keeps a 0-d counter in its state dict (num_batches_tracked): the fingerprint read it as bytes and
+    # failed for any such module (a torchvision ResNet passed as the encoder, for one)
+    from torchvision.models import resnet18
+
+    model = resnet18(weights=None)
+    model.fc = nn.Identity()
+    enc = get_encoder(model, input_size=32)
+    assert enc.dim == 512 and len(enc.fingerprint) == 32
+    model.bn1.num_batches_tracked += 1  # the counter is part of the identity, as every other tensor is
+    assert get_encoder(model, input_size=32).fingerprint != enc.fingerprint

@@ -6,6 +6,8 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +125,28 @@ class TileCache:
         self._atomic(self._path(b), buf.getvalue())
 
 
+@contextmanager
+def borrowed(model: torch.nn.Module, dev: torch.device, channels_last: bool = False) -> Iterator[torch.nn.Module]:
+    """``model`` on ``dev`` in eval mode for the duration, then as its owner had it.
+
+    The device of its parameters and buffers (when they were all on one) and each submodule's train/eval flag are
+    restored on exit, errors included, so that embedding with a user's module leaves that module where it was.
+    The memory format is not restored (only the package's own encoders, built for the call, use channels-last).
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    places = {t.device for t in (*model.parameters(), *model.buffers())}
+    try:
+        model = model.to(dev).eval()
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        yield model
+    finally:
+        if len(places) == 1:
+            model.to(places.pop())
+        for m, training in modes:
+            m.training = training
+
+
 def embed_regions(
     reader: RegionReader,
     boxes: np.ndarray,
@@ -182,15 +206,13 @@ def embed_regions(
     dataset = TileDataset(reader, boxes, region, encoder.input_size)
     batches = [list(range(b * batch_size, min((b + 1) * batch_size, m))) for b in todo]
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, pin_memory=dev.type == "cuda")
-    model = encoder.model.to(dev).eval()
     fmt = torch.channels_last if encoder.channels_last else torch.contiguous_format
-    if encoder.channels_last:
-        model = model.to(memory_format=torch.channels_last)
     mean = torch.tensor(encoder.mean, device=dev).view(1, 3, 1, 1)
     std = torch.tensor(encoder.std, device=dev).view(1, 3, 1, 1)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(prec)
-    with torch.inference_mode(), tqdm(total=sum(map(len, batches)), desc=f"embed {encoder.name}", unit="tile",
-                                      disable=not progress, leave=False) as bar:  # fmt: skip
+    with borrowed(encoder.model, dev, encoder.channels_last) as model, torch.inference_mode(), tqdm(
+        total=sum(map(len, batches)), desc=f"embed {encoder.name}", unit="tile", disable=not progress, leave=False
+    ) as bar:  # fmt: skip
         for b, batch in zip(todo, loader, strict=True):
             x = batch.to(dev, non_blocking=True).float().div_(255.0).sub_(mean).div_(std)
             x = x.contiguous(memory_format=fmt)

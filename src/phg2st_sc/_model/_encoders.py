@@ -190,7 +190,7 @@ def _module_fingerprint(model: nn.Module) -> str:
     h = hashlib.sha256(type(model).__qualname__.encode())
     for name, tensor in model.state_dict().items():
         h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # 0-d too
     return h.hexdigest()[:32]
 
 
@@ -219,12 +219,17 @@ def get_encoder(
     if weights is not None:
         raise ValueError("`weights` applies to named encoders; load the weights into your module yourself.")
     model = encoder if isinstance(encoder, nn.Module) else _CallableModule(encoder)
-    model.eval()
-    # the dry run goes where the module's weights are (a module already moved to a GPU is probed there)
+    # the dry run goes where the module's weights are (a module already moved to a GPU is probed there), in eval
+    # mode, and leaves the module's train/eval flags as they were (embed_tiles borrows it the same way)
     param = next(iter(model.parameters()), None)
     probe = torch.zeros(2, 3, input_size, input_size, device=param.device if param is not None else "cpu")
-    with torch.inference_mode():
-        out = model(probe)
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        with torch.inference_mode():
+            out = model.eval()(probe)
+    finally:
+        for m, training in modes:
+            m.training = training
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 2:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"The encoder must map (B, 3, {input_size}, {input_size}) to (B, dim); it returned {got}.")

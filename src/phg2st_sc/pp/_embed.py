@@ -177,7 +177,8 @@ def embed_tiles(
     encoder
         ``"uni"`` (ViT-L/16 with UNI's weights, 1024-d), ``"efficientnet_lite0"`` (ImageNet weights shipped with
         the package, offline, 1280-d), ``"resnet50"`` (local weights, 2048-d), or any ``torch.nn.Module`` /
-        callable mapping ImageNet-normalised (B, 3, 224, 224) batches to (B, d).
+        callable mapping ImageNet-normalised (B, 3, 224, 224) batches to (B, d). A module is run in eval mode
+        on ``device`` and handed back as it came: on its own device, each submodule's train/eval flag unchanged.
     weights
         Weights file of a named encoder (``.safetensors`` or a torch state dict, loaded with
         ``weights_only=True`` and strict key matching). For UNI it defaults to ``$PHG2ST_UNI_WEIGHTS``;
