@@ -49,6 +49,45 @@ def test_the_standard_deviation_ranks_errors():
     assert std[xy[~prompt, 0] > 20].mean() > 2 * std[xy[~prompt, 0] < 10].mean()
 
 
+def _noisier_where(seed: int, by: str, n: int = 700, genes: int = 40):
+    """A Gaussian-process field whose noise is three times larger on one side of the spots' level (a component
+    shared by the genes) or of an image feature, with a network that predicts the field with an error."""
+    xy, f, prompt, _, _ = _gp_section(seed, n, genes + 1, noise=0.0)
+    rng = np.random.default_rng(100 + seed)
+    image = rng.normal(size=(n, 6))
+    clean = f[:, 1:] + 2.0 * f[:, :1]  # every gene shares f[:, 0]: it sets the spot's level
+    noise = np.where((f[:, 0] if by == "level" else image[:, 0]) > 0, 0.9, 0.3)
+    y = clean + noise[:, None] * rng.normal(size=clean.shape)
+    return xy, y, prompt, clean + 0.5 * rng.normal(size=clean.shape), image
+
+
+def _ratios_and_coverage(by: str) -> tuple[np.ndarray, np.ndarray]:
+    ratios, covered = [], []
+    for seed in range(3):
+        xy, y, prompt, net, image = _noisier_where(seed, by)
+        out, fit = ic.adapt(net, image[:, 1:3], image, xy, prompt, y[prompt])
+        held = ~prompt
+        std, err = fit.spread.std()[held].mean(1), np.abs(y - out)[held].mean(1)
+        order = np.argsort(std)
+        k = len(order) // 5
+        ratios.append(err[order[-k:]].mean() / err[order[:k]].mean())
+        covered.append((np.abs(y[held] - out[held]) <= fit.spread.half_width(0.8)[held]).mean())
+    return np.array(ratios), np.array(covered)
+
+
+@pytest.mark.parametrize("by", ["level", "features"])
+def test_the_spot_scale_follows_noise_it_can_read(monkeypatch, by):
+    """Noise that depends on the spot's level or on an image feature: a spot scale that reads it ranks the errors
+    (error ratio >= 1.5 on every section, well above the kriging standard deviation's alone) and keeps the
+    80% coverage within 3 points."""
+    monkeypatch.setattr(ic, "SPOT_INPUTS", ())
+    flat, _ = _ratios_and_coverage(by)
+    monkeypatch.setattr(ic, "SPOT_INPUTS", (by,))
+    ratios, covered = _ratios_and_coverage(by)
+    assert ratios.min() > 1.5 and ratios.mean() > flat.mean() + 0.3, (ratios, flat)
+    assert abs(covered.mean() - 0.8) < 0.03, covered
+
+
 def test_impute_writes_the_uncertainty_slots(synthetic_section):
     from _synthetic import SMALL
 

@@ -56,6 +56,7 @@ RIDGE_ALPHAS = np.geomspace(1e-2, 1e5, 15)
 COMPONENTS = ("network", "kriging", "field", "field_long", "ridge")
 CV_FOLDS = 5  # folds of the prompts for the cross-fitted predictions that choose the weights and the penalty
 MIN_PROMPTS = 2 * CV_FOLDS  # below this, the network alone (re-centred on the prompts)
+SPOT_INPUTS = ("level",)  # what the spot scale reads beside the kriging variance ("features" too: docs/design.md)
 SCALE_PRIOR = 2.0  # pseudo-prompts of the typical gene's error variance in each gene's scale (uncertainty)
 BLOCK = 65536  # spots assembled at a time above this many (compact patches): no (spots x genes) float64 array
 FEATURE_BLOCK = 8192  # spots standardised at a time for the ridge's features, above BLOCK spots
@@ -66,7 +67,9 @@ class Spread:
     """A calibrated predictive spread: ``std[i, g] = gene_scale[g] * spot_scale[i]``, and split-conformal scores.
 
     ``spot_scale`` is the square root of the kriging variance of a new observation at each spot (relative to the
-    signal variance; larger far from the prompts when the expression is spatially structured); ``gene_scale`` the
+    signal variance; larger far from the prompts when the expression is spatially structured) times a factor read
+    from the spot's predicted level (:data:`SPOT_INPUTS`, :func:`_fit_spot_model`: a log-linear model of the
+    prompts' error sizes; constant where the level does not predict them); ``gene_scale`` the
     root mean square of each gene's cross-fitted errors at the prompts divided by the spot scale there, shrunk
     towards the median gene by :data:`SCALE_PRIOR` pseudo-prompts. ``scores`` are those normalised errors (p x
     genes with any error at the prompts, pooled for the quantiles).
@@ -355,15 +358,33 @@ def fit_spread(
     return Spread(gene_scale, np.sqrt(kriging_variance(xy_p, xy, ell, eta, systems)), scores)
 
 
-def _calibrate_spread(
-    xy_p: np.ndarray, errors: np.ndarray, folds: list[np.ndarray], ell: float, eta: float, systems: dict | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`fit_spread`'s gene scale and conformal scores, from the prompts alone."""
+def _cv_kriging_sd(
+    xy_p: np.ndarray, folds: list[np.ndarray], ell: float, eta: float, systems: dict | None
+) -> np.ndarray:
+    """The kriging standard deviation at each prompt from the other folds (as its cross-fitted error was made)."""
     v_cv = np.empty(len(xy_p))
     for part in folds:
         rest = np.setdiff1d(np.arange(len(xy_p)), part)
         v_cv[part] = kriging_variance(xy_p[rest], xy_p[part], ell, eta, systems)
-    u_cv = np.sqrt(v_cv)
+    return np.sqrt(v_cv)
+
+
+def _calibrate_spread(
+    xy_p: np.ndarray,
+    errors: np.ndarray,
+    folds: list[np.ndarray],
+    ell: float,
+    eta: float,
+    systems: dict | None,
+    u_cv: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`fit_spread`'s gene scale and conformal scores, from the prompts alone.
+
+    ``u_cv`` is the spot scale at each prompt, made without that prompt's fold (default: the cross-fitted kriging
+    standard deviation, :func:`_cv_kriging_sd`).
+    """
+    if u_cv is None:
+        u_cv = _cv_kriging_sd(xy_p, folds, ell, eta, systems)
     raw = ((errors / u_cv[:, None]) ** 2).mean(0)
     # shrunk towards the typical gene: a gene never expressed at the few prompts has no error there, but may be
     # expressed elsewhere (without this its interval would have zero width, and its zero scores would pull the
@@ -375,6 +396,46 @@ def _calibrate_spread(
     if not scores.size:
         scores = np.zeros((1, 1))
     return gene_scale, scores
+
+
+def _spot_inputs(level: np.ndarray, feats: np.ndarray) -> np.ndarray | None:
+    """What the spot scale reads at some spots (:data:`SPOT_INPUTS`): the predicted level, the features' PCs."""
+    parts = {"level": level[:, None], "features": feats}
+    return np.hstack([parts[k] for k in SPOT_INPUTS]) if SPOT_INPUTS else None
+
+
+def _fit_spot_model(
+    x_p: np.ndarray | None, errors: np.ndarray, u_cv: np.ndarray, folds: list[np.ndarray]
+) -> tuple[tuple | None, np.ndarray]:
+    """A log-linear model of each spot's error size beyond the kriging variance, fitted on the prompts.
+
+    The target at each prompt is the log of its mean absolute cross-fitted error over genes (each gene's errors in
+    units of their root mean square), divided by its kriging standard deviation ``u_cv``; a ridge (penalty by
+    cross-validation, :func:`_ridge_penalty`; a large penalty makes the factor constant) maps the standardised
+    inputs ``x_p`` to it. Returns the model (``None``: no inputs or no errors) and its factor at each prompt,
+    cross-fitted (the prompt's fold left out), so that the conformal scores stay out of sample.
+    """
+    ones = np.ones(len(u_cv))
+    rms = np.sqrt((errors**2).mean(0))
+    if x_p is None or not (rms > 0).any():
+        return None, ones
+    size = (np.abs(errors[:, rms > 0]) / rms[rms > 0]).mean(1) / u_cv
+    if not (size > 0).any():
+        return None, ones
+    t = np.log(np.maximum(size, 1e-3 * np.median(size[size > 0])))[:, None]
+    centre, sd = x_p.mean(0), np.where(x_p.std(0) > 0, x_p.std(0), 1.0)
+    z = (x_p - centre) / sd
+    cv, alpha = _ridge_penalty(z, t, folds)
+    mu_x, beta, mu_y = _ridge(z, t, alpha)
+    return (centre, sd, mu_x, beta[:, 0], float(mu_y[0]), float(t.min()), float(t.max())), np.exp(cv[:, 0])
+
+
+def _spot_factor(model: tuple | None, x: np.ndarray | None) -> np.ndarray | float:
+    """The spot scale's factor at spots with inputs ``x`` (1 without a model), within the range seen at the prompts."""
+    if model is None or x is None:
+        return 1.0
+    centre, sd, mu_x, beta, mu_y, lo, hi = model
+    return np.exp(np.clip(mu_y + ((x - centre) / sd - mu_x) @ beta, lo, hi))
 
 
 def _ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -547,7 +608,12 @@ def adapt(
     for part in folds:
         errors[part] *= np.sqrt(len(part) / max(len(part) - 1, 1))
     ell_s, eta_s = float(np.median(kernel[0])), float(np.median(kernel[1]))
-    gene_scale, conformal = _calibrate_spread(xy_p, errors, folds, ell_s, eta_s, systems)
+    # the spot scale: the kriging standard deviation times a factor read from the predicted level and the features
+    # (fitted on the prompts' cross-fitted errors; constant when they do not predict the error's size)
+    u_cv = _cv_kriging_sd(xy_p, folds, ell_s, eta_s, systems)
+    level_p = (sum(w[c] * (cv[c] - mu) for c in COMPONENTS) / sd).mean(1)  # as at the spots: mu + sum w (. - mu)
+    spot_model, factor_cv = _fit_spot_model(_spot_inputs(level_p, feats[prompt]), errors, u_cv, folds)
+    gene_scale, conformal = _calibrate_spread(xy_p, errors, folds, ell_s, eta_s, systems, u_cv * factor_cv)
     # every spot's prediction, one compact block of spots at a time (one block up to BLOCK spots); the components
     # without weight are not computed
     ridge_fit = _ridge(feats[prompt], y_prompt, alpha)
@@ -570,7 +636,8 @@ def adapt(
         if keep_components or w["ridge"]:
             preds["ridge"] = ridge_fit[2] + (feats[rows] - ridge_fit[0]) @ ridge_fit[1]
         out[rows] = mu + sum(w[c] * (preds[c] - mu) for c in COMPONENTS if c in preds)
-        spot_var[rows] = kriging_variance(xy_p, xy_b, ell_s, eta_s, local)
+        factor = _spot_factor(spot_model, _spot_inputs(((out[rows] - mu) / sd).mean(1), feats[rows]))
+        spot_var[rows] = kriging_variance(xy_p, xy_b, ell_s, eta_s, local) * factor**2
         if kept is not None:
             for c in COMPONENTS:
                 kept[c][rows] = preds[c]

@@ -1,0 +1,121 @@
+"""Development runs of the spread's spot scale (issue 16): what it reads beside the kriging variance.
+
+Leave one section out on her2st C2-C6 or MOB1-4, the propagated network under the in-context layer (the adaptive
+variant's), trained once per fold and target and kept in ``OUT/models`` (the names of ``dev_incontext.py``, so
+its networks can be reused). For each prompt seed the layer runs once per choice of the spot scale's inputs
+(``_incontext.SPOT_INPUTS``: none, i.e. the kriging standard deviation alone; the predicted level; the features'
+principal components; both); the predictions are the same, only the spread differs. Scored on held-out spots as
+``phg2st benchmark`` scores it (``tl._evaluation.uncertainty_metrics``: coverage of the 80% and 90% intervals, the
+90% interval's width, the error ratio of the 20% least against the 20% most certain spots).
+
+    PHG2ST_DATA_DIR=../shared/data .venv/bin/python benchmarks/dev_spread.py her2st --out dev_spread_her2st
+    PHG2ST_DATA_DIR=../shared/data .venv/bin/python benchmarks/dev_spread.py mob --out dev_spread_mob
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from dev_incontext import FIT, REP, sections
+
+import phg2st_sc as phg2st
+from phg2st_sc._constants import Keys
+from phg2st_sc._model import _incontext
+from phg2st_sc._utils import as_dense, spot_pitch
+from phg2st_sc.tl._evaluation import draw_prompts
+
+CHOICES = {
+    "kriging sd alone": (),
+    "level": ("level",),
+    "features": ("features",),
+    "level + features": ("level", "features"),
+}
+
+
+def error_ratio(per_spot_error: np.ndarray, rank_by: np.ndarray) -> float:
+    """Mean error of the 20% of spots ranked highest by ``rank_by`` over that of the 20% ranked lowest."""
+    order = np.argsort(rank_by)
+    k = max(len(order) // 5, 1)
+    return float(per_spot_error[order[-k:]].mean() / per_spot_error[order[:k]].mean())
+
+
+def held_out_metrics(y: np.ndarray, out: np.ndarray, spread, held: np.ndarray, library: np.ndarray) -> dict:
+    """The benchmark's uncertainty metrics on the held-out spots (the formulas of ``uncertainty_metrics``), and
+    the error ratio of a ranking by the spots' own library sizes, smallest first (a bound: it reads the held-out
+    spots' counts, which no method has)."""
+    err, std = np.abs(y[held] - out[held]), spread.std()[held].astype(np.float64)
+    row = {f"coverage_{int(100 * c)}": float((err <= spread.quantile(c) * std).mean()) for c in (0.8, 0.9)}
+    row["width_90"] = float(2.0 * spread.quantile(0.9) * std.mean())
+    row["error_ratio"] = error_ratio(err.mean(1), std.mean(1))
+    row["library_bound"] = error_ratio(err.mean(1), -np.log(np.maximum(library[held], 1.0)))
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dataset", choices=["her2st", "mob"])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--fractions", type=float, nargs="+", default=[0.1])
+    ap.add_argument("--strategy", default="random")
+    ap.add_argument("--protocols", nargs="+", default=["heldout", "heldout_smoothed"])
+    args = ap.parse_args()
+    out = Path(args.out)
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    phg2st.settings.progress = False
+    t0 = time.perf_counter()
+    secs = sections(args.dataset, Path("/tmp") / f"phg2st_cache_{args.dataset}")
+    rows = []
+    for proto in args.protocols:
+        panel = "her2st_785" if args.dataset == "her2st" else None
+        targets = {s: phg2st.tl.prepare_targets(a, proto, panel=panel) for s, a in secs.items()}
+        for test in targets:
+            path = out / "models" / f"{proto}_{test}_propagated.pt"
+            if path.exists():
+                model = phg2st.PHG2ST.load(path)
+            else:
+                train = [targets[s] for s in targets if s != test]
+                model = phg2st.tl.fit(train, config={"hidden": 128}, prompt_fraction=(0.05, 0.3), **FIT)
+                model.save(path)
+            for fraction in args.fractions:
+                for seed in args.seeds:
+                    a = targets[test].copy()
+                    draw_prompts(a, fraction, seed, args.strategy, REP)
+                    prompt = a.obs[Keys.PROMPT].to_numpy(bool)
+                    import torch
+
+                    net, latent = model.predict(a, prompt, network_only=True)
+                    with torch.inference_mode():
+                        oof, tokens = model._cross_fitted(model.tensors(a, prompt=prompt), prompt, "cpu", (net, latent))
+                    y = as_dense(a.X, dtype=np.float64)
+                    library = np.asarray(secs[test][a.obs_names].X.sum(1), dtype=float).ravel()
+                    xy = np.asarray(a.obsm[Keys.SPATIAL], dtype=float)
+                    for name, inputs in CHOICES.items():
+                        _incontext.SPOT_INPUTS = inputs
+                        pred, fit = _incontext.adapt(net.astype(float), latent, np.asarray(a.obsm[REP], float),
+                                                     xy / spot_pitch(xy), prompt, y[prompt], network_at_prompts=oof,
+                                                     latent_at_prompts=tokens)  # fmt: skip
+                        r = held_out_metrics(y, pred.astype(np.float64), fit.spread, ~prompt, library)
+                        rows.append({"protocol": proto, "section": test, "fraction": fraction, "seed": seed,
+                                     "spot_scale": name, **r})  # fmt: skip
+            last = pd.DataFrame(rows[-len(CHOICES) * len(args.seeds) * len(args.fractions) :])
+            print(f"{proto} {test}:", last.groupby("spot_scale", sort=False)[["coverage_80", "error_ratio"]]
+                  .mean().round(3).to_dict("index"), flush=True)  # fmt: skip
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "rows.csv", index=False)
+    per = table.groupby(["protocol", "fraction", "spot_scale", "section"], sort=False).mean(numeric_only=True)
+    per = per.drop(columns="seed").reset_index()
+    g = per.groupby(["protocol", "fraction", "spot_scale"], sort=False)
+    summary = g[["coverage_80", "coverage_90", "width_90", "error_ratio", "library_bound"]].mean().round(3)
+    summary["coverage_80_min"] = g["coverage_80"].min().round(3)
+    summary["error_ratio_min"] = g["error_ratio"].min().round(3)
+    print(summary.to_string())
+    print(f"done in {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
