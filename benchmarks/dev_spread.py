@@ -6,7 +6,9 @@ its networks can be reused). For each prompt seed the layer runs once per choice
 (``_incontext.SPOT_INPUTS``: none, i.e. the kriging standard deviation alone; the predicted level; the features'
 principal components; both); the predictions are the same, only the spread differs. Scored on held-out spots as
 ``phg2st benchmark`` scores it (``tl._evaluation.uncertainty_metrics``: coverage of the 80% and 90% intervals, the
-90% interval's width, the error ratio of the 20% least against the 20% most certain spots).
+90% interval's width, the error ratio of the 20% least against the 20% most certain spots), with the error ratio
+of a ranking by the held-out spots' true library sizes beside them (a reference that reads their counts, not a
+method).
 
     PHG2ST_DATA_DIR=../shared/data .venv/bin/python benchmarks/dev_spread.py her2st --out dev_spread_her2st
     PHG2ST_DATA_DIR=../shared/data .venv/bin/python benchmarks/dev_spread.py mob --out dev_spread_mob
@@ -45,7 +47,7 @@ def error_ratio(per_spot_error: np.ndarray, rank_by: np.ndarray) -> float:
 
 def held_out_metrics(y: np.ndarray, out: np.ndarray, spread, held: np.ndarray, library: np.ndarray) -> dict:
     """The benchmark's uncertainty metrics on the held-out spots (the formulas of ``uncertainty_metrics``), and
-    the error ratio of a ranking by the spots' own library sizes, smallest first (a bound: it reads the held-out
+    the error ratio of a ranking by the spots' own library sizes, smallest first (a reference: it reads the held-out
     spots' counts, which no method has)."""
     err, std = np.abs(y[held] - out[held]), spread.std()[held].astype(np.float64)
     row = {f"coverage_{int(100 * c)}": float((err <= spread.quantile(c) * std).mean()) for c in (0.8, 0.9)}

@@ -1,9 +1,11 @@
 """Print the summary of a `phg2st benchmark` results folder as a markdown table (as in docs/benchmarks.md).
 
 Usage: .venv/bin/python benchmarks/summary_table.py RESULTS_DIR [--spots heldout] [--wide METHOD ...]
+       .venv/bin/python benchmarks/summary_table.py RESULTS_DIR --calibration METHOD
 
 ``--wide`` prints held-out PCC only, one row per target protocol and prompt fraction and one column per method
-given (in that order), the best of each row in bold.
+given (in that order), the best of each row in bold. ``--calibration`` prints the method's uncertainty metrics on
+held-out spots (seeds averaged within each fold; mean over folds, the range over folds in brackets for coverage).
 """
 
 from __future__ import annotations
@@ -21,8 +23,12 @@ def main() -> None:
     parser.add_argument("results", type=Path)
     parser.add_argument("--spots", default=None, help="only these scored spots (heldout or all)")
     parser.add_argument("--wide", nargs="+", default=None, help="methods as columns (held-out PCC)")
+    parser.add_argument("--calibration", default=None, help="this method's coverage, width and error ratio")
     args = parser.parse_args()
     table = pd.read_csv(args.results / "results.csv")
+    if args.calibration:
+        calibration(table, args.calibration)
+        return
     s = summarise(table)
     if args.wide:
         wide(s[s["spots"] == "heldout"], args.wide)
@@ -37,6 +43,20 @@ def main() -> None:
         print(
             f"| {r['protocol']} | {r['spots']} | {r['prompt_fraction']:.0%} | {r['method']} | {' | '.join(cells)} | {r['folds']} |"
         )
+
+
+def calibration(table: pd.DataFrame, method: str) -> None:
+    """Coverage of the 80% and 90% intervals, the 90% width and the error ratio on held-out spots, per protocol and
+    prompt fraction: seeds averaged within a fold, then the mean over folds (coverage with its range over folds)."""
+    metrics = ["coverage_80", "coverage_90", "width_90", "error_ratio"]
+    rows = table[(table["method"] == method) & (table["spots"] == "heldout")]
+    per = rows.groupby(["protocol", "prompt_fraction", "fold"])[metrics].mean().reset_index()
+    print("| targets | prompts | coverage 80% | coverage 90% | width 90% | error ratio |")
+    print("|---|---|---|---|---|---|")
+    for (protocol, fraction), r in per.groupby(["protocol", "prompt_fraction"], sort=True):
+        cov = [f"{r[c].mean():.3f} ({r[c].min():.3f}-{r[c].max():.3f})" for c in ("coverage_80", "coverage_90")]
+        print(f"| {protocol} | {fraction:.0%} | {' | '.join(cov)} | {r['width_90'].mean():.2f} | "
+              f"{r['error_ratio'].mean():.2f} |")  # fmt: skip
 
 
 def wide(s: pd.DataFrame, methods: list[str]) -> None:

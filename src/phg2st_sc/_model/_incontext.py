@@ -1,11 +1,12 @@
 """The in-context layer: adapt a network's prediction to a new section through that section's own prompts.
 
-Numpy only (no torch). Four components:
+Numpy only (no torch). Five components:
 
 - *regression kriging*: the network's prediction plus simple kriging of its residuals at the prompts; one
   squared-exponential kernel shared by all genes, its length scale and noise ratio chosen per section by the
   marginal likelihood of the prompts' residuals (amplitude profiled out);
-- *the prompt field*: the same kriging of the expression itself (the prompts alone);
+- *the prompt field*: the same kriging of the expression itself (the prompts alone), and *the long prompt field*,
+  the same with the length scale at least the prompts' median nearest-neighbour distance;
 - *in-section ridge*: ridge regression from the network's latent tokens and the image features to expression,
   fitted on the section's prompts (intercept unpenalised, penalty by cross-validation);
 - the network's prediction itself, re-centred on the prompts' mean (a per-gene offset).

@@ -434,7 +434,10 @@ def impute(
         the choice is recorded in ``uns``). ``False`` gives the network alone (an ablation). Other variants ignore it.
     uncertainty
         Write a predictive standard deviation and split-conformal intervals per spot and gene, calibrated on this
-        section's prompts (their cross-fitted errors; see the design notes). Needs the ``"adaptive"`` variant with
+        section's prompts (their cross-fitted errors; see the design notes). A gene's standard deviation is its
+        scale times the spot's: the kriging standard deviation (larger far from the prompts) times a factor read
+        from the spot's predicted level (spots predicted low across their genes, often few counts, are noisier on
+        unsmoothed targets). Needs the ``"adaptive"`` variant with
         ``in_context`` and at least 10 prompts. ``None`` (the default): where that holds; ``True``: required (an
         error otherwise, nothing written); ``False``: never. The intervals assume the prompts are a random sample
         of the spots; for prompts in blocks they are not calibrated.
