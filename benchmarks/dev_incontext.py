@@ -51,6 +51,27 @@ def sections(dataset: str, cache: Path) -> dict:
     return out
 
 
+def fold_models(secs: dict, dataset: str, protocols: list[str], models: Path, network: str = "propagated"):
+    """For each target protocol and test section: the protocol's targets of every section and the network trained
+    on the other sections (``network``: ``"image"`` or ``"propagated"``), kept in ``models`` and read from there
+    when present. Yields ``(protocol, test, targets, model)``."""
+    for proto in protocols:
+        panel = "her2st_785" if dataset == "her2st" else None
+        targets = {s: phg2st.tl.prepare_targets(a, proto, panel=panel) for s, a in secs.items()}
+        for test in targets:
+            path = models / f"{proto}_{test}{'' if network == 'image' else '_propagated'}.pt"
+            if path.exists():
+                model = phg2st.PHG2ST.load(path)
+            else:
+                train = [targets[s] for s in targets if s != test]
+                if network == "image":
+                    model = phg2st.tl.fit(train, config=IMAGE_ONLY, **FIT)
+                else:
+                    model = phg2st.tl.fit(train, config={"hidden": 128}, prompt_fraction=(0.05, 0.3), **FIT)
+                model.save(path)
+            yield proto, test, targets, model
+
+
 def oracle_combination(components: dict, y: np.ndarray, held: np.ndarray, per_gene: bool = False) -> np.ndarray:
     """The layer's form (non-negative weights shared by the genes, on per-gene standardised components) with the
     weights fitted on the held-out spots' measured values: the best any choice of weights could score there, an
@@ -111,14 +132,20 @@ def incontext_predictor(model, component: str | None = None, per_gene: bool = Fa
     return predict
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def dev_arguments(doc: str) -> argparse.ArgumentParser:
+    """The arguments the development scripts share: dataset, output folder, seeds, prompt strategy, protocols."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dataset", choices=["her2st", "mob"])
     ap.add_argument("--out", required=True)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--fraction", type=float, default=0.1)
     ap.add_argument("--strategy", default="random")
     ap.add_argument("--protocols", nargs="+", default=["heldout", "heldout_smoothed"])
+    return ap
+
+
+def main() -> None:
+    ap = dev_arguments(__doc__)
+    ap.add_argument("--fraction", type=float, default=0.1)
     ap.add_argument(
         "--network",
         choices=["image", "propagated"],
@@ -133,43 +160,30 @@ def main() -> None:
     secs = sections(args.dataset, Path("/tmp") / f"phg2st_cache_{args.dataset}")
     print(f"embedded in {time.perf_counter() - t0:.0f} s", flush=True)
     rows = []
-    for proto in args.protocols:
-        panel = "her2st_785" if args.dataset == "her2st" else None
-        targets = {s: phg2st.tl.prepare_targets(a, proto, panel=panel) for s, a in secs.items()}
-        for test in targets:
-            path = out / "models" / f"{proto}_{test}{'' if args.network == 'image' else '_propagated'}.pt"
-            if path.exists():
-                model = phg2st.PHG2ST.load(path)
-            else:
-                train = [targets[s] for s in targets if s != test]
-                if args.network == "image":
-                    model = phg2st.tl.fit(train, config=IMAGE_ONLY, **FIT)
-                else:
-                    model = phg2st.tl.fit(train, config={"hidden": 128}, prompt_fraction=(0.05, 0.3), **FIT)
-                model.save(path)
-            methods = {
-                "gp": baseline_predictor({"method": "gp"}),
-                "idw": baseline_predictor({"method": "idw"}),
-                "stack": baseline_predictor({"method": "stack"}, REP),
-                "network": model_predictor(model),
-                "in-context": incontext_predictor(model),
-                "ic: kriging only": incontext_predictor(model, "kriging"),
-                "ic: field only": incontext_predictor(model, "field"),
-                "ic: long field only": incontext_predictor(model, "field_long"),
-                "oracle weights (reads held-out values)": incontext_predictor(model, "oracle"),
-                "oracle weights per gene, cross-fitted (reads held-out values)": incontext_predictor(
-                    model, "oracle_per_gene"
-                ),
-                "ic: ridge only": incontext_predictor(model, "ridge"),
-                "ic: network recentred": incontext_predictor(model, "network"),
-            }
-            r, _ = evaluate_methods(targets[test].copy(), methods, seeds=args.seeds, fraction=args.fraction,
-                                    strategy=args.strategy, base={"protocol": proto, "section": test})  # fmt: skip
-            rows += r
-            fits = pd.DataFrame([{**f["weights"], "ell": f["length_scale"], "eta": f["noise_ratio"]}
-                                 for f in methods["in-context"].fits])  # fmt: skip
-            print(f"{proto} {test}: " + ", ".join(f"{m} {np.mean([x['pcc'] for x in r if x['method'] == m]):.3f}"
-                  for m in methods) + f" | weights {fits.mean().round(2).to_dict()}", flush=True)  # fmt: skip
+    for proto, test, targets, model in fold_models(secs, args.dataset, args.protocols, out / "models", args.network):
+        methods = {
+            "gp": baseline_predictor({"method": "gp"}),
+            "idw": baseline_predictor({"method": "idw"}),
+            "stack": baseline_predictor({"method": "stack"}, REP),
+            "network": model_predictor(model),
+            "in-context": incontext_predictor(model),
+            "ic: kriging only": incontext_predictor(model, "kriging"),
+            "ic: field only": incontext_predictor(model, "field"),
+            "ic: long field only": incontext_predictor(model, "field_long"),
+            "oracle weights (reads held-out values)": incontext_predictor(model, "oracle"),
+            "oracle weights per gene, cross-fitted (reads held-out values)": incontext_predictor(
+                model, "oracle_per_gene"
+            ),
+            "ic: ridge only": incontext_predictor(model, "ridge"),
+            "ic: network recentred": incontext_predictor(model, "network"),
+        }
+        r, _ = evaluate_methods(targets[test].copy(), methods, seeds=args.seeds, fraction=args.fraction,
+                                strategy=args.strategy, base={"protocol": proto, "section": test})  # fmt: skip
+        rows += r
+        fits = pd.DataFrame([{**f["weights"], "ell": f["length_scale"], "eta": f["noise_ratio"]}
+                             for f in methods["in-context"].fits])  # fmt: skip
+        print(f"{proto} {test}: " + ", ".join(f"{m} {np.mean([x['pcc'] for x in r if x['method'] == m]):.3f}"
+              for m in methods) + f" | weights {fits.mean().round(2).to_dict()}", flush=True)  # fmt: skip
     table = pd.DataFrame(rows)
     table.to_csv(out / "rows.csv", index=False)
     per = table.groupby(["protocol", "method", "section"], sort=False)["pcc"].mean().reset_index()

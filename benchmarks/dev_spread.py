@@ -16,13 +16,12 @@ method).
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from dev_incontext import FIT, REP, sections
+from dev_incontext import REP, dev_arguments, fold_models, sections
 
 import phg2st_sc as phg2st
 from phg2st_sc._constants import Keys
@@ -58,13 +57,8 @@ def held_out_metrics(y: np.ndarray, out: np.ndarray, spread, held: np.ndarray, l
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("dataset", choices=["her2st", "mob"])
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap = dev_arguments(__doc__)
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.1])
-    ap.add_argument("--strategy", default="random")
-    ap.add_argument("--protocols", nargs="+", default=["heldout", "heldout_smoothed"])
     args = ap.parse_args()
     out = Path(args.out)
     (out / "models").mkdir(parents=True, exist_ok=True)
@@ -72,41 +66,31 @@ def main() -> None:
     t0 = time.perf_counter()
     secs = sections(args.dataset, Path("/tmp") / f"phg2st_cache_{args.dataset}")
     rows = []
-    for proto in args.protocols:
-        panel = "her2st_785" if args.dataset == "her2st" else None
-        targets = {s: phg2st.tl.prepare_targets(a, proto, panel=panel) for s, a in secs.items()}
-        for test in targets:
-            path = out / "models" / f"{proto}_{test}_propagated.pt"
-            if path.exists():
-                model = phg2st.PHG2ST.load(path)
-            else:
-                train = [targets[s] for s in targets if s != test]
-                model = phg2st.tl.fit(train, config={"hidden": 128}, prompt_fraction=(0.05, 0.3), **FIT)
-                model.save(path)
-            for fraction in args.fractions:
-                for seed in args.seeds:
-                    a = targets[test].copy()
-                    draw_prompts(a, fraction, seed, args.strategy, REP)
-                    prompt = a.obs[Keys.PROMPT].to_numpy(bool)
-                    import torch
+    for proto, test, targets, model in fold_models(secs, args.dataset, args.protocols, out / "models"):
+        for fraction in args.fractions:
+            for seed in args.seeds:
+                a = targets[test].copy()
+                draw_prompts(a, fraction, seed, args.strategy, REP)
+                prompt = a.obs[Keys.PROMPT].to_numpy(bool)
+                import torch
 
-                    net, latent = model.predict(a, prompt, network_only=True)
-                    with torch.inference_mode():
-                        oof, tokens = model._cross_fitted(model.tensors(a, prompt=prompt), prompt, "cpu", (net, latent))
-                    y = as_dense(a.X, dtype=np.float64)
-                    library = np.asarray(secs[test][a.obs_names].X.sum(1), dtype=float).ravel()
-                    xy = np.asarray(a.obsm[Keys.SPATIAL], dtype=float)
-                    for name, inputs in CHOICES.items():
-                        _incontext.SPOT_INPUTS = inputs
-                        pred, fit = _incontext.adapt(net.astype(float), latent, np.asarray(a.obsm[REP], float),
-                                                     xy / spot_pitch(xy), prompt, y[prompt], network_at_prompts=oof,
-                                                     latent_at_prompts=tokens)  # fmt: skip
-                        r = held_out_metrics(y, pred.astype(np.float64), fit.spread, ~prompt, library)
-                        rows.append({"protocol": proto, "section": test, "fraction": fraction, "seed": seed,
-                                     "spot_scale": name, **r})  # fmt: skip
-            last = pd.DataFrame(rows[-len(CHOICES) * len(args.seeds) * len(args.fractions) :])
-            print(f"{proto} {test}:", last.groupby("spot_scale", sort=False)[["coverage_80", "error_ratio"]]
-                  .mean().round(3).to_dict("index"), flush=True)  # fmt: skip
+                net, latent = model.predict(a, prompt, network_only=True)
+                with torch.inference_mode():
+                    oof, tokens = model._cross_fitted(model.tensors(a, prompt=prompt), prompt, "cpu", (net, latent))
+                y = as_dense(a.X, dtype=np.float64)
+                library = np.asarray(secs[test][a.obs_names].X.sum(1), dtype=float).ravel()
+                xy = np.asarray(a.obsm[Keys.SPATIAL], dtype=float)
+                for name, inputs in CHOICES.items():
+                    _incontext.SPOT_INPUTS = inputs
+                    pred, fit = _incontext.adapt(net.astype(float), latent, np.asarray(a.obsm[REP], float),
+                                                 xy / spot_pitch(xy), prompt, y[prompt], network_at_prompts=oof,
+                                                 latent_at_prompts=tokens)  # fmt: skip
+                    r = held_out_metrics(y, pred.astype(np.float64), fit.spread, ~prompt, library)
+                    rows.append({"protocol": proto, "section": test, "fraction": fraction, "seed": seed,
+                                 "spot_scale": name, **r})  # fmt: skip
+        last = pd.DataFrame(rows[-len(CHOICES) * len(args.seeds) * len(args.fractions) :])
+        print(f"{proto} {test}:", last.groupby("spot_scale", sort=False)[["coverage_80", "error_ratio"]]
+              .mean().round(3).to_dict("index"), flush=True)  # fmt: skip
     table = pd.DataFrame(rows)
     table.to_csv(out / "rows.csv", index=False)
     per = table.groupby(["protocol", "fraction", "spot_scale", "section"], sort=False).mean(numeric_only=True)
