@@ -143,6 +143,14 @@ def dev_arguments(doc: str) -> argparse.ArgumentParser:
     return ap
 
 
+def dev_setup(args: argparse.Namespace) -> tuple[Path, dict]:
+    """The output folder (with ``models/`` made) and the dataset's embedded sections; progress bars off."""
+    out = Path(args.out)
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    phg2st.settings.progress = False
+    return out, sections(args.dataset, Path("/tmp") / f"phg2st_cache_{args.dataset}")
+
+
 def main() -> None:
     ap = dev_arguments(__doc__)
     ap.add_argument("--fraction", type=float, default=0.1)
@@ -153,11 +161,8 @@ def main() -> None:
         help="the network under the layer: image-only, or the propagated variant (reads the prompts)",
     )
     args = ap.parse_args()
-    out = Path(args.out)
-    (out / "models").mkdir(parents=True, exist_ok=True)
-    phg2st.settings.progress = False
     t0 = time.perf_counter()
-    secs = sections(args.dataset, Path("/tmp") / f"phg2st_cache_{args.dataset}")
+    out, secs = dev_setup(args)
     print(f"embedded in {time.perf_counter() - t0:.0f} s", flush=True)
     rows = []
     for proto, test, targets, model in fold_models(secs, args.dataset, args.protocols, out / "models", args.network):

@@ -17,13 +17,11 @@ method).
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from dev_incontext import REP, dev_arguments, fold_models, sections
+from dev_incontext import REP, dev_arguments, dev_setup, fold_models
 
-import phg2st_sc as phg2st
 from phg2st_sc._constants import Keys
 from phg2st_sc._model import _incontext
 from phg2st_sc._utils import as_dense, spot_pitch
@@ -60,11 +58,8 @@ def main() -> None:
     ap = dev_arguments(__doc__)
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.1])
     args = ap.parse_args()
-    out = Path(args.out)
-    (out / "models").mkdir(parents=True, exist_ok=True)
-    phg2st.settings.progress = False
     t0 = time.perf_counter()
-    secs = sections(args.dataset, Path("/tmp") / f"phg2st_cache_{args.dataset}")
+    out, secs = dev_setup(args)
     rows = []
     for proto, test, targets, model in fold_models(secs, args.dataset, args.protocols, out / "models"):
         for fraction in args.fractions:

@@ -14,12 +14,10 @@ fit's per-gene offset, which the within-fold errors at the prompts cannot show);
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
-from dev_incontext import REP, dev_arguments, fold_models, sections
+from dev_incontext import REP, dev_arguments, dev_setup, fold_models
 
-import phg2st_sc as phg2st
 from phg2st_sc._constants import Keys
 from phg2st_sc._model import _incontext
 from phg2st_sc._utils import as_dense, spot_pitch
@@ -33,11 +31,8 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    out = Path(args.out)
-    (out / "models").mkdir(parents=True, exist_ok=True)
-    phg2st.settings.progress = False
     t0 = time.perf_counter()
-    secs = sections(args.dataset, Path("/tmp") / f"phg2st_cache_{args.dataset}")
+    out, secs = dev_setup(args)
     for proto, test, targets, model in fold_models(secs, args.dataset, args.protocols, out / "models"):
         if args.sections and test not in args.sections:
             continue
