@@ -47,16 +47,21 @@ def main() -> None:
 
 def calibration(table: pd.DataFrame, method: str) -> None:
     """Coverage of the 80% and 90% intervals, the 90% width and the error ratio on held-out spots, per protocol and
-    prompt fraction: seeds averaged within a fold, then the mean over folds (coverage with its range over folds)."""
+    prompt fraction: seeds averaged within a fold, then the mean over folds (coverage with its range over folds).
+    Folds without uncertainty (fewer prompts than the layer needs) are left out and counted."""
     metrics = ["coverage_80", "coverage_90", "width_90", "error_ratio"]
     rows = table[(table["method"] == method) & (table["spots"] == "heldout")]
     per = rows.groupby(["protocol", "prompt_fraction", "fold"])[metrics].mean().reset_index()
-    print("| targets | prompts | coverage 80% | coverage 90% | width 90% | error ratio |")
-    print("|---|---|---|---|---|---|")
+    print("| targets | prompts | coverage 80% | coverage 90% | width 90% | error ratio | folds |")
+    print("|---|---|---|---|---|---|---|")
     for (protocol, fraction), r in per.groupby(["protocol", "prompt_fraction"], sort=True):
+        r = r.dropna(subset=metrics)
+        if r.empty:
+            print(f"| {protocol} | {fraction:.0%} | | | | | 0 |")
+            continue
         cov = [f"{r[c].mean():.3f} ({r[c].min():.3f}-{r[c].max():.3f})" for c in ("coverage_80", "coverage_90")]
         print(f"| {protocol} | {fraction:.0%} | {' | '.join(cov)} | {r['width_90'].mean():.2f} | "
-              f"{r['error_ratio'].mean():.2f} |")  # fmt: skip
+              f"{r['error_ratio'].mean():.2f} | {len(r)} |")  # fmt: skip
 
 
 def wide(s: pd.DataFrame, methods: list[str]) -> None:
