@@ -6,15 +6,13 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from phg2st_sc._model._encoders import Encoder, describe
+from phg2st_sc._model._encoders import Encoder, borrowed, describe
 from phg2st_sc.pp._tiles import RegionReader
 
 logger = logging.getLogger("phg2st_sc")
@@ -123,28 +121,6 @@ class TileCache:
         buf = io.BytesIO()
         np.save(buf, np.asarray(arr, dtype=np.float32), allow_pickle=False)
         self._atomic(self._path(b), buf.getvalue())
-
-
-@contextmanager
-def borrowed(model: torch.nn.Module, dev: torch.device, channels_last: bool = False) -> Iterator[torch.nn.Module]:
-    """``model`` on ``dev`` in eval mode for the duration, then as its owner had it.
-
-    The device of its parameters and buffers (when they were all on one) and each submodule's train/eval flag are
-    restored on exit, errors included, so that embedding with a user's module leaves that module where it was.
-    The memory format is not restored (only the package's own encoders, built for the call, use channels-last).
-    """
-    modes = [(m, m.training) for m in model.modules()]
-    places = {t.device for t in (*model.parameters(), *model.buffers())}
-    try:
-        model = model.to(dev).eval()
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        yield model
-    finally:
-        if len(places) == 1:
-            model.to(places.pop())
-        for m, training in modes:
-            m.training = training
 
 
 def embed_regions(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,6 +195,28 @@ def _module_fingerprint(model: nn.Module) -> str:
     return h.hexdigest()[:32]
 
 
+@contextmanager
+def borrowed(model: nn.Module, dev: torch.device | None, channels_last: bool = False) -> Iterator[nn.Module]:
+    """``model`` on ``dev`` (``None``: where it is) in eval mode for the duration, then as its owner had it.
+
+    The device of its parameters and buffers (when they were all on one) and each submodule's train/eval flag are
+    restored on exit, errors included, so that embedding with a user's module leaves that module where it was.
+    The memory format is not restored (only the package's own encoders, built for the call, use channels-last).
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    places = {t.device for t in (*model.parameters(), *model.buffers())}
+    try:
+        model = (model if dev is None else model.to(dev)).eval()
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        yield model
+    finally:
+        if dev is not None and len(places) == 1:
+            model.to(places.pop())
+        for m, training in modes:
+            m.training = training
+
+
 def get_encoder(
     encoder: str | nn.Module | Callable,
     weights: str | os.PathLike | None = None,
@@ -219,17 +242,12 @@ def get_encoder(
     if weights is not None:
         raise ValueError("`weights` applies to named encoders; load the weights into your module yourself.")
     model = encoder if isinstance(encoder, nn.Module) else _CallableModule(encoder)
-    # the dry run goes where the module's weights are (a module already moved to a GPU is probed there), in eval
-    # mode, and leaves the module's train/eval flags as they were (embed_tiles borrows it the same way)
+    # the dry run goes where the module's weights are (a module already moved to a GPU is probed there), borrowed in
+    # eval mode as embed_tiles borrows it
     param = next(iter(model.parameters()), None)
     probe = torch.zeros(2, 3, input_size, input_size, device=param.device if param is not None else "cpu")
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        with torch.inference_mode():
-            out = model.eval()(probe)
-    finally:
-        for m, training in modes:
-            m.training = training
+    with borrowed(model, None) as m, torch.inference_mode():
+        out = m(probe)
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 2:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"The encoder must map (B, 3, {input_size}, {input_size}) to (B, dim); it returned {got}.")

@@ -338,27 +338,6 @@ def kriging_variance(
     return np.maximum(out, eta)
 
 
-def fit_spread(
-    xy_p: np.ndarray,
-    xy: np.ndarray,
-    errors: np.ndarray,
-    folds: list[np.ndarray],
-    ell: float,
-    eta: float,
-    systems: dict | None = None,
-) -> Spread:
-    """The predictive spread of a prediction whose cross-fitted errors at the prompts are ``errors`` (p, genes).
-
-    The spot scale is the kriging standard deviation with the kernel (``ell``, ``eta``); at each prompt it is
-    computed from the other folds, as its error was. Exchangeable prompts and spots (random prompts) make the
-    conformal intervals valid on average over spots and genes; prompts placed in blocks are not exchangeable with
-    the spots they leave out, and the kriging variance then carries the distance only as far as the kernel allows.
-    ``systems`` as in :func:`krige`.
-    """
-    gene_scale, scores = _calibrate_spread(xy_p, errors, folds, ell, eta, systems)
-    return Spread(gene_scale, np.sqrt(kriging_variance(xy_p, xy, ell, eta, systems)), scores)
-
-
 def _cv_kriging_sd(
     xy_p: np.ndarray, folds: list[np.ndarray], ell: float, eta: float, systems: dict | None
 ) -> np.ndarray:
@@ -370,22 +349,13 @@ def _cv_kriging_sd(
     return np.sqrt(v_cv)
 
 
-def _calibrate_spread(
-    xy_p: np.ndarray,
-    errors: np.ndarray,
-    folds: list[np.ndarray],
-    ell: float,
-    eta: float,
-    systems: dict | None,
-    u_cv: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`fit_spread`'s gene scale and conformal scores, from the prompts alone.
+def _calibrate_spread(errors: np.ndarray, u_cv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The spread's gene scale and conformal scores from the prompts' cross-fitted ``errors`` (p, genes).
 
-    ``u_cv`` is the spot scale at each prompt, made without that prompt's fold (default: the cross-fitted kriging
-    standard deviation, :func:`_cv_kriging_sd`).
+    ``u_cv`` is the spot scale at each prompt, made without that prompt's fold (as its error was). Exchangeable
+    prompts and spots (random prompts) make the conformal intervals valid on average over spots and genes; prompts
+    placed in blocks are not exchangeable with the spots they leave out.
     """
-    if u_cv is None:
-        u_cv = _cv_kriging_sd(xy_p, folds, ell, eta, systems)
     raw = ((errors / u_cv[:, None]) ** 2).mean(0)
     # shrunk towards the typical gene: a gene never expressed at the few prompts has no error there, but may be
     # expressed elsewhere (without this its interval would have zero width, and its zero scores would pull the
@@ -605,16 +575,17 @@ def adapt(
     kernel = kernels[max(kernels, key=lambda c: w[c])]  # the kriging that weighs most (ties: regression kriging)
     # compared within folds as the weights were (a pass's level is an artefact of leaving its fold out), each fold's
     # centred errors rescaled by sqrt(m / (m - 1)) so that their variance is that of an error, not of its deviation
-    errors = _within_folds(y_prompt - sum(w[c] * cv[c] for c in COMPONENTS), folds)
+    combined_cv = sum(w[c] * (cv[c] - mu) for c in COMPONENTS)  # the combination's cross-fitted prediction - mu
+    errors = _within_folds(y_prompt - mu - combined_cv, folds)
     for part in folds:
         errors[part] *= np.sqrt(len(part) / max(len(part) - 1, 1))
     ell_s, eta_s = float(np.median(kernel[0])), float(np.median(kernel[1]))
     # the spot scale: the kriging standard deviation times a factor read from the predicted level and the features
     # (fitted on the prompts' cross-fitted errors; constant when they do not predict the error's size)
     u_cv = _cv_kriging_sd(xy_p, folds, ell_s, eta_s, systems)
-    level_p = (sum(w[c] * (cv[c] - mu) for c in COMPONENTS) / sd).mean(1)  # as at the spots: mu + sum w (. - mu)
+    level_p = (combined_cv / sd).mean(1)  # taken as at the spots: their prediction is mu + sum w (. - mu)
     spot_model, factor_cv = _fit_spot_model(_spot_inputs(level_p, feats[prompt]), errors, u_cv, folds)
-    gene_scale, conformal = _calibrate_spread(xy_p, errors, folds, ell_s, eta_s, systems, u_cv * factor_cv)
+    gene_scale, conformal = _calibrate_spread(errors, u_cv * factor_cv)
     # every spot's prediction, one compact block of spots at a time (one block up to BLOCK spots); the components
     # without weight are not computed
     ridge_fit = _ridge(feats[prompt], y_prompt, alpha)
