@@ -336,6 +336,12 @@ def test_tiled_tiff_is_read_lazily_and_embeds_as_the_decoded_image(tmp_path):
     got = phg2st.pp.embed_tiles(a, encoder=enc, tile_size=48, grid_size=3, copy=True, key_added="X_c")
     np.testing.assert_array_equal(got.obsm["X_c"], want.obsm["X_c"])
     np.testing.assert_array_equal(got.uns["X_c"]["tile_embeddings"], want.uns["X_c"]["tile_embeddings"])
+    # forked data-loader workers (the default with a GPU) each read the TIFF through their own handle: through the
+    # parent's, their reads interleaved and failed to decode (found on an H200); equal up to float rounding, which
+    # depends on the batch size on a GPU
+    forked = phg2st.pp.embed_tiles(a, encoder=enc, tile_size=48, grid_size=3, copy=True, key_added="X_c",
+                                   num_workers=2, batch_size=4)  # fmt: skip
+    np.testing.assert_allclose(forked.uns["X_c"]["tile_embeddings"], want.uns["X_c"]["tile_embeddings"], rtol=1e-5)
 
 
 def test_a_users_module_is_handed_back_as_it_came(tmp_path):
@@ -373,3 +379,21 @@ def test_a_module_with_batch_norm_is_fingerprinted():
     assert enc.dim == 512 and len(enc.fingerprint) == 32
     model.bn1.num_batches_tracked += 1  # the counter is part of the identity, as every other tensor is
     assert get_encoder(model, input_size=32).fingerprint != enc.fingerprint
+
+
+def test_fp32_on_a_gpu_is_plain_float32_for_the_call():
+    # cuDNN's convolutions run in TF32 by default on recent GPUs (features moved by ~1% on an H200): "fp32" turns it
+    # off for the call only, and touches nothing on the CPU or in the reduced precisions
+    from phg2st_sc._model._embed import ieee_fp32
+
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    before = (conv.fp32_precision, matmul.fp32_precision)
+    with ieee_fp32(torch.device("cuda"), "fp32"):
+        assert (conv.fp32_precision, matmul.fp32_precision) == ("ieee", "ieee")
+    assert (conv.fp32_precision, matmul.fp32_precision) == before
+    for dev, prec in ((torch.device("cpu"), "fp32"), (torch.device("cuda"), "bf16")):
+        with ieee_fp32(dev, prec):
+            assert (conv.fp32_precision, matmul.fp32_precision) == before
+    with pytest.raises(RuntimeError), ieee_fp32(torch.device("cuda"), "fp32"):
+        raise RuntimeError("the encoder failed")
+    assert (conv.fp32_precision, matmul.fp32_precision) == before

@@ -197,7 +197,8 @@ def embed_tiles(
         ``"auto"`` (CUDA, then MPS, then CPU), or a torch device string.
     precision
         ``"auto"`` uses bf16 autocast where the hardware runs it natively (CUDA, CPUs with AVX512-BF16/AMX) and
-        fp32 elsewhere; bf16 changes features by a few percent.
+        fp32 elsewhere; bf16 changes features by a few percent. ``"fp32"`` is plain float32 on a GPU too (TF32
+        off for the call).
     num_workers
         Data-loader worker processes; ``None`` uses none on the CPU and up to 8 with a GPU.
     cache_dir

@@ -12,6 +12,7 @@ is masked (index -1) and never embedded; a cell or spot tile partly outside is p
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,6 +146,7 @@ class RegionReader:
     ):
         self._image = image
         self._loaded = None if callable(image) else image
+        self._pid = os.getpid()  # the process that loaded ``_loaded`` (see ``pixels``)
         self.channels_first = channels_first
         self.scale = 1.0 if scale is None else float(scale)
         if shape is None:
@@ -161,8 +163,13 @@ class RegionReader:
 
     @property
     def pixels(self):
-        if self._loaded is None:
+        # a lazy image loaded by our callable holds an open file (a tiled TIFF's handle): a forked data-loader
+        # worker opens its own, since reads through a handle shared with the parent and the other workers interleave
+        # their seeks and decode each other's bytes (zlib errors, or wrong pixels where nothing is compressed)
+        stale = callable(self._image) and not isinstance(self._loaded, np.ndarray) and self._pid != os.getpid()
+        if self._loaded is None or stale:
             self._loaded = self._image()
+            self._pid = os.getpid()
         return self._loaded
 
     def read(self, x0: int, y0: int, size: int) -> np.ndarray:
