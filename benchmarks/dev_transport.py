@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +88,23 @@ def slopes(captured: dict, comps: dict, prompt: np.ndarray, y_all: np.ndarray) -
     return out
 
 
+@contextmanager
+def without_ridge() -> Iterator[None]:
+    """The layer's combination and safeguard without the ridge (its weight 0), within the block."""
+    combine, safeguard = _incontext.combine, _incontext._safeguard
+
+    def drop(cv: dict) -> dict:
+        return {c: v for c, v in cv.items() if c != "ridge"}
+
+    _incontext.combine = lambda cv, target, folds: combine(drop(cv), target, folds) | {"ridge": 0.0}
+    _incontext._safeguard = lambda w, cv, y, folds: (
+        lambda out: (out[0] | {"ridge": 0.0}, out[1]))(safeguard(drop(w), drop(cv), y, folds))  # fmt: skip
+    try:
+        yield
+    finally:
+        _incontext.combine, _incontext._safeguard = combine, safeguard
+
+
 def choose(w: dict, pred: dict) -> dict:
     """The safeguard on predicted scores: combination if clearly above the best single, else that if clearly above
     the network, else the network."""
@@ -102,6 +121,7 @@ def main() -> None:
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.1])
     ap.add_argument("--strategies", nargs="+", default=["random", "variance"])
     ap.add_argument("--sections", nargs="*", default=None)
+    ap.add_argument("--no-ridge", action="store_true", help="also the layer without its ridge component")
     ap.add_argument("--slopes", action="store_true", help="print each component's calibration slopes (diagnosis)")
     args = ap.parse_args()
     t0 = time.perf_counter()
@@ -149,6 +169,11 @@ def main() -> None:
                     if args.slopes:
                         for c, v in slopes(captured, comps, prompt, y_all).items():
                             print(f"  {c:10s} " + " ".join(f"{k} {x:.3f}" for k, x in v.items()))
+                    if args.no_ridge:  # the layer with the ridge left out of the combination and of the safeguard
+                        with without_ridge():
+                            preds["layer_no_ridge"], _ = _incontext.adapt(
+                                net.astype(float), latent, np.asarray(a.obsm[REP], float), xy / spot_pitch(xy), prompt,
+                                y, network_at_prompts=oof, latent_at_prompts=tokens)  # fmt: skip
                     held = ~prompt
                     base = {"protocol": proto, "section": test, "strategy": strategy, "fraction": frac, "seed": seed}
                     for m, p in preds.items():
