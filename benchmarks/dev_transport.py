@@ -148,6 +148,8 @@ def main() -> None:
                 for seed in args.seeds:
                     draw_prompts(a, frac, seed, strategy, REP)
                     prompt = a.obs[Keys.PROMPT].to_numpy(bool)
+                    if prompt.sum() < _incontext.MIN_PROMPTS:  # the layer keeps the network: no components
+                        continue
                     net, latent = model.predict(a, prompt, network_only=True)
                     with torch.inference_mode():
                         oof, tokens = model._cross_fitted(model.tensors(a, prompt=prompt), prompt, "cpu", (net, latent))
