@@ -3,7 +3,7 @@
 For each section of the development folds (her2st C2-C6, MOB1-4) and prompt fraction: the ratio of the mean distance
 from a prompt to the nearest prompt of the other cross-fitting folds (``_incontext.prompt_folds``) to the mean
 distance from a non-prompt spot to its nearest prompt, over random draws (seeds 0-29), the kriging-variance design
-and space-filling designs (seeds 0-2); the median-based ratio beside it. Coordinates only: no expression, no model.
+and space-filling designs (seeds 0-2), random blocks and designed blocks; the median-based ratio beside it. Coordinates only: no expression, no model.
 Sections with fewer prompts than the layer needs are skipped.
 
     PHG2ST_DATA_DIR=../shared/data .venv/bin/python benchmarks/prompt_spread.py
@@ -21,7 +21,8 @@ from phg2st_sc._constants import Keys
 from phg2st_sc._model._incontext import MIN_PROMPTS, prompt_folds
 from phg2st_sc.tl._evaluation import draw_prompts
 
-DRAWS = {"random": range(30), "variance": [0], "space": range(3)}
+DRAWS = {"random": range(30), "variance": [0], "space": range(3), "blocks": range(3), "variance_blocks": [0],
+         "space_blocks": range(3)}  # fmt: skip
 FRACTIONS = (0.05, 0.1, 0.2, 0.3)
 
 
