@@ -100,24 +100,31 @@ def oracle_combination(components: dict, y: np.ndarray, held: np.ndarray, per_ge
     return sum(wi * components[c] for wi, c in zip(w, names, strict=True))
 
 
+def layer_inputs(model, adata, prompt: np.ndarray) -> tuple[tuple, dict]:
+    """The positional and keyword arguments of ``_incontext.adapt`` for ``model`` on ``adata`` with these prompts:
+    the network's prediction and tokens, and, for a network that reads the prompts, its cross-fitted passes (as
+    the adaptive variant makes them)."""
+    import torch
+
+    net, latent = model.predict(adata, prompt, network_only=True)
+    oof = tokens = None
+    if model.config["use_prompts"]:
+        with torch.inference_mode():
+            oof, tokens = model._cross_fitted(model.tensors(adata, prompt=prompt), prompt, "cpu", (net, latent))
+    y = as_dense(adata[prompt].X, dtype=np.float64)
+    xy = np.asarray(adata.obsm[Keys.SPATIAL], dtype=float)
+    args = (net.astype(float), latent, np.asarray(adata.obsm[REP], float), xy / spot_pitch(xy), prompt, y)
+    return args, {"network_at_prompts": oof, "latent_at_prompts": tokens}
+
+
 def incontext_predictor(model, component: str | None = None, per_gene: bool = False):
     """The network plus the in-context layer (or one of its components: network, kriging, field, field_long, ridge)."""
 
     def predict(adata, layer, seed):
-        import torch
-
         prompt = adata.obs[Keys.PROMPT].to_numpy(bool)
-        net, latent = model.predict(adata, prompt, network_only=True)
-        oof = tokens = None
-        if model.config["use_prompts"]:  # the network reads the prompts: cross-fit it, as the adaptive variant does
-            with torch.inference_mode():
-                oof, tokens = model._cross_fitted(model.tensors(adata, prompt=prompt), prompt, "cpu", (net, latent))
-        y = as_dense(adata[prompt].X, dtype=np.float64)
-        xy = np.asarray(adata.obsm[Keys.SPATIAL], dtype=float)
-        out, fit = _incontext.adapt(net.astype(float), latent, np.asarray(adata.obsm[REP], float), xy / spot_pitch(xy),
-                                    prompt, y, per_gene=per_gene, network_at_prompts=oof,
-                                    keep_components=component is not None,
-                                    latent_at_prompts=tokens)  # fmt: skip
+        args, kwargs = layer_inputs(model, adata, prompt)
+        y = args[5]
+        out, fit = _incontext.adapt(*args, per_gene=per_gene, keep_components=component is not None, **kwargs)
         if component in ("oracle", "oracle_per_gene"):  # weights fitted on the held-out spots: a bound, not a method
             y_all = as_dense(adata.X, dtype=np.float64)
             out = oracle_combination(fit.components, y_all, ~prompt, per_gene=component == "oracle_per_gene")

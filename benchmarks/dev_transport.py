@@ -22,35 +22,43 @@ from scipy.optimize import nnls
 
 from phg2st_sc._constants import Keys
 from phg2st_sc._model import _incontext
-from phg2st_sc._utils import as_dense, spot_pitch
+from phg2st_sc._utils import as_dense
 from phg2st_sc.tl._evaluation import draw_prompts
 
 sys.path.insert(0, str(Path(__file__).parent))
-from dev_incontext import REP, dev_arguments, dev_setup, fold_models
+from dev_incontext import REP, dev_arguments, dev_setup, fold_models, layer_inputs
 
 COMP = list(_incontext.COMPONENTS)
 
 
-def transported(captured: dict, comps: dict, prompt: np.ndarray, pooled: bool) -> tuple[dict, np.ndarray]:
-    """Weights (shared by genes) and each candidate's predicted per-gene PCC at the non-prompt spots."""
+def standardised(captured: dict, comps: dict, prompt: np.ndarray) -> tuple[np.ndarray, dict, dict]:
+    """Per-gene standardised on the prompts' mean and sd: the prompts' values within folds, and per component its
+    cross-fitted predictions within folds and its predictions at the non-prompt spots centred there."""
     cv, y, folds = captured["cv"], captured["y"], captured["folds"]
     mu, sd = y.mean(0), np.where(y.std(0) > 0, y.std(0), 1.0)
-    t = _incontext._within_folds((y - mu) / sd, folds)
-    held = ~prompt
-    beta, var, h = {}, {}, {}
+    at_prompts, held = {}, {}
     for c in COMP:
-        a = _incontext._within_folds((cv[c] - mu) / sd, folds)
+        at_prompts[c] = _incontext._within_folds((cv[c] - mu) / sd, folds)
+        x = (comps[c][~prompt] - mu) / sd
+        held[c] = x - x.mean(0)
+    return _incontext._within_folds((y - mu) / sd, folds), at_prompts, held
+
+
+def transported(captured: dict, comps: dict, prompt: np.ndarray, pooled: bool) -> tuple[dict, dict]:
+    """Weights (shared by genes) and each candidate's predicted per-gene PCC at the non-prompt spots."""
+    t, at_prompts, h = standardised(captured, comps, prompt)
+    beta, var = {}, {}
+    for c in COMP:
+        a = at_prompts[c]
         den = (a * a).sum(0)
         if pooled:
-            beta[c] = np.full(y.shape[1], (a * t).sum() / max(den.sum(), 1e-12))
+            beta[c] = np.full(t.shape[1], (a * t).sum() / max(den.sum(), 1e-12))
         else:
             beta[c] = np.where(den > 1e-12, (a * t).sum(0) / np.where(den > 1e-12, den, 1.0), 0.0)
-        x = (comps[c][held] - mu) / sd
-        h[c] = x - x.mean(0)
         var[c] = (h[c] ** 2).mean(0)
-    g = y.shape[1]
     b = np.stack([beta[c] * var[c] for c in COMP], 1)  # (genes, components)
-    gram = np.einsum("ngc,ngd->gcd", np.stack([h[c] for c in COMP], 2), np.stack([h[c] for c in COMP], 2)) / held.sum()
+    stacked = np.stack([h[c] for c in COMP], 2)
+    gram = np.einsum("ngc,ngd->gcd", stacked, stacked) / len(stacked)
     q, r = gram.sum(0), b.sum(0)
     lam = np.linalg.cholesky(q + 1e-9 * np.trace(q) * np.eye(len(COMP)))
     w, _ = nnls(lam.T, np.linalg.solve(lam, r))
@@ -62,7 +70,6 @@ def transported(captured: dict, comps: dict, prompt: np.ndarray, pooled: bool) -
 
     singles = {c: rho(np.eye(len(COMP))[k]) for k, c in enumerate(COMP)}
     singles["combined"] = rho(w) if w.any() else singles["network"]
-    del g
     return dict(zip(COMP, w, strict=True)), singles
 
 
@@ -70,17 +77,13 @@ def slopes(captured: dict, comps: dict, prompt: np.ndarray, y_all: np.ndarray) -
     """Per component: the calibration slope of the truth on the component (pooled over genes, per-gene standardised)
     over the prompts (cross-fitted, within folds) and over the non-prompt spots (reads their values: a diagnosis),
     the PCC the transport predicts there and the PCC there."""
-    cv, y, folds = captured["cv"], captured["y"], captured["folds"]
-    mu, sd = y.mean(0), np.where(y.std(0) > 0, y.std(0), 1.0)
-    t = _incontext._within_folds((y - mu) / sd, folds)
-    held = ~prompt
-    yh = (y_all[held] - mu) / sd
+    t, at_prompts, held = standardised(captured, comps, prompt)
+    y = captured["y"]
+    yh = (y_all[~prompt] - y.mean(0)) / np.where(y.std(0) > 0, y.std(0), 1.0)
     yh = yh - yh.mean(0)
     out = {}
     for c in COMP:
-        f = _incontext._within_folds((cv[c] - mu) / sd, folds)
-        x = (comps[c][held] - mu) / sd
-        x = x - x.mean(0)
+        f, x = at_prompts[c], held[c]
         beta = (f * t).sum() / max((f * f).sum(), 1e-12)
         out[c] = {"beta_prompts": beta, "beta_heldout": (x * yh).sum() / max((x * x).sum(), 1e-12),
                   "predicted_pcc": float(np.mean(beta * x.std(0))), "pcc": float(_incontext._pcc_genes(x, yh).mean()),
@@ -135,13 +138,10 @@ def main() -> None:
         return keep(w, cv, y, folds)
 
     _incontext._safeguard = spy
-    import torch
-
     for proto, test, targets, model in fold_models(secs, args.dataset, args.protocols, out / "models"):
         if args.sections and test not in args.sections:
             continue
         a = targets[test].copy()
-        xy = np.asarray(a.obsm[Keys.SPATIAL], dtype=float)
         y_all = as_dense(a.X, dtype=np.float64)
         for strategy in args.strategies:
             for frac in args.fractions:
@@ -150,13 +150,9 @@ def main() -> None:
                     prompt = a.obs[Keys.PROMPT].to_numpy(bool)
                     if prompt.sum() < _incontext.MIN_PROMPTS:  # the layer keeps the network: no components
                         continue
-                    net, latent = model.predict(a, prompt, network_only=True)
-                    with torch.inference_mode():
-                        oof, tokens = model._cross_fitted(model.tensors(a, prompt=prompt), prompt, "cpu", (net, latent))
-                    y = y_all[prompt]
-                    outp, fit = _incontext.adapt(net.astype(float), latent, np.asarray(a.obsm[REP], float),
-                                                 xy / spot_pitch(xy), prompt, y, network_at_prompts=oof,
-                                                 keep_components=True, latent_at_prompts=tokens)  # fmt: skip
+                    inputs, kwargs = layer_inputs(model, a, prompt)
+                    y = inputs[5]
+                    outp, fit = _incontext.adapt(*inputs, keep_components=True, **kwargs)
                     comps = fit.components
                     preds = {"layer": outp.astype(float), **{f"c:{c}": comps[c] for c in COMP}}
                     for pooled in (False, True):
@@ -173,9 +169,7 @@ def main() -> None:
                             print(f"  {c:10s} " + " ".join(f"{k} {x:.3f}" for k, x in v.items()))
                     if args.no_ridge:  # the layer with the ridge left out of the combination and of the safeguard
                         with without_ridge():
-                            preds["layer_no_ridge"], _ = _incontext.adapt(
-                                net.astype(float), latent, np.asarray(a.obsm[REP], float), xy / spot_pitch(xy), prompt,
-                                y, network_at_prompts=oof, latent_at_prompts=tokens)  # fmt: skip
+                            preds["layer_no_ridge"], _ = _incontext.adapt(*inputs, **kwargs)
                     held = ~prompt
                     base = {"protocol": proto, "section": test, "strategy": strategy, "fraction": frac, "seed": seed}
                     for m, p in preds.items():

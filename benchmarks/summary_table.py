@@ -2,10 +2,13 @@
 
 Usage: .venv/bin/python benchmarks/summary_table.py RESULTS_DIR [--spots heldout] [--wide METHOD ...]
        .venv/bin/python benchmarks/summary_table.py RESULTS_DIR --calibration METHOD
+       .venv/bin/python benchmarks/summary_table.py RESULTS_DIR --against OTHER_DIR
 
 ``--wide`` prints held-out PCC only, one row per target protocol and prompt fraction and one column per method
 given (in that order), the best of each row in bold. ``--calibration`` prints the method's uncertainty metrics on
 held-out spots (seeds averaged within each fold; mean over folds, the range over folds in brackets for coverage).
+``--against`` prints, per method, the largest held-out PCC difference between the rows the two runs share (fold,
+protocol, fraction, seed): how far a rerun moved. A folder without ``results.csv`` is read from its ``fold_*.csv``.
 """
 
 from __future__ import annotations
@@ -24,8 +27,12 @@ def main() -> None:
     parser.add_argument("--spots", default=None, help="only these scored spots (heldout or all)")
     parser.add_argument("--wide", nargs="+", default=None, help="methods as columns (held-out PCC)")
     parser.add_argument("--calibration", default=None, help="this method's coverage, width and error ratio")
+    parser.add_argument("--against", type=Path, default=None, help="another run of the same benchmark")
     args = parser.parse_args()
-    table = pd.read_csv(args.results / "results.csv")
+    table = rows(args.results)
+    if args.against:
+        against(table, rows(args.against))
+        return
     if args.calibration:
         calibration(table, args.calibration)
         return
@@ -43,6 +50,25 @@ def main() -> None:
         print(
             f"| {r['protocol']} | {r['spots']} | {r['prompt_fraction']:.0%} | {r['method']} | {' | '.join(cells)} | {r['folds']} |"
         )
+
+
+def rows(folder: Path) -> pd.DataFrame:
+    """A results folder's rows: ``results.csv``, or its finished folds of a run that was stopped."""
+    if (folder / "results.csv").exists():
+        return pd.read_csv(folder / "results.csv")
+    return pd.concat([pd.read_csv(f) for f in sorted(folder.glob("fold_*.csv"))], ignore_index=True)
+
+
+def against(table: pd.DataFrame, other: pd.DataFrame) -> None:
+    """Per method, the largest absolute held-out PCC difference over the rows both runs have."""
+    key = ["fold", "section", "protocol", "prompt_fraction", "seed", "method", "spots"]
+    both = table.merge(other, on=key, suffixes=("", "_other"))
+    both = both[both["spots"] == "heldout"]
+    diff = (both["pcc"] - both["pcc_other"]).abs().groupby(both["method"]).max()
+    print("| method | largest held-out PCC difference | rows |")
+    print("|---|---|---|")
+    for method, d in diff.items():
+        print(f"| {method} | {d:.2g} | {int((both['method'] == method).sum())} |")
 
 
 def calibration(table: pd.DataFrame, method: str) -> None:

@@ -213,9 +213,13 @@ def embed_regions(
     mean = torch.tensor(encoder.mean, device=dev).view(1, 3, 1, 1)
     std = torch.tensor(encoder.std, device=dev).view(1, 3, 1, 1)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(prec)
-    with borrowed(encoder.model, dev, encoder.channels_last) as model, ieee_fp32(dev, prec), torch.inference_mode(), \
-            tqdm(total=sum(map(len, batches)), desc=f"embed {encoder.name}", unit="tile", disable=not progress,
-                 leave=False) as bar:  # fmt: skip
+    total = sum(map(len, batches))
+    with (
+        borrowed(encoder.model, dev, encoder.channels_last) as model,
+        ieee_fp32(dev, prec),
+        torch.inference_mode(),
+        tqdm(total=total, desc=f"embed {encoder.name}", unit="tile", disable=not progress, leave=False) as bar,
+    ):
         for b, batch in zip(todo, loader, strict=True):
             x = batch.to(dev, non_blocking=True).float().div_(255.0).sub_(mean).div_(std)
             x = x.contiguous(memory_format=fmt)
