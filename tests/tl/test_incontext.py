@@ -403,3 +403,27 @@ def test_large_slides_are_assembled_in_blocks_of_spots(monkeypatch):
     held = ~prompt
     for g in range(y.shape[1]):
         assert np.corrcoef(local_blocks[held, g], local_one[held, g])[0, 1] > 0.995
+
+
+def test_spread_prompts_leave_the_ridge_out():
+    """With spread prompts (a lattice: a design) the folds' distance exceeds the prediction distance and the ridge,
+    which reads no prompt, is left out of the combination; with random prompts on the same section it is not."""
+    rng = np.random.default_rng(12)
+    g = np.arange(30.0)
+    xy = np.column_stack([np.repeat(g, 30), np.tile(g, 30)])
+    latent = rng.normal(size=(900, 6))
+    field = np.sin(xy[:, :1] / 4.0 + np.arange(8)) + np.cos(xy[:, 1:] / 5.0)
+    y = field + latent @ rng.normal(size=(6, 8)) + 0.3 * rng.normal(size=(900, 8))
+    lattice = (xy[:, 0] % 3 == 1) & (xy[:, 1] % 3 == 1)
+    random = np.zeros(900, dtype=bool)
+    random[rng.choice(900, int(lattice.sum()), replace=False)] = True
+    folds = ic.prompt_folds(int(lattice.sum()))
+    assert ic.spread_ratio(xy, lattice, folds) > ic.SPREAD_RATIO > ic.spread_ratio(xy, random, folds)
+    network = np.zeros_like(y)
+    _, fit = ic.adapt(network, latent, None, xy, random, y[random])
+    assert not fit.cv_pcc["ridge_left_out"] and fit.weights["ridge"] > 0
+    out, fit = ic.adapt(network, latent, None, xy, lattice, y[lattice], keep_components=True)
+    assert fit.cv_pcc["ridge_left_out"] and fit.weights["ridge"] == 0.0 and fit.cv_pcc["spread_ratio"] > 2.0
+    mu = y[lattice].mean(0)
+    np.testing.assert_allclose(out, mu + sum(fit.weights[c] * (fit.components[c] - mu) for c in ic.COMPONENTS),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
