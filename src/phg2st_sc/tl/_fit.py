@@ -431,7 +431,9 @@ def impute(
     in_context
         For the ``"adaptive"`` variant: adapt the image network to this section through its prompts (regression
         kriging of the network's residuals, an in-section ridge and their combination, all fitted on the prompts;
-        the choice is recorded in ``uns``). ``False`` gives the network alone (an ablation). Other variants ignore it.
+        the choice is recorded in ``uns``). Where the prompts are spread far more evenly than a random draw (a
+        design of :func:`~phg2st_sc.tl.design_prompts`), the ridge is left out of the combination (see the design
+        notes). ``False`` gives the network alone (an ablation). Other variants ignore it.
     uncertainty
         Write a predictive standard deviation and split-conformal intervals per spot and gene, calibrated on this
         section's prompts (their cross-fitted errors; see the design notes). A gene's standard deviation is its
@@ -461,7 +463,8 @@ def impute(
         Model variant, prompt key and count, whether prompts kept their values; for the adaptive variant,
         ``in_context``: the combination weights, kernel and ridge penalty chosen on this section's prompts, the
         cross-fitted PCC of each component and of the combination over the prompts (``cv_pcc``) and what was kept
-        (``cv_pcc['kept']``: ``"combination"`` or one component); with uncertainty, ``uncertainty``: the coverage
+        (``cv_pcc['kept']``: ``"combination"`` or one component), the prompts' spread (``cv_pcc['spread_ratio']``)
+        and whether the ridge was left out for it (``cv_pcc['ridge_left_out']``); with uncertainty, ``uncertainty``: the coverage
         and the conformal quantiles at 50, 80, 90 and 95% (``quantiles``; an interval of that coverage is the
         prediction ± quantile x standard deviation).
     ``.layers['{{layer_added}}_std']``, ``.layers['{{layer_added}}_lo']``, ``.layers['{{layer_added}}_hi']``
