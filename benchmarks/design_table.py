@@ -42,11 +42,13 @@ def main() -> None:
     parser.add_argument("--fractions", type=float, nargs="+", default=None)
     args = parser.parse_args()
     runs = [held_out(f) for f in args.folders]
+    names = [f.name for f in args.folders]
+    names = [f"{f.parent.name}/{f.name}" if names.count(f.name) > 1 else f.name for f in args.folders]
     fractions = args.fractions or sorted(runs[1].index.get_level_values("prompt_fraction").unique())
-    print("| prompts | targets | " + " | ".join(f.name for f in args.folders) + " |")
+    print("| prompts | targets | " + " | ".join(names) + " |")
     print("|---" * (2 + len(runs)) + "|")
     gains = []
-    protocols = runs[0].index.get_level_values("protocol").unique()
+    protocols = set.intersection(*(set(s.index.get_level_values("protocol")) for s in runs))
     for protocol, target in ((p, t) for p, t in TARGETS.items() if p in protocols):
         for fraction in fractions:
             row = [cell(s, protocol, round(fraction, 3)) for s in runs]
@@ -55,11 +57,11 @@ def main() -> None:
             gains.append(
                 f"{fraction:.0%} {target}: "
                 + ", ".join(
-                    f"{f.name} {s.loc[(protocol, round(fraction, 3), 'phg2st_adaptive'), 'pcc_mean'] - ref:+.3f}"
-                    for f, s in zip(args.folders[1:], runs[1:], strict=True)
+                    f"{name} {s.loc[(protocol, round(fraction, 3), 'phg2st_adaptive'), 'pcc_mean'] - ref:+.3f}"
+                    for name, s in zip(names[1:], runs[1:], strict=True)
                 )
             )
-    print("\nagainst " + args.folders[0].name + ":\n" + "\n".join(gains))
+    print(f"\nagainst {names[0]}:\n" + "\n".join(gains))
 
 
 if __name__ == "__main__":
