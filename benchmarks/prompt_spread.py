@@ -4,7 +4,7 @@ For each section of the development folds (her2st C2-C6, MOB1-4) and prompt frac
 from a prompt to the nearest prompt of the other cross-fitting folds (``_incontext.prompt_folds``) to the mean
 distance from a non-prompt spot to its nearest prompt (``_incontext.spread_ratio``), over random draws (seeds
 0-29), the kriging-variance design and space-filling designs (seeds 0-2), random blocks and designed blocks; the
-median-based ratio beside it. Coordinates only: no expression, no model.
+median-based ratio beside it (on the layer's sample of spots to predict). Coordinates only: no expression, no model.
 Sections with fewer prompts than the layer needs are skipped.
 
     PHG2ST_DATA_DIR=../shared/data .venv/bin/python benchmarks/prompt_spread.py
@@ -15,11 +15,10 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 import phg2st_sc as phg2st
 from phg2st_sc._constants import Keys
-from phg2st_sc._model._incontext import MIN_PROMPTS, prompt_folds, spread_ratio
+from phg2st_sc._model._incontext import MIN_PROMPTS, prompt_folds, spread_distances
 from phg2st_sc.tl._evaluation import draw_prompts
 
 DRAWS = {"random": range(30), "variance": [0], "space": range(3), "blocks": range(3), "variance_blocks": [0],
@@ -28,14 +27,10 @@ FRACTIONS = (0.05, 0.1, 0.2, 0.3)
 
 
 def ratios(xy: np.ndarray, prompt: np.ndarray) -> tuple[float, float]:
-    """(mean ratio as the layer computes it, median ratio) of the folds' distance to the prediction distance."""
-    xy_p = xy[prompt]
-    d_cv = np.empty(len(xy_p))
-    for part in prompt_folds(len(xy_p)):
-        rest = np.setdiff1d(np.arange(len(xy_p)), part)
-        d_cv[part] = cKDTree(xy_p[rest]).query(xy_p[part])[0]
-    d_q = cKDTree(xy_p).query(xy[~prompt])[0]
-    return spread_ratio(xy, prompt, prompt_folds(len(xy_p))), float(np.median(d_cv) / np.median(d_q))
+    """(mean ratio, as ``spread_ratio``; median ratio) of the folds' distance to the prediction distance."""
+    folds = prompt_folds(int(prompt.sum()))
+    d_cv, d_q = spread_distances(xy, prompt, folds)
+    return float(d_cv.mean() / d_q.mean()), float(np.median(d_cv) / np.median(d_q))
 
 
 def main() -> None:

@@ -597,7 +597,7 @@ def adapt(
     gene_scale, conformal = _calibrate_spread(errors, u_cv * factor_cv)
     # every spot's prediction, one compact block of spots at a time (one block up to BLOCK spots); the components
     # without weight are not computed
-    ridge_fit = _ridge(feats[prompt], y_prompt, alpha)
+    ridge_fit = _ridge(feats[prompt], y_prompt, alpha) if keep_components or w["ridge"] else None
     mean_r, mean_z = resid.mean(0), z.mean(0)
     out = np.empty(network.shape, dtype=np.float32)
     spot_var = np.empty(len(xy))
@@ -632,21 +632,28 @@ def spread_ratio(xy: np.ndarray, prompt: np.ndarray, folds: list[np.ndarray]) ->
     How much farther the cross-fitting's left-out prompts lie from the rest than the spots it predicts.
 
     0.58-1.64 over 930 random draws of her2st C2-C6 and MOB1-4 at 5-30%, 1.76-2.42 for the variance and
-    space-filling designs at 5-20%, below 1 for prompts in blocks (``benchmarks/prompt_spread.py``). Spots to
-    predict: all the others, or a fixed random sample of :data:`FIT_SUBSET` of them.
+    space-filling designs at 5-20%, below 1 for prompts in blocks (``benchmarks/prompt_spread.py``).
+    """
+    d_cv, d_q = spread_distances(xy, prompt, folds)
+    return float(d_cv.mean() / max(d_q.mean(), 1e-12)) if len(d_q) else 1.0
+
+
+def spread_distances(xy: np.ndarray, prompt: np.ndarray, folds: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The distances :func:`spread_ratio` compares.
+
+    Each prompt's distance to the nearest prompt of the other folds (in the order the folds index the prompts), and
+    each spot to predict's distance to its nearest prompt: all the other spots, or a fixed random sample of
+    :data:`FIT_SUBSET` of them.
     """
     mask = np.zeros(len(xy), dtype=bool)
     mask[prompt] = True
-    xy_p, rest_spots = xy[prompt], np.flatnonzero(~mask)  # the prompts in the order the folds index
-    if not len(rest_spots):
-        return 1.0
-    rest_spots = rest_spots[_fit_rows(len(rest_spots))]
+    xy_p, rest = xy[prompt], np.flatnonzero(~mask)
     d_cv = np.empty(len(xy_p))
     for part in folds:
         others = np.setdiff1d(np.arange(len(xy_p)), part)
         d_cv[part] = cKDTree(xy_p[others]).query(xy_p[part])[0]
-    d_q = cKDTree(xy_p).query(xy[rest_spots])[0]
-    return float(d_cv.mean() / max(d_q.mean(), 1e-12))
+    d_q = cKDTree(xy_p).query(xy[rest[_fit_rows(len(rest))]])[0] if len(rest) else np.empty(0)
+    return d_cv, d_q
 
 
 def _blocks(xy: np.ndarray) -> list[np.ndarray]:
