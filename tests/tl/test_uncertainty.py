@@ -143,6 +143,13 @@ def test_benchmark_rows_carry_calibration_only_for_methods_with_uncertainty(synt
     assert np.isfinite(ours["error_ratio"])
     for key in (("idw", "heldout"), ("adaptive", "all")):
         assert all(np.isnan(by[key].get(m, np.nan)) for m in UNCERTAINTY_METRICS)
+    # what the layer chose on the draw, on both kinds of rows of the adaptive model; nothing for the baseline
+    record = model.in_context_["cv_pcc"]
+    for which in ("heldout", "all"):
+        row = by[("adaptive", which)]
+        assert row["layer_kept"] == record["kept"] and row["layer_kept"]
+        assert row["spread_ratio"] == record["spread_ratio"] > 0 and row["ridge_left_out"] == record["ridge_left_out"]
+    assert by[("idw", "heldout")]["layer_kept"] == "" and np.isnan(by[("idw", "heldout")]["spread_ratio"])
 
 
 def test_pl_spatial_shows_the_standard_deviation_beside_the_prediction(synthetic_section):

@@ -20,7 +20,7 @@ from phg2st_sc._errors import DataNotFoundError, MissingImageWarning
 from phg2st_sc._settings import settings
 from phg2st_sc._validate import check_seed
 from phg2st_sc.tl._baselines import IMAGE_METHODS, METHODS
-from phg2st_sc.tl._evaluation import UNCERTAINTY_METRICS
+from phg2st_sc.tl._evaluation import LAYER_COLUMNS, UNCERTAINTY_METRICS
 from phg2st_sc.tl._protocol import Protocol, get_protocol, prepare_targets
 
 logger = logging.getLogger("phg2st_sc")
@@ -268,7 +268,11 @@ def benchmark(
 
     Returns
     -------
-    :class:`BenchmarkResult` with the tidy ``table``, the ``summary`` and the ``protocol``.
+    :class:`BenchmarkResult` with the tidy ``table``, the ``summary`` and the ``protocol``. ``table`` has one row
+    per fold, section, protocol, fraction, seed, method and kind of spots: the metrics; on held-out rows of methods
+    with uncertainty ``coverage_80``, ``coverage_90``, ``width_90`` and ``error_ratio``; and for methods with the
+    in-context layer what it chose on that draw: ``layer_kept`` (``"combination"`` or the component kept),
+    ``spread_ratio`` and ``ridge_left_out`` (see :func:`phg2st_sc.tl.impute`).
 
     Examples
     --------
@@ -303,7 +307,7 @@ def benchmark(
 
 #: Columns of the result rows, in the order of ``results.csv`` (and of the folds a resumed run reads back).
 ROW_COLUMNS = ["fold", "section", "protocol", "prompt_fraction", "seed", "method", "spots", *METRICS, "n_genes",
-               "n_genes_skipped", "n_spots", *UNCERTAINTY_METRICS]  # fmt: skip
+               "n_genes_skipped", "n_spots", *UNCERTAINTY_METRICS, *LAYER_COLUMNS]  # fmt: skip
 
 
 @dataclass
@@ -443,7 +447,7 @@ def _read_fold(run: _Run, fold: str) -> tuple[pd.DataFrame, list[pd.DataFrame]] 
     gene_path = run.out_dir / f"per_gene_{fold}.csv.gz"
     if run.per_gene and gene_path.exists():
         genes.append(pd.read_csv(gene_path))
-    return pd.read_csv(run.out_dir / f"fold_{fold}.csv").reindex(columns=ROW_COLUMNS), genes  # older: no calibration
+    return pd.read_csv(run.out_dir / f"fold_{fold}.csv").reindex(columns=ROW_COLUMNS), genes  # older: no calibration, no layer record
 
 
 def _trained(run: _Run, proto: Protocol, names: list[str], train: list[AnnData], settings: dict[str, Any]) -> Any:

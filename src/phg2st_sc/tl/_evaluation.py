@@ -114,6 +114,20 @@ def uncertainty_metrics(adata: AnnData, layer: str) -> dict[str, float]:
     return out
 
 
+#: What the in-context layer chose on each draw (rows of methods with the layer; empty / NaN for the others): the
+#: component or combination it kept, the prompts' spread ratio and whether the ridge was left out for it.
+LAYER_COLUMNS = ("layer_kept", "spread_ratio", "ridge_left_out")
+
+
+def layer_choice(adata: AnnData, layer: str) -> dict[str, Any]:
+    """:data:`LAYER_COLUMNS` from ``uns[layer]['params']['in_context']`` (written by ``tl.impute``'s layer)."""
+    entry = adata.uns.get(layer)
+    record = entry.get("params", {}).get("in_context") if isinstance(entry, dict) else None
+    scores = record.get("cv_pcc", {}) if isinstance(record, dict) else {}
+    return {"layer_kept": str(scores.get("kept", "")), "spread_ratio": float(scores.get("spread_ratio", np.nan)),
+            "ridge_left_out": scores.get("ridge_left_out", np.nan)}  # fmt: skip
+
+
 #: How a benchmark's prompts are placed: at random (spots or five blocks) or designed (tl.design_prompts, spots or
 #: five blocks, the same number of spots).
 PROMPT_STRATEGIES = ("random", "blocks", "space", "features", "variance", "space_blocks", "features_blocks",
@@ -176,7 +190,8 @@ def evaluate_methods(
     Returns
     -------
     The rows (``base``, ``method``, ``seed``, ``prompt_fraction``, ``spots``, the metrics, ``n_genes``,
-    ``n_genes_skipped``, ``n_spots``, ``targets_smoothed``, ``note``) and the per-gene tables.
+    ``n_genes_skipped``, ``n_spots``, ``targets_smoothed``, ``note``, the calibration metrics on held-out rows,
+    :data:`LAYER_COLUMNS`) and the per-gene tables.
     """
     rows: list[dict[str, Any]] = []
     genes: list[pd.DataFrame] = []
@@ -185,13 +200,14 @@ def evaluate_methods(
         for label, predict in methods.items():
             if progress is not None:
                 progress(seed, label)
-            for part in ("std", "lo", "hi"):  # a previous method's uncertainty is not this one's
+            for part in ("std", "lo", "hi"):  # a previous method's uncertainty and record are not this one's
                 adata.layers.pop(Keys.uncertainty(SCRATCH, part), None)
+            adata.uns.pop(SCRATCH, None)
             predict(adata, SCRATCH, seed)
             r, g = score_rows(adata, SCRATCH, {**(base or {}), "method": label, "seed": seed,
                                                "prompt_fraction": fraction}, spots, per_gene)  # fmt: skip
-            calibration = uncertainty_metrics(adata, SCRATCH)
-            r = [{**row, **calibration} if row["spots"] == "heldout" else row for row in r]
+            calibration, choice = uncertainty_metrics(adata, SCRATCH), layer_choice(adata, SCRATCH)
+            r = [{**row, **choice, **(calibration if row["spots"] == "heldout" else {})} for row in r]
             rows += r
             genes += g
     return rows, genes
