@@ -447,7 +447,8 @@ def _read_fold(run: _Run, fold: str) -> tuple[pd.DataFrame, list[pd.DataFrame]] 
     gene_path = run.out_dir / f"per_gene_{fold}.csv.gz"
     if run.per_gene and gene_path.exists():
         genes.append(pd.read_csv(gene_path))
-    return pd.read_csv(run.out_dir / f"fold_{fold}.csv").reindex(columns=ROW_COLUMNS), genes  # older: no calibration, no layer record
+    # (a fold written by an older version has no calibration or layer record: NaN there)
+    return pd.read_csv(run.out_dir / f"fold_{fold}.csv").reindex(columns=ROW_COLUMNS), genes
 
 
 def _trained(run: _Run, proto: Protocol, names: list[str], train: list[AnnData], settings: dict[str, Any]) -> Any:
