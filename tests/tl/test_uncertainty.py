@@ -150,6 +150,9 @@ def test_benchmark_rows_carry_calibration_only_for_methods_with_uncertainty(synt
         assert row["layer_kept"] == record["kept"] and row["layer_kept"]
         assert row["spread_ratio"] == record["spread_ratio"] > 0 and row["ridge_left_out"] == record["ridge_left_out"]
     assert by[("idw", "heldout")]["layer_kept"] == "" and np.isnan(by[("idw", "heldout")]["spread_ratio"])
+    # too few prompts for the layer: it uses the network alone, and says so
+    few, _ = evaluate_methods(a.copy(), {"adaptive": model_predictor(model)}, seeds=[0], fraction=8 / a.n_obs)
+    assert few[0]["layer_kept"] == "network" and np.isnan(few[0]["spread_ratio"])
 
 
 def test_pl_spatial_shows_the_standard_deviation_beside_the_prediction(synthetic_section):

@@ -123,8 +123,14 @@ def layer_choice(adata: AnnData, layer: str) -> dict[str, Any]:
     """:data:`LAYER_COLUMNS` from ``uns[layer]['params']['in_context']`` (written by ``tl.impute``'s layer)."""
     entry = adata.uns.get(layer)
     record = entry.get("params", {}).get("in_context") if isinstance(entry, dict) else None
-    scores = record.get("cv_pcc", {}) if isinstance(record, dict) else {}
-    return {"layer_kept": str(scores.get("kept", "")), "spread_ratio": float(scores.get("spread_ratio", np.nan)),
+    if not isinstance(record, dict):
+        return {"layer_kept": "", "spread_ratio": np.nan, "ridge_left_out": np.nan}
+    scores = record.get("cv_pcc", {})
+    kept = scores.get("kept")
+    if kept is None:  # nothing compared (too few prompts): the component it used, from the weights
+        used = [c for c, w in record.get("weights", {}).items() if w]
+        kept = used[0] if len(used) == 1 else ""
+    return {"layer_kept": str(kept), "spread_ratio": float(scores.get("spread_ratio", np.nan)),
             "ridge_left_out": scores.get("ridge_left_out", np.nan)}  # fmt: skip
 
 
