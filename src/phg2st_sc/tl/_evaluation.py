@@ -114,7 +114,7 @@ def uncertainty_metrics(adata: AnnData, layer: str) -> dict[str, float]:
     return out
 
 
-#: What the in-context layer chose on each draw (rows of methods with the layer; empty / NaN for the others): the
+#: What the in-context layer chose on each draw (rows of methods with the layer; NaN for the others): the
 #: component or combination it kept, the prompts' spread ratio and whether the ridge was left out for it.
 LAYER_COLUMNS = ("layer_kept", "spread_ratio", "ridge_left_out")
 
@@ -124,13 +124,13 @@ def layer_choice(adata: AnnData, layer: str) -> dict[str, Any]:
     entry = adata.uns.get(layer)
     record = entry.get("params", {}).get("in_context") if isinstance(entry, dict) else None
     if not isinstance(record, dict):
-        return {"layer_kept": "", "spread_ratio": np.nan, "ridge_left_out": np.nan}
+        return dict.fromkeys(LAYER_COLUMNS, np.nan)  # (NaN, not "": a results file read back gives the same table)
     scores = record.get("cv_pcc", {})
     kept = scores.get("kept")
     if kept is None:  # nothing compared (too few prompts): the component it used, from the weights
         used = [c for c, w in record.get("weights", {}).items() if w]
-        kept = used[0] if len(used) == 1 else ""
-    return {"layer_kept": str(kept), "spread_ratio": float(scores.get("spread_ratio", np.nan)),
+        kept = used[0] if len(used) == 1 else np.nan
+    return {"layer_kept": kept, "spread_ratio": float(scores.get("spread_ratio", np.nan)),
             "ridge_left_out": scores.get("ridge_left_out", np.nan)}  # fmt: skip
 
 
