@@ -1,11 +1,21 @@
-"""Development run of docs/design.md's sixth round (not adopted): the distance shrink under one kernel per protocol.
+"""Development runs of docs/design.md's sixth and seventh rounds (not adopted): the layer with a fixed kernel.
 
-Apply ``distance_shrink.patch`` to commit 2de5092 first (it adds ``_incontext.DEV_PRIOR``). The kernel is the median
-over the dataset's sections of each section's shared kernel (marginal likelihood over all its spots), an
-approximation of a kernel fitted on the training sections (her2st C2-C6, unsmoothed: length scales 1.49-1.96
-pitches, noise ratios 10 and 21.5, median 21.5; smoothed: 1.96 pitches and 0.1 on every section).
+The kernel is the median over the dataset's sections of each section's shared kernel (marginal likelihood over all
+its spots), an approximation of one fitted on the training sections (her2st C2-C6, unsmoothed: length scales
+1.49-1.96 pitches, noise ratios 10 and 21.5, median 21.5; smoothed: 1.96 pitches and 0.1 on every section). It is
+handed to the layer as ``_incontext.DEV_PRIOR``, which only exists with one of the patches applied (to commit
+2de5092 or later, where ``_incontext.py`` is unchanged):
+
+- sixth round, ``distance_shrink.patch`` (this folder): the kriged components compared at the spots' distance;
+- seventh round, ``../dev_field_prior/field_prior_component.patch``: a sixth component, the prompt field with that
+  kernel.
+
+Arguments: dataset, protocol, prompt strategy, results folder, model cache, then optionally ``prior`` (default) or
+``none`` (``DEV_PRIOR`` left unset: the layer as it is, on the same networks) and the prompt fractions (default
+0.05 0.1 0.2).
 
     PHG2ST_DATA_DIR=../shared/data python run_prior.py her2st heldout variance OUT models_her2st
+    PHG2ST_DATA_DIR=../shared/data python run_prior.py her2st heldout random OUT models_her2st none 0.1 0.2 0.3
 """
 
 import sys
@@ -37,14 +47,14 @@ for a in secs.values():
     etas.append(e[0])
 prior = (float(np.median(ells)), float(np.median(etas)))
 print("prior kernel", prior, ells, etas, flush=True)
-_incontext.DEV_PRIOR = prior
+_incontext.DEV_PRIOR = prior if (sys.argv[6:7] or ["prior"])[0] == "prior" else None
 _b._check_results_folder = lambda *a, **k: None  # dev: the folder holds a seeded embedding cache
 kw = {
     "sections": list(names),
     "folds": "leave_one_section_out",
     "methods": ["phg2st_adaptive", "phg2st_adaptive_network"],
     "protocols": [proto],
-    "prompt_fractions": [0.05, 0.1, 0.2],
+    "prompt_fractions": [float(f) for f in sys.argv[7:]] or [0.05, 0.1, 0.2],
     "prompt_strategy": strategy,
     "seeds": [0, 1, 2],
     "fit_kwargs": {"hidden": 128, "max_epochs": 100},
