@@ -23,9 +23,13 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 import phg2st_sc as phg2st
+from phg2st_sc._constants import Keys
 from phg2st_sc._model import _incontext
 from phg2st_sc._model._model import PHG2ST
+from phg2st_sc._utils import as_dense
 from phg2st_sc.tl._evaluation import PROMPT_STRATEGIES, draw_prompts
 from phg2st_sc.tl._protocol import get_protocol, prepare_targets
 
@@ -33,6 +37,24 @@ sys.path.insert(0, str(Path(__file__).parent))
 from dev_incontext import REP, sections
 
 SECTIONS = {"her2st": ("C2", "C3", "C4", "C5", "C6"), "mob": ("MOB1", "MOB2", "MOB3", "MOB4")}
+
+
+def oracle_pcc(a, components: dict[str, np.ndarray]) -> float:
+    """Held-out PCC of the layer's form, ``mu + sum_c w_c (p_c - mu)`` with non-negative weights shared by the genes,
+    the weights fitted on the held-out values themselves (per-gene standardised, as the layer fits them on the
+    prompts): a bound on any choice of weights over these components, not a method."""
+    from scipy.optimize import nnls
+
+    prompt = a.obs[Keys.PROMPT].to_numpy(bool)
+    y = as_dense(a.X, dtype=np.float64)
+    mu, sd = y[prompt].mean(0), np.where(y[prompt].std(0) > 0, y[prompt].std(0), 1.0)
+    names = list(components)
+    design = np.column_stack([((components[c][~prompt] - mu) / sd).ravel() for c in names])
+    w, _ = nnls(design, ((y[~prompt] - mu) / sd).ravel())
+    a.layers["oracle"] = (mu + sum(wc * (components[c] - mu) for wc, c in zip(w, names, strict=True))).astype(
+        np.float32
+    )
+    return held_out_pcc(a, "oracle")
 
 
 def held_out_pcc(a, layer: str) -> float:
@@ -50,6 +72,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--model-cache", type=Path, required=True, help="the benchmark's --model-cache folder")
     parser.add_argument("--embedding-cache", type=Path, required=True, help="a benchmark's embedding_cache folder")
+    parser.add_argument(
+        "--oracle",
+        action="store_true",
+        help="also the bound of weights fitted on the held-out values, over the components given to --force",
+    )
     parser.add_argument("--force", nargs="*", default=[], choices=list(_incontext.COMPONENTS),
                         help="also score the layer forced to keep each of these components alone")  # fmt: skip
     args = parser.parse_args()
@@ -69,7 +96,7 @@ def main() -> None:
         rec = a.uns["adapted"]["params"]["in_context"]
         weights = {k: round(v, 2) for k, v in rec["weights"].items()}
         cv = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in rec["cv_pcc"].items()}
-        forced = {}
+        forced, kept = {}, {}
         for component in args.force:  # the safeguard's choice replaced by this component alone (a diagnosis)
             keep = _incontext._safeguard
             _incontext._safeguard = lambda w, cv, y, folds, c=component, keep=keep: (
@@ -79,6 +106,9 @@ def main() -> None:
             finally:
                 _incontext._safeguard = keep
             forced[component] = round(held_out_pcc(a, "forced"), 3)
+            kept[component] = np.asarray(a.layers["forced"], dtype=np.float64)
+        if args.oracle:
+            forced["oracle"] = round(oracle_pcc(a, kept), 3)
         print(f"seed {seed}: held-out PCC adapted {held_out_pcc(a, 'adapted'):.3f}, network "
               f"{held_out_pcc(a, 'network'):.3f}" + (f", forced {forced}" if forced else "") + f"; weights {weights}; "
               f"cross-fitted PCC over the prompts {cv}")  # fmt: skip
