@@ -14,6 +14,7 @@ and for the designs of ``tl.design_prompts`` (``space``, ``variance``; seeds 0-2
 each fraction, and printed beside the difference the benchmark measured for the GP baseline and for the adaptive
 variant (from the results folders, when given).
 
+    .venv/bin/python benchmarks/design_bound.py check   # the formula against simulated data (seconds)
     PHG2ST_DATA_DIR=../shared/data .venv/bin/python benchmarks/design_bound.py mob \
         --results benchmarks/results/mob_random_epyc benchmarks/results/mob_variance benchmarks/results/mob_space
 """
@@ -60,6 +61,32 @@ def implied_pcc(xy: np.ndarray, prompt: np.ndarray, ell: np.ndarray, eta: np.nda
     return float(np.mean(out))
 
 
+def check(seed: int = 1, genes: int = 400) -> None:
+    """The implied PCC against the realised one on simulated data with a known kernel (``--check``).
+
+    A Gaussian-process field with each of two kernels on a 30 x 30 lattice of spots, plus noise, ``genes`` draws;
+    100 random prompts against a regular lattice of 100 prompts (every third spot in each direction); simple
+    kriging with the true kernel, per-gene PCC at the other spots.
+    """
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(np.arange(30), np.arange(30)), -1).reshape(-1, 2).astype(float)
+    lattice = np.flatnonzero((grid[:, 0] % 3 == 1) & (grid[:, 1] % 3 == 1))
+    for ell, eta in ((2.0, 0.2), (2.0, 5.0)):
+        chol = np.linalg.cholesky(np.exp(-0.5 * _incontext._sqdist(grid, grid) / ell**2) + 1e-8 * np.eye(len(grid)))
+        y = chol @ rng.normal(size=(len(grid), genes))
+        y += np.sqrt(eta) * rng.normal(size=y.shape)
+        out = {}
+        for name, prompt in (("random", rng.choice(len(grid), len(lattice), replace=False)), ("lattice", lattice)):
+            q = np.setdiff1d(np.arange(len(grid)), prompt)
+            pred = _incontext.krige(grid[prompt], y[prompt], grid[q], ell, eta)
+            realised = float(np.mean([np.corrcoef(pred[:, j], y[q, j])[0, 1] for j in range(genes)]))
+            out[name] = (realised, implied_pcc(grid, prompt, np.full(genes, ell), np.full(genes, eta)))
+        print(f"length scale {ell}, noise ratio {eta}: " + ", ".join(
+            f"{k} realised {v[0]:.3f} implied {v[1]:.3f}" for k, v in out.items())
+            + f"; lattice - random realised {out['lattice'][0] - out['random'][0]:+.3f}, implied "
+            f"{out['lattice'][1] - out['random'][1]:+.3f}")  # fmt: skip
+
+
 def measured(folders: list[Path]) -> pd.DataFrame:
     """Held-out PCC of GP and the adaptive variant per results folder's strategy, protocol and fraction."""
     rows = []
@@ -74,13 +101,16 @@ def measured(folders: list[Path]) -> pd.DataFrame:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("dataset", choices=list(SECTIONS))
+    ap.add_argument("dataset", choices=[*SECTIONS, "check"], help="or 'check': the formula on simulated data")
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.05, 0.1, 0.2])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--strategies", nargs="+", default=["random", "variance", "space"])
     ap.add_argument("--results", type=Path, nargs="*", default=[])
     ap.add_argument("--out", type=Path, default=None, help="CSV of the per-section rows")
     args = ap.parse_args()
+    if args.dataset == "check":
+        check()
+        return
     loaded = {name: load(args.dataset, name) for name in SECTIONS[args.dataset]}
     # the benchmark's panels: her2st's 785 genes; MOB's 1,000 most expressed over its sections
     panel = (
