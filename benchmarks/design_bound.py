@@ -22,6 +22,7 @@ variant (from the results folders, when given).
 from __future__ import annotations
 
 import argparse
+import json
 import warnings
 from pathlib import Path
 
@@ -31,9 +32,11 @@ import pandas as pd
 import phg2st_sc as phg2st
 from phg2st_sc._model import _incontext
 from phg2st_sc._utils import as_dense, spot_pitch
+from phg2st_sc.tl._benchmark import _resolve_panel
 from phg2st_sc.tl._evaluation import draw_prompts
 
 SECTIONS = {"her2st": ("C2", "C3", "C4", "C5", "C6"), "mob": ("MOB1", "MOB2", "MOB3", "MOB4")}
+DATASETS = {"her2st": "her2st", "mob": "stutility_mob"}  # tl.benchmark's names
 TARGETS = {"heldout": "unsmoothed", "heldout_smoothed": "3x3 smoothed"}
 
 
@@ -91,7 +94,7 @@ def measured(folders: list[Path]) -> pd.DataFrame:
     """Held-out PCC of GP and the adaptive variant per results folder's strategy, protocol and fraction."""
     rows = []
     for f in folders:
-        strategy = __import__("json").loads((f / "protocol.json").read_text())["prompt_strategy"]
+        strategy = json.loads((f / "protocol.json").read_text())["prompt_strategy"]
         s = pd.read_csv(f / "summary.csv")
         s = s[(s["spots"] == "heldout") & s["method"].isin(["gp", "phg2st_adaptive"])]
         rows += [{"strategy": strategy, "protocol": r.protocol, "fraction": round(r.prompt_fraction, 3),
@@ -112,10 +115,7 @@ def main() -> None:
         check()
         return
     loaded = {name: load(args.dataset, name) for name in SECTIONS[args.dataset]}
-    # the benchmark's panels: her2st's 785 genes; MOB's 1,000 most expressed over its sections
-    panel = (
-        "her2st_785" if args.dataset == "her2st" else phg2st.pp.top_expressed_genes(list(loaded.values()), n_top=1000)
-    )
+    panel = _resolve_panel("auto", DATASETS[args.dataset], loaded)  # the benchmark's panel of the dataset
     rows = []
     for name, raw in loaded.items():
         for proto in TARGETS:

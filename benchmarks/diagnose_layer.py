@@ -34,26 +34,16 @@ from phg2st_sc.tl._evaluation import PROMPT_STRATEGIES, draw_prompts
 from phg2st_sc.tl._protocol import get_protocol, prepare_targets
 
 sys.path.insert(0, str(Path(__file__).parent))
-from dev_incontext import REP, sections
+from dev_incontext import REP, oracle_combination, sections
 
 SECTIONS = {"her2st": ("C2", "C3", "C4", "C5", "C6"), "mob": ("MOB1", "MOB2", "MOB3", "MOB4")}
 
 
 def oracle_pcc(a, components: dict[str, np.ndarray]) -> float:
-    """Held-out PCC of the layer's form, ``mu + sum_c w_c (p_c - mu)`` with non-negative weights shared by the genes,
-    the weights fitted on the held-out values themselves (per-gene standardised, as the layer fits them on the
-    prompts): a bound on any choice of weights over these components, not a method."""
-    from scipy.optimize import nnls
-
-    prompt = a.obs[Keys.PROMPT].to_numpy(bool)
-    y = as_dense(a.X, dtype=np.float64)
-    mu, sd = y[prompt].mean(0), np.where(y[prompt].std(0) > 0, y[prompt].std(0), 1.0)
-    names = list(components)
-    design = np.column_stack([((components[c][~prompt] - mu) / sd).ravel() for c in names])
-    w, _ = nnls(design, ((y[~prompt] - mu) / sd).ravel())
-    a.layers["oracle"] = (mu + sum(wc * (components[c] - mu) for wc, c in zip(w, names, strict=True))).astype(
-        np.float32
-    )
+    """Held-out PCC of ``dev_incontext.oracle_combination`` over these components: the layer's form with its
+    weights fitted on the held-out values themselves (a bound on any choice of weights, not a method)."""
+    held = ~a.obs[Keys.PROMPT].to_numpy(bool)
+    a.layers["oracle"] = oracle_combination(components, as_dense(a.X, dtype=np.float64), held).astype(np.float32)
     return held_out_pcc(a, "oracle")
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 import phg2st_sc as phg2st
 from phg2st_sc._constants import Keys
-from phg2st_sc._model._incontext import MIN_PROMPTS, prompt_folds, spread_distances
+from phg2st_sc._model._incontext import MIN_PROMPTS, mean_ratio, prompt_folds, spread_distances
 from phg2st_sc.tl._evaluation import draw_prompts
 
 DRAWS = {"random": range(30), "variance": [0], "space": range(3), "blocks": range(3), "variance_blocks": [0],
@@ -30,7 +30,7 @@ def ratios(xy: np.ndarray, prompt: np.ndarray) -> tuple[float, float]:
     """(mean ratio, as ``spread_ratio``; median ratio) of the folds' distance to the prediction distance."""
     folds = prompt_folds(int(prompt.sum()))
     d_cv, d_q = spread_distances(xy, prompt, folds)
-    return float(d_cv.mean() / d_q.mean()), float(np.median(d_cv) / np.median(d_q))
+    return mean_ratio(d_cv, d_q), float(np.median(d_cv) / np.median(d_q))
 
 
 def main() -> None:

@@ -201,6 +201,7 @@ def test_too_few_prompts_give_the_network_alone_recentred():
     assert (
         fit.weights == {"network": 1.0, "kriging": 0.0, "field": 0.0, "field_long": 0.0, "ridge": 0.0}
         and "fewer than" in fit.cv_pcc["note"]
+        and fit.cv_pcc["kept"] == "network"
     )
 
 

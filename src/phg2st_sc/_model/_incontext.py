@@ -546,7 +546,7 @@ def adapt(
     at_prompts = at_prompts + offset
     if len(y_prompt) < MIN_PROMPTS:  # too few to fit a kernel, a ridge and their weights: the network, re-centred
         return (network + offset).astype(np.float32), InContextFit({c: float(c == "network") for c in COMPONENTS}, float("nan"),
-                                 float("nan"), float("nan"), {"note": f"fewer than {MIN_PROMPTS} prompts: the network alone"})  # fmt: skip
+                                 float("nan"), float("nan"), {"note": f"fewer than {MIN_PROMPTS} prompts: the network alone", "kept": "network"})  # fmt: skip
     folds = prompt_folds(len(y_prompt))
     resid = (y_prompt - at_prompts) / sd
     xy_p = xy[prompt]
@@ -626,6 +626,11 @@ def adapt(
     return out, InContextFit(w, float(np.median(ell)), float(np.median(eta)), alpha, scores, kept, sp)
 
 
+def mean_ratio(d_cv: np.ndarray, d_q: np.ndarray) -> float:
+    """:func:`spread_ratio` from its two sets of distances (:func:`spread_distances`); 1 without spots to predict."""
+    return float(d_cv.mean() / max(d_q.mean(), 1e-12)) if len(d_q) else 1.0
+
+
 def spread_ratio(xy: np.ndarray, prompt: np.ndarray, folds: list[np.ndarray]) -> float:
     """The mean distance from a fold's prompts to the other folds' over that from a spot to predict to a prompt.
 
@@ -634,8 +639,7 @@ def spread_ratio(xy: np.ndarray, prompt: np.ndarray, folds: list[np.ndarray]) ->
     0.58-1.64 over 930 random draws of her2st C2-C6 and MOB1-4 at 5-30%, 1.76-2.42 for the variance and
     space-filling designs at 5-20%, below 1 for prompts in blocks (``benchmarks/prompt_spread.py``).
     """
-    d_cv, d_q = spread_distances(xy, prompt, folds)
-    return float(d_cv.mean() / max(d_q.mean(), 1e-12)) if len(d_q) else 1.0
+    return mean_ratio(*spread_distances(xy, prompt, folds))
 
 
 def spread_distances(xy: np.ndarray, prompt: np.ndarray, folds: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -83,6 +83,12 @@ def score_rows(
 UNCERTAINTY_METRICS = ("coverage_80", "coverage_90", "width_90", "error_ratio")
 
 
+def _params(adata: AnnData, layer: str) -> dict[str, Any]:
+    """``uns[layer]['params']`` as the method wrote it (empty when it wrote none)."""
+    entry = adata.uns.get(layer)
+    return entry.get("params", {}) if isinstance(entry, dict) else {}
+
+
 def uncertainty_metrics(adata: AnnData, layer: str) -> dict[str, float]:
     """Coverage of the nominal 80% and 90% intervals, the 90% interval's mean width, and the error ratio.
 
@@ -91,7 +97,7 @@ def uncertainty_metrics(adata: AnnData, layer: str) -> dict[str, float]:
     the largest mean standard deviation over that of the 20% with the smallest. NaN without uncertainty.
     """
     std_key = Keys.uncertainty(layer, "std")
-    params = adata.uns.get(layer, {}).get("params", {}) if isinstance(adata.uns.get(layer), dict) else {}
+    params = _params(adata, layer)
     if std_key not in adata.layers or "uncertainty" not in params:
         return dict.fromkeys(UNCERTAINTY_METRICS, float("nan"))
     held = ~adata.obs[Keys.PROMPT].to_numpy(bool)
@@ -121,16 +127,10 @@ LAYER_COLUMNS = ("layer_kept", "spread_ratio", "ridge_left_out")
 
 def layer_choice(adata: AnnData, layer: str) -> dict[str, Any]:
     """:data:`LAYER_COLUMNS` from ``uns[layer]['params']['in_context']`` (written by ``tl.impute``'s layer)."""
-    entry = adata.uns.get(layer)
-    record = entry.get("params", {}).get("in_context") if isinstance(entry, dict) else None
-    if not isinstance(record, dict):
-        return dict.fromkeys(LAYER_COLUMNS, np.nan)  # (NaN, not "": a results file read back gives the same table)
-    scores = record.get("cv_pcc", {})
-    kept = scores.get("kept")
-    if kept is None:  # nothing compared (too few prompts): the component it used, from the weights
-        used = [c for c, w in record.get("weights", {}).items() if w]
-        kept = used[0] if len(used) == 1 else np.nan
-    return {"layer_kept": kept, "spread_ratio": float(scores.get("spread_ratio", np.nan)),
+    record = _params(adata, layer).get("in_context")
+    scores = record.get("cv_pcc", {}) if isinstance(record, dict) else {}
+    # (NaN, not "", for what is missing: a results file read back gives the same table)
+    return {"layer_kept": scores.get("kept", np.nan), "spread_ratio": float(scores.get("spread_ratio", np.nan)),
             "ridge_left_out": scores.get("ridge_left_out", np.nan)}  # fmt: skip
 
 
