@@ -1,0 +1,84 @@
+"""Development run of docs/design.md's ninth round: the kriged components' errors compared at the spots' distance.
+
+With spread prompts (a design) the layer's weights and safeguard read each kriged component's cross-fitted error
+scaled by ``_incontext.distance_scales`` (in the moments, not the predictions). On the networks cached by the final
+`phg2st benchmark` runs (``--model-cache``), each draw is scored three times, the network's passes shared: the
+layer as it was (``current``), with the scaled moments (``scaled``), and with them and the ridge kept
+(``scaled_ridge``). Held-out PCC as ``tl.score`` gives it.
+
+    PHG2ST_DATA_DIR=../shared/data .venv/bin/python benchmarks/dev_spread_scales.py her2st --model-cache \
+        .models/models_her2st --out rows_her2st.csv
+    PHG2ST_DATA_DIR=../shared/data .venv/bin/python benchmarks/dev_spread_scales.py mob --model-cache \
+        .models/models_mob --out rows_mob.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import phg2st_sc as phg2st
+from phg2st_sc._model import _incontext
+from phg2st_sc._model._model import PHG2ST
+from phg2st_sc.tl._evaluation import draw_prompts
+from phg2st_sc.tl._protocol import get_protocol, prepare_targets
+
+sys.path.insert(0, str(Path(__file__).parent))
+from diagnose_layer import SECTIONS, held_out_pcc
+from dev_incontext import REP, layer_inputs, sections
+
+VARIANTS = {"current": (False, False), "scaled": (True, False), "scaled_ridge": (True, True)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("dataset", choices=list(SECTIONS))
+    ap.add_argument("--model-cache", type=Path, required=True)
+    ap.add_argument("--embedding-cache", type=Path, default=None)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--protocols", nargs="+", default=["heldout", "heldout_smoothed"])
+    ap.add_argument("--strategies", nargs="+", default=["variance", "space"])
+    ap.add_argument("--fractions", type=float, nargs="+", default=[0.05, 0.1, 0.2])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = ap.parse_args()
+    warnings.simplefilter("ignore")
+    phg2st.settings.progress = False
+    secs = sections(args.dataset, args.embedding_cache or Path("/tmp") / f"phg2st_cache_{args.dataset}")
+    rows = []
+    for proto in args.protocols:
+        for test in SECTIONS[args.dataset]:
+            train = "+".join(s for s in SECTIONS[args.dataset] if s != test)
+            model = PHG2ST.load(next(args.model_cache.glob(f"{proto}_{train}_*.pt")))
+            a = prepare_targets(secs[test], get_protocol(proto),
+                                panel="her2st_785" if args.dataset == "her2st" else None)  # fmt: skip
+            for strategy in args.strategies:
+                for fraction in args.fractions:
+                    for seed in args.seeds:
+                        draw_prompts(a, fraction, seed, strategy, REP)
+                        prompt = a.obs["phg2st_prompt"].to_numpy(bool)
+                        inputs, kwargs = layer_inputs(model, a, prompt)
+                        row = {"dataset": args.dataset, "protocol": proto, "fold": test, "strategy": strategy,
+                               "fraction": fraction, "seed": seed}  # fmt: skip
+                        for name, (scales, ridge) in VARIANTS.items():
+                            _incontext.SPREAD_SCALES, _incontext.SPREAD_RIDGE = scales, ridge
+                            out, fit = _incontext.adapt(*inputs, **kwargs)
+                            out[prompt] = inputs[5]
+                            a.layers[name] = out.astype(np.float32)
+                            rec = fit.record()
+                            row[f"pcc_{name}"] = round(held_out_pcc(a, name), 4)
+                            row[f"kept_{name}"] = rec["cv_pcc"]["kept"]
+                            if name == "scaled":
+                                row["spread_ratio"] = round(rec["cv_pcc"]["spread_ratio"], 3)
+                                row |= {f"s_{c}": v for c, v in rec["cv_pcc"].get("distance_scales", {}).items()}
+                        rows.append(row)
+                        print(row, flush=True)
+                        pd.DataFrame(rows).to_csv(args.out, index=False)
+
+
+if __name__ == "__main__":
+    main()
