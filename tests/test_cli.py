@@ -71,12 +71,18 @@ def test_benchmark_command_on_h5ad_files(tmp_path, capsys):
     assert "idw k=3" in printed and "folds" in printed
     table = pd.read_csv(out / "results.csv")
     assert len(table) == 3 * 2 * 2 and set(table["method"]) == {"idw k=3", "mean"}
-    assert json.loads((out / "protocol.json").read_text())["methods"]["idw k=3"] == {"method": "idw", "k": 3}
+    protocol = json.loads((out / "protocol.json").read_text())
+    assert protocol["methods"]["idw k=3"] == {"method": "idw", "k": 3}
+    assert protocol["embed_kwargs"]["cache_dir"] == "embedding_cache"  # the default: inside the results folder
     assert sorted(p.name for p in out.glob("fold_*.csv")) == ["fold_S0.csv", "fold_S1.csv", "fold_S2.csv"]
     with pytest.raises(SystemExit) as exit_:  # a bad argument: a usage error, before any work (exit 2)
         main([*args, "--fit", "not-a-pair"])
     assert exit_.value.code == 2 and "KEY=VALUE" in capsys.readouterr().err
     assert main(["benchmark", *paths, "--out", str(out), "--methods", "nope"]) == 1
+    # a shared embedding cache elsewhere (recorded by name only); the run into the same folder resumes
+    assert main([*args, "--cache-dir", str(tmp_path / "shared_tiles")]) == 0
+    assert json.loads((out / "protocol.json").read_text())["embed_kwargs"]["cache_dir"] == (
+        "<outside the results folder: shared_tiles>")  # fmt: skip
 
 
 # -- phg2st embed / fit / impute ---------------------------------------------------------------------------------

@@ -105,7 +105,15 @@ def test_benchmark_resumes_only_its_own_results(tmp_path):
     first = phg2st.tl.benchmark(paths, protocols=["heldout"], out=out, **run)
     again = phg2st.tl.benchmark(paths, protocols=["heldout"], out=out, **run)  # the same run: resumed
     pd.testing.assert_frame_equal(first.table, again.table)
+    # another embedding cache's folder does not change the results: resumed too; another encoder setting is refused
+    moved = phg2st.tl.benchmark(
+        paths, protocols=["heldout"], out=out, embed_kwargs={"cache_dir": tmp_path / "c"}, **run
+    )
+    pd.testing.assert_frame_equal(first.table, moved.table)
     before = snapshot(out)
+    with pytest.raises(ValueError, match="another benchmark run .*'embed_kwargs'"):
+        phg2st.tl.benchmark(paths, protocols=["heldout"], out=out, embed_kwargs={"mpp": 0.5}, **run)
+    assert_unchanged(out, before)
     with pytest.raises(ValueError, match="another benchmark run .*'protocols'"):
         phg2st.tl.benchmark(paths, protocols=["paper"], out=out, **run)
     assert_unchanged(out, before)

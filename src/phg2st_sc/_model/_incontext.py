@@ -61,8 +61,6 @@ CV_FOLDS = 5  # folds of the prompts for the cross-fitted predictions that choos
 MIN_PROMPTS = 2 * CV_FOLDS  # below this, the network alone (re-centred on the prompts)
 SPOT_INPUTS = ("level",)  # what the spot scale reads beside the kriging variance ("features" too: docs/design.md)
 SPREAD_RATIO = 1.7  # prompts spread above this (:func:`spread_ratio`): the ridge is left out (docs/design.md)
-SPREAD_RIDGE = False  # whether the ridge stays in the combination with spread prompts
-SPREAD_SCALES = True  # whether the kriged components' errors are compared at the spots' distance there
 SCALE_PRIOR = 2.0  # pseudo-prompts of the typical gene's error variance in each gene's scale (uncertainty)
 BLOCK = 65536  # spots assembled at a time above this many (compact patches): no (spots x genes) float64 array
 FEATURE_BLOCK = 8192  # spots standardised at a time for the ridge's features, above BLOCK spots
@@ -577,18 +575,12 @@ def adapt(
     # spread prompts (a design): the folds compare the components one design spacing from the prompts, where the
     # components that read the prompts look weaker than where they predict; the ridge, which does not, is left out
     ratio = spread_ratio(xy, prompt, folds)
-    spread = ratio > SPREAD_RATIO
-    names = [c for c in COMPONENTS if c != "ridge" or not spread or SPREAD_RIDGE]
-    kernels = {"kriging": (ell, eta), "field": (ell_y, eta_y), "field_long": (ell_l, eta_l)}
-    # and the kriged components' errors taken at the spots' distance: scaled by the ratio of their kriging
-    # standard deviations there and at the left-out prompts (in the statistics the weights read, not the predictions)
-    scale = distance_scales(xy, prompt, folds, kernels, systems) if spread and SPREAD_SCALES else None
-    w = combine({c: (cv[c] - mu) / sd for c in names}, (y_prompt - mu) / sd, folds, scale)
-    w, scores = _safeguard(w, {c: (cv[c] - mu) / sd for c in names}, (y_prompt - mu) / sd, folds, scale)
+    names = [c for c in COMPONENTS if c != "ridge" or ratio <= SPREAD_RATIO]
+    w = combine({c: (cv[c] - mu) / sd for c in names}, (y_prompt - mu) / sd, folds)
+    w, scores = _safeguard(w, {c: cv[c] for c in names}, y_prompt, folds)
     w = {c: w.get(c, 0.0) for c in COMPONENTS}
     scores |= {"spread_ratio": ratio, "ridge_left_out": len(names) < len(COMPONENTS)}
-    if scale is not None:
-        scores["distance_scales"] = {c: round(v, 4) for c, v in scale.items()}
+    kernels = {"kriging": (ell, eta), "field": (ell_y, eta_y), "field_long": (ell_l, eta_l)}
     kernel = kernels[max(kernels, key=lambda c: w[c])]  # the kriging that weighs most (ties: regression kriging)
     # compared within folds as the weights were (a pass's level is an artefact of leaving its fold out), each fold's
     # centred errors rescaled by sqrt(m / (m - 1)) so that their variance is that of an error, not of its deviation
@@ -683,11 +675,7 @@ def _clearly_better(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def _safeguard(
-    w: dict[str, float],
-    cv: dict[str, np.ndarray],
-    y: np.ndarray,
-    folds: list[np.ndarray],
-    scale: dict[str, float] | None = None,
+    w: dict[str, float], cv: dict[str, np.ndarray], y: np.ndarray, folds: list[np.ndarray]
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """The combination if it clearly beats its best component, else that component if it clearly beats the network.
 
@@ -695,20 +683,12 @@ def _safeguard(
     network is the fallback because it is what the layer adapts: without clear evidence from the section's prompts,
     the layer leaves it as it is (choosing the best-scoring component without a margin let noise pick a component
     that scored 0.02 over the prompts against 0.014 for the network, and lost 0.07 PCC at the held-out spots:
-    her2st C6, prompts in blocks). With ``scale`` the PCCs are those of :func:`_moments` with the components' errors
-    scaled (:func:`combine`). Returns the weights kept and the cross-fitted PCC of each component and of the
+    her2st C6, prompts in blocks). Returns the weights kept and the cross-fitted PCC of each component and of the
     combination (with what was kept).
     """
-    if scale is None:
-        target = _within_folds(y, folds)
-        per_gene = {c: _pcc_genes(_within_folds(cv[c], folds), target) for c in cv}
-        per_gene["combined"] = _pcc_genes(_within_folds(sum(w[c] * cv[c] for c in cv), folds), target)
-    else:
-        t, b, gram = _moments(cv, y, folds, scale)
-        names = list(cv)
-        per_gene = {c: _pcc_from(b[i], gram[i, i], t) for i, c in enumerate(names)}
-        v = np.array([w[c] for c in names])
-        per_gene["combined"] = _pcc_from(v @ b, np.einsum("i,ijg,j->g", v, gram, v), t)
+    target = _within_folds(y, folds)
+    per_gene = {c: _pcc_genes(_within_folds(cv[c], folds), target) for c in cv}
+    per_gene["combined"] = _pcc_genes(_within_folds(sum(w[c] * cv[c] for c in cv), folds), target)
     scores: dict[str, Any] = {c: float(v.mean()) for c, v in per_gene.items()}
     best = max(cv, key=lambda c: scores[c])
     if _clearly_better(per_gene["combined"], per_gene[best]):
@@ -718,89 +698,19 @@ def _safeguard(
     return {c: float(c == best) for c in cv}, scores | {"kept": best}
 
 
-def _pcc_from(cross: np.ndarray, own: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Per-gene PCC from centred moments: <c, t>, <c, c> and <t, t> (0 where either is constant)."""
-    den = np.sqrt(np.maximum(own, 0.0) * target)
-    return np.where(den > 0, cross / np.where(den > 0, den, 1.0), 0.0)
-
-
-def _moments(
-    cv: dict[str, np.ndarray], target: np.ndarray, folds: list[np.ndarray], scale: dict[str, float]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-gene moments of the cross-fitted predictions within folds, with each component's error scaled.
-
-    A component's error ``e = t - c`` is taken as ``s e`` (``s = scale[c]``, 1 if absent), its covariance with the
-    target as ``s^2 <t, e>`` (a kriging predictor's error is orthogonal to its prediction, so ``<t, e> = <e, e>``,
-    and its prediction stays as well scaled as it was: a single component keeps the weight it had). Returns
-    ``<t, t>`` (genes,), ``<c, t>`` (components, genes) and ``<c_i, c_j>`` (components, components, genes); with
-    every ``s = 1``, exactly those of the predictions themselves.
-    """
-    names = list(cv)
-    t = _within_folds(target, folds)
-    s = np.array([scale.get(c, 1.0) for c in names])
-    tt = (t * t).sum(0)
-    errors = [t - _within_folds(cv[c], folds) for c in names]
-    te = np.array([(t * e).sum(0) for e in errors]) * (s**2)[:, None]
-    ee = np.array([[(a * b).sum(0) for b in errors] for a in errors]) * np.outer(s, s)[:, :, None]
-    b = tt[None, :] - te
-    gram = tt[None, None, :] - te[:, None, :] - te[None, :, :] + ee
-    return tt, b, gram
-
-
-def distance_scales(
-    xy: np.ndarray, prompt: np.ndarray, folds: list[np.ndarray], kernels: dict[str, tuple], systems: dict | None
-) -> dict[str, float]:
-    """Per kriged component: how much smaller its error is at the spots to predict than at the left-out prompts.
-
-    ``sqrt(mean v_q / mean v_cv)`` with ``v`` the kriging variance of a new observation under the component's
-    kernel (the median over genes), ``v_cv`` at each prompt from the other folds (as its cross-fitted prediction
-    was made) and ``v_q`` at the spots to predict (those of :func:`spread_distances`).
-    """
-    mask = np.zeros(len(xy), dtype=bool)
-    mask[prompt] = True
-    rest = np.flatnonzero(~mask)
-    if not len(rest):
-        return {c: 1.0 for c in kernels}
-    xy_p, xy_q = xy[prompt], xy[rest[_fit_rows(len(rest))]]
-    out = {}
-    for c, (ell, eta) in kernels.items():
-        ell_c, eta_c = float(np.median(ell)), float(np.median(eta))
-        v_cv = _cv_kriging_sd(xy_p, [np.asarray(f) for f in folds], ell_c, eta_c, systems) ** 2
-        v_q = kriging_variance(xy_p, xy_q, ell_c, eta_c)
-        out[c] = float(np.sqrt(v_q.mean() / v_cv.mean()))
-    return out
-
-
-def combine(
-    cv: dict[str, np.ndarray], target: np.ndarray, folds: list[np.ndarray], scale: dict[str, float] | None = None
-) -> dict[str, float]:
+def combine(cv: dict[str, np.ndarray], target: np.ndarray, folds: list[np.ndarray]) -> dict[str, float]:
     """Non-negative weights, one per component, from cross-fitted predictions compared within folds.
 
     ``cv`` maps each component to its cross-fitted predictions (p, genes) and ``target`` is the measured values,
     both standardised per gene; a per-fold, per-gene constant added to a component changes nothing. If no
-    component earns a weight, regression kriging alone. With ``scale``, each component's error is taken that many
-    times its cross-fitted error (:func:`_moments`: the kriged components at the spots' distance, spread prompts)
-    and the weights minimise the squared error those moments imply.
+    component earns a weight, regression kriging alone.
     """
     names = list(cv)
-    if scale is None:
-        design = np.column_stack([_within_folds(cv[c], folds).ravel() for c in names])
-        w, _ = nnls(design, _within_folds(target, folds).ravel())
-    else:
-        _, b, gram = _moments(cv, target, folds, scale)
-        w = _nnls_moments(gram.sum(-1), b.sum(-1))
+    design = np.column_stack([_within_folds(cv[c], folds).ravel() for c in names])
+    w, _ = nnls(design, _within_folds(target, folds).ravel())
     if not w.any():
         w = np.array([float(c == "kriging") for c in names])
     return dict(zip(names, map(float, w), strict=True))
-
-
-def _nnls_moments(gram: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``argmin w'Gw - 2 w'b`` over ``w >= 0``: non-negative least squares from its moments (``G`` floored to PSD)."""
-    lam, u = np.linalg.eigh((gram + gram.T) / 2)
-    lam = np.maximum(lam, 1e-12 * max(float(lam.max()), 1e-300))
-    a = (u * np.sqrt(lam)).T  # a'a = G
-    w, _ = nnls(a, (u / np.sqrt(lam)).T @ b)  # a'(a^-T b) = b
-    return w
 
 
 def _fit_rows(n: int) -> np.ndarray:

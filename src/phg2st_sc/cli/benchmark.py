@@ -53,6 +53,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--encoder", default=ENCODER_NAMES[0], choices=ENCODER_NAMES, help="tile encoder")
     p.add_argument("--weights", default=None, help="encoder weights file (UNI, ResNet-50)")
     p.add_argument("--mpp", type=float, default=None, help="microns per pixel seen by the encoder")
+    p.add_argument("--cache-dir", default=None,
+                   help="tile embedding cache (default: OUT/embedding_cache); one folder shared by runs on the same "
+                   "images embeds them once")  # fmt: skip
     p.add_argument("--hidden", type=int, default=None, help="PHG2ST token size")
     p.add_argument("--max-epochs", type=int, default=None, help="PHG2ST's epoch limit")
     p.add_argument("--fit", nargs="+", metavar="KEY=VALUE",
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
     data = args.data[0] if len(args.data) == 1 and args.data[0] in DATASETS else args.data
     embed = {k: v for k, v in {"weights": args.weights, "mpp": args.mpp}.items() if v is not None}
-    embed["cache_dir"] = str(Path(args.out) / "embedding_cache")
+    embed["cache_dir"] = str(Path(args.out) / "embedding_cache" if args.cache_dir is None else Path(args.cache_dir))
     fit = fit_settings(args.fit, hidden=args.hidden, max_epochs=args.max_epochs)
     methods = args.methods
     if args.methods_file:

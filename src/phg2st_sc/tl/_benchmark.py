@@ -536,8 +536,8 @@ _RUN_FIELDS = ("date", "package_version")
 def _check_results_folder(out_dir: Path, record: dict) -> None:
     """Refuse a results folder that holds another run's results (a resume would mix them) or files of the user's.
 
-    A folder of this run (same ``protocol.json`` but for the date and version) is resumed: its finished folds are
-    kept. An empty or absent folder starts a new run.
+    A folder of this run (same ``protocol.json`` but for the date, the version and the embedding cache's folder) is
+    resumed: its finished folds are kept. An empty or absent folder starts a new run.
     """
     if not out_dir.exists():
         return
@@ -555,13 +555,21 @@ def _check_results_folder(out_dir: Path, record: dict) -> None:
         old = json.loads(existing.read_text())
     except (OSError, ValueError) as err:
         raise ValueError(f"{existing} is not readable ({err}); remove the folder to start again.") from err
-    new = json.loads(json.dumps(record, default=str))
+    old, new = _without_cache(old), _without_cache(json.loads(json.dumps(record, default=str)))
     differ = sorted(k for k in set(old) | set(new) if k not in _RUN_FIELDS and old.get(k) != new.get(k))
     if differ:
         raise ValueError(
             f"`out` {out_dir} holds the results of another benchmark run (its protocol.json differs in {differ}): "
             "resuming would mix the two. Use another folder, or remove this one to start again."
         )
+
+
+def _without_cache(record: dict) -> dict:
+    """A protocol record without its embedding cache's folder, which does not change the results."""
+    embed = record.get("embed_kwargs")
+    if not isinstance(embed, dict) or "cache_dir" not in embed:
+        return record
+    return record | {"embed_kwargs": {k: v for k, v in embed.items() if k != "cache_dir"}}
 
 
 def _atomic_write(path: Path, text: str) -> None:

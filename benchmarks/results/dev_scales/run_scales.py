@@ -4,18 +4,19 @@ With spread prompts (a design) the layer's weights and safeguard read each krige
 scaled by ``_incontext.distance_scales`` (in the moments, not the predictions). On the networks cached by the final
 `phg2st benchmark` runs (``--model-cache``), each draw is scored three times, the network's passes shared: the
 layer as it was (``current``), with the scaled moments (``scaled``), and with them and the ridge kept
-(``scaled_ridge``). Held-out PCC as ``tl.score`` gives it.
+(``scaled_ridge``). Held-out PCC as ``tl.score`` gives it. Not adopted: it needs ``distance_scales.patch`` (beside
+it) applied to ``src/phg2st_sc/_model/_incontext.py`` (at commit c386761):
 
-    PHG2ST_DATA_DIR=../shared/data .venv/bin/python benchmarks/dev_spread_scales.py her2st --model-cache \
-        .models/models_her2st --out rows_her2st.csv
-    PHG2ST_DATA_DIR=../shared/data .venv/bin/python benchmarks/dev_spread_scales.py mob --model-cache \
-        .models/models_mob --out rows_mob.csv
+    git apply benchmarks/results/dev_scales/distance_scales.patch
+    PHG2ST_DATA_DIR=../shared/data .venv/bin/python benchmarks/results/dev_scales/run_scales.py \
+        her2st --model-cache MODELS --out her2st_rows.csv
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -28,9 +29,9 @@ from phg2st_sc._model._model import PHG2ST
 from phg2st_sc.tl._evaluation import draw_prompts
 from phg2st_sc.tl._protocol import get_protocol, prepare_targets
 
-sys.path.insert(0, str(Path(__file__).parent))
-from diagnose_layer import SECTIONS, held_out_pcc
+sys.path.insert(0, str(Path(__file__).parents[2]))  # benchmarks/
 from dev_incontext import REP, layer_inputs, sections
+from diagnose_layer import SECTIONS, held_out_pcc
 
 VARIANTS = {"current": (False, False), "scaled": (True, False), "scaled_ridge": (True, True)}
 
@@ -48,7 +49,7 @@ def main() -> None:
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     phg2st.settings.progress = False
-    secs = sections(args.dataset, args.embedding_cache or Path("/tmp") / f"phg2st_cache_{args.dataset}")
+    secs = sections(args.dataset, args.embedding_cache or Path(tempfile.gettempdir()) / f"phg2st_cache_{args.dataset}")
     rows = []
     for proto in args.protocols:
         for test in SECTIONS[args.dataset]:
@@ -73,7 +74,7 @@ def main() -> None:
                             row[f"pcc_{name}"] = round(held_out_pcc(a, name), 4)
                             row[f"kept_{name}"] = rec["cv_pcc"]["kept"]
                             if name == "scaled":
-                                row["spread_ratio"] = round(rec["cv_pcc"]["spread_ratio"], 3)
+                                row["spread_ratio"] = round(rec["cv_pcc"].get("spread_ratio", float("nan")), 3)
                                 row |= {f"s_{c}": v for c, v in rec["cv_pcc"].get("distance_scales", {}).items()}
                         rows.append(row)
                         print(row, flush=True)
