@@ -443,9 +443,12 @@ def test_cli_checks_outputs_settings_and_inputs_first(sections, tmp_path, capsys
                      "patiense=3"],
         "twice": ["fit", str(paths[0]), str(paths[0]), "--out", str(tmp_path / "n.pt"), "--use-rep", "X_tiny"],
         "missing genes file": ["fit", str(paths[0]), "--out", str(tmp_path / "n.pt"), "--genes", str(tmp_path / "g")],
+        "benchmark cache": ["benchmark", str(paths[0]), "--out", str(tmp_path / "b"), "--cache-dir",
+                            str(blocker / "tiles")],
     }  # fmt: skip
     expected = {"embed": "Cannot write to", "impute": "Cannot write to", "fit": "Cannot write to",
-                "fit typo": "did you mean `patience`", "twice": "listed twice", "missing genes file": "no genes file"}  # fmt: skip
+                "fit typo": "did you mean `patience`", "twice": "listed twice", "missing genes file": "no genes file",
+                "benchmark cache": "Cannot write to"}  # fmt: skip
     for name, argv in calls.items():
         t = time.perf_counter()
         with pytest.raises(SystemExit) as exit_:

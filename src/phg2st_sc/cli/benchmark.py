@@ -71,6 +71,8 @@ def check(args: argparse.Namespace) -> str | None:
 
     fit_settings(args.fit, hidden=args.hidden, max_epochs=args.max_epochs)
     check_writable(args.out)
+    if args.cache_dir is not None:
+        check_writable(args.cache_dir)
     return None
 
 
