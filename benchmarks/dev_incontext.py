@@ -103,9 +103,12 @@ def oracle_combination(components: dict, y: np.ndarray, held: np.ndarray, per_ge
 def layer_inputs(model, adata, prompt: np.ndarray) -> tuple[tuple, dict]:
     """The positional and keyword arguments of ``_incontext.adapt`` for ``model`` on ``adata`` with these prompts:
     the network's prediction and tokens, and, for a network that reads the prompts, its cross-fitted passes (as
-    the adaptive variant makes them)."""
+    the adaptive variant makes them). ``adata``'s genes must be the model's, in its order: the network predicts in
+    the model's order, the prompts' values are read from ``adata``."""
     import torch
 
+    if list(adata.var_names) != list(model.genes):
+        raise ValueError("Align the section to the model's genes first (adata[:, model.genes]): their orders differ.")
     net, latent = model.predict(adata, prompt, network_only=True)
     oof = tokens = None
     if model.config["use_prompts"]:

@@ -69,7 +69,8 @@ def per_gene_crossfit(x: list[np.ndarray], y: np.ndarray, half: np.ndarray) -> f
     scores = []
     for part in (half, ~half):
         a, b = design[~part], y[~part]
-        w = np.linalg.solve(np.einsum("ngi,ngj->gij", a, a) + 1e-9 * np.eye(k), np.einsum("ngi,ng->gi", a, b))
+        gram = np.einsum("ngi,ngj->gij", a, a) + 1e-9 * np.eye(k)
+        w = np.linalg.solve(gram, np.einsum("ngi,ng->gi", a, b)[..., None])[..., 0]
         scores.append(pcc(np.einsum("ngi,gi->ng", design[part], w), y[part]).mean())
     return float(np.mean(scores))
 
@@ -101,6 +102,7 @@ def main() -> None:
             model = PHG2ST.load(next(args.model_cache.glob(f"{proto}_{train}_*.pt")))
             a = prepare_targets(secs[test], get_protocol(proto),
                                 panel="her2st_785" if args.dataset == "her2st" else None)  # fmt: skip
+            a = a[:, list(model.genes)].copy()  # the benchmark's networks keep its panel's order (MOB: another)
             y_all = as_dense(a.X, dtype=np.float64)
             xy = np.asarray(a.obsm["spatial"], dtype=float)
             xy = xy / spot_pitch(xy)

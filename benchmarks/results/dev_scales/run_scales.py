@@ -57,6 +57,7 @@ def main() -> None:
             model = PHG2ST.load(next(args.model_cache.glob(f"{proto}_{train}_*.pt")))
             a = prepare_targets(secs[test], get_protocol(proto),
                                 panel="her2st_785" if args.dataset == "her2st" else None)  # fmt: skip
+            a = a[:, list(model.genes)].copy()  # the benchmark's networks keep its panel's order (MOB: another)
             for strategy in args.strategies:
                 for fraction in args.fractions:
                     for seed in args.seeds:
