@@ -157,7 +157,9 @@ def test_a_model_cache_lets_a_second_run_only_evaluate(tmp_path, monkeypatch, sy
     first = phg2st.tl.benchmark(sections, out=tmp_path / "random", **kw)
     assert len(list((tmp_path / "models").glob("*.pt"))) == 1
     monkeypatch.setattr(fit_module, "fit", lambda *a, **k: pytest.fail("trained again"))
-    second = phg2st.tl.benchmark(sections, out=tmp_path / "space", prompt_strategy="space", **kw)
+    # (another embedding cache's folder: the same model)
+    second = phg2st.tl.benchmark(sections, out=tmp_path / "space", prompt_strategy="space",
+                                 embed_kwargs={"cache_dir": tmp_path / "tiles"}, **kw)  # fmt: skip
     ours = second.table[(second.table.method == "phg2st_adaptive") & (second.table.spots == "heldout")]
     assert ours["coverage_90"].between(0, 1).all() and ours["error_ratio"].notna().all()
     assert first.table[first.table.method == "idw"]["coverage_90"].isna().all()

@@ -455,7 +455,7 @@ def _trained(run: _Run, proto: Protocol, names: list[str], train: list[AnnData],
     """A model trained on ``train`` with ``settings``; from ``run.model_cache`` when one was saved there before.
 
     The cache key covers everything the training reads: the dataset and training sections, the protocol, the
-    features, the gene panel and every training setting.
+    features (not the folder of their cache), the gene panel and every training setting.
     """
     import hashlib
 
@@ -465,9 +465,11 @@ def _trained(run: _Run, proto: Protocol, names: list[str], train: list[AnnData],
     arguments = fit_arguments({**run.fit_kwargs, **settings})
     if run.model_cache is None:
         return fit(train, use_rep=run.rep, **arguments)
+    # the embedding cache's folder does not change the model: the key names the command line's default for any
+    # folder (or none), so that models cached before `--cache-dir` existed are found again
+    embed = _without_cache(run.record)["embed_kwargs"] | {"cache_dir": "embedding_cache"}
     what = {"dataset": run.record["dataset"], "train": names, "protocol": asdict(proto), "rep": run.rep,
-            "encoder": run.record["encoder"], "embed": run.record["embed_kwargs"], "panel": run.record["panel"],
-            "fit": arguments}  # fmt: skip
+            "encoder": run.record["encoder"], "embed": embed, "panel": run.record["panel"], "fit": arguments}  # fmt: skip
     digest = hashlib.sha256(json.dumps(what, sort_keys=True, default=repr).encode()).hexdigest()[:16]
     path = run.model_cache / f"{proto.name}_{'+'.join(names)}_{digest}.pt"
     if path.exists():
