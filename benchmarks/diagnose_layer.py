@@ -39,6 +39,17 @@ from dev_incontext import REP, oracle_combination, sections
 SECTIONS = {"her2st": ("C2", "C3", "C4", "C5", "C6"), "mob": ("MOB1", "MOB2", "MOB3", "MOB4")}
 
 
+def cached_fold(dataset: str, section, test: str, protocol: str, model_cache: Path) -> tuple[Path, PHG2ST, object]:
+    """The network `phg2st benchmark --model-cache` trained on the other sections, and ``section`` (the test
+    section, embedded) with that protocol's targets, its genes in the network's order (the benchmark's MOB panel
+    keeps another order than the reader's)."""
+    train = "+".join(s for s in SECTIONS[dataset] if s != test)
+    path = next(model_cache.glob(f"{protocol}_{train}_*.pt"))
+    model = PHG2ST.load(path)
+    a = prepare_targets(section, get_protocol(protocol), panel="her2st_785" if dataset == "her2st" else None)
+    return path, model, a[:, list(model.genes)].copy()
+
+
 def oracle_pcc(a, components: dict[str, np.ndarray]) -> float:
     """Held-out PCC of ``dev_incontext.oracle_combination`` over these components: the layer's form with its
     weights fitted on the held-out values themselves (a bound on any choice of weights, not a method)."""
@@ -73,11 +84,8 @@ def main() -> None:
     warnings.simplefilter("ignore")
     if args.section not in SECTIONS[args.dataset]:
         parser.error(f"{args.section} is not a section of {args.dataset}")
-    train = "+".join(s for s in SECTIONS[args.dataset] if s != args.section)
-    path = next(args.model_cache.glob(f"{args.protocol}_{train}_*.pt"))
-    model = PHG2ST.load(path)
-    a = prepare_targets(sections(args.dataset, args.embedding_cache)[args.section], get_protocol(args.protocol),
-                        panel="her2st_785" if args.dataset == "her2st" else None)  # fmt: skip
+    section = sections(args.dataset, args.embedding_cache)[args.section]
+    path, model, a = cached_fold(args.dataset, section, args.section, args.protocol, args.model_cache)
     print(f"{args.section} {args.protocol} {args.strategy} {args.fraction:.0%}, network {path.name}")
     for seed in args.seeds:
         draw_prompts(a, args.fraction, seed, args.strategy, REP)  # as `phg2st benchmark` draws them

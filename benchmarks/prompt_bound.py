@@ -33,15 +33,13 @@ import pandas as pd
 
 import phg2st_sc as phg2st
 from phg2st_sc._model import _incontext
-from phg2st_sc._model._model import PHG2ST
 from phg2st_sc._utils import as_dense, spot_pitch
 from phg2st_sc.tl._evaluation import draw_prompts
-from phg2st_sc.tl._protocol import get_protocol, prepare_targets
 
 sys.path.insert(0, str(Path(__file__).parent))
 from design_bound import gene_kernels
 from dev_incontext import REP, layer_inputs, oracle_combination, sections
-from diagnose_layer import SECTIONS
+from diagnose_layer import SECTIONS, cached_fold
 
 COLUMNS = ("layer", "network", "field", "known_field", "shared_weights", "per_gene_crossfit", "network_halves",
            "per_gene_insample")  # fmt: skip
@@ -98,11 +96,7 @@ def main() -> None:
     rows = []
     for proto in args.protocols:
         for test in SECTIONS[args.dataset]:
-            train = "+".join(s for s in SECTIONS[args.dataset] if s != test)
-            model = PHG2ST.load(next(args.model_cache.glob(f"{proto}_{train}_*.pt")))
-            a = prepare_targets(secs[test], get_protocol(proto),
-                                panel="her2st_785" if args.dataset == "her2st" else None)  # fmt: skip
-            a = a[:, list(model.genes)].copy()  # the benchmark's networks keep its panel's order (MOB: another)
+            _, model, a = cached_fold(args.dataset, secs[test], test, proto, args.model_cache)
             y_all = as_dense(a.X, dtype=np.float64)
             xy = np.asarray(a.obsm["spatial"], dtype=float)
             xy = xy / spot_pitch(xy)

@@ -25,13 +25,11 @@ import pandas as pd
 
 import phg2st_sc as phg2st
 from phg2st_sc._model import _incontext
-from phg2st_sc._model._model import PHG2ST
 from phg2st_sc.tl._evaluation import draw_prompts
-from phg2st_sc.tl._protocol import get_protocol, prepare_targets
 
 sys.path.insert(0, str(Path(__file__).parents[2]))  # benchmarks/
 from dev_incontext import REP, layer_inputs, sections
-from diagnose_layer import SECTIONS, held_out_pcc
+from diagnose_layer import SECTIONS, cached_fold, held_out_pcc
 
 VARIANTS = {"current": (False, False), "scaled": (True, False), "scaled_ridge": (True, True)}
 
@@ -53,11 +51,7 @@ def main() -> None:
     rows = []
     for proto in args.protocols:
         for test in SECTIONS[args.dataset]:
-            train = "+".join(s for s in SECTIONS[args.dataset] if s != test)
-            model = PHG2ST.load(next(args.model_cache.glob(f"{proto}_{train}_*.pt")))
-            a = prepare_targets(secs[test], get_protocol(proto),
-                                panel="her2st_785" if args.dataset == "her2st" else None)  # fmt: skip
-            a = a[:, list(model.genes)].copy()  # the benchmark's networks keep its panel's order (MOB: another)
+            _, model, a = cached_fold(args.dataset, secs[test], test, proto, args.model_cache)
             for strategy in args.strategies:
                 for fraction in args.fractions:
                     for seed in args.seeds:
