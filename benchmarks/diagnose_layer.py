@@ -44,8 +44,13 @@ def cached_fold(dataset: str, section, test: str, protocol: str, model_cache: Pa
     section, embedded) with that protocol's targets, its genes in the network's order (the benchmark's MOB panel
     keeps another order than the reader's)."""
     train = "+".join(s for s in SECTIONS[dataset] if s != test)
-    path = next(model_cache.glob(f"{protocol}_{train}_*.pt"))
-    model = PHG2ST.load(path)
+    found = {p: PHG2ST.load(p) for p in sorted(model_cache.glob(f"{protocol}_{train}_*.pt"))}
+    # the adaptive variant's networks (a cache may hold the ablations' too: image only, prompts only, paper)
+    adaptive = [p for p, m in found.items() if m.config["variant"] == "adaptive" and m.config["use_image"]
+                and m.config["use_prompts"]]  # fmt: skip
+    if len(adaptive) != 1:
+        raise FileNotFoundError(f"{len(adaptive)} adaptive networks for {protocol} {train} in {model_cache}: need one.")
+    path, model = adaptive[0], found[adaptive[0]]
     a = prepare_targets(section, get_protocol(protocol), panel="her2st_785" if dataset == "her2st" else None)
     return path, model, a[:, list(model.genes)].copy()
 

@@ -13,12 +13,16 @@ A diagnosis, not a method: it reads the held-out values. On the networks cached 
   half of the held-out spots and scored on the other half (and the other way round; PCC within each half,
   averaged; ``network_halves``: the network scored the same way);
 - ``per_gene_insample``: each gene's multiple correlation of the two with the held-out values (weights of any sign
-  fitted and scored on the same spots: an upper bound with its own optimism).
+  fitted and scored on the same spots: an upper bound with its own optimism, about sqrt(2 / n) for a gene without
+  signal over n held-out spots).
+
+(Unlike ``dev_incontext.oracle_combination(per_gene=True)``, the per-gene fits here have an intercept and weights of
+any sign, and each half is scored alone: a bound on any linear use of the two, not on the layer's form.)
 
     PHG2ST_DATA_DIR=../shared/data .venv/bin/python benchmarks/prompt_bound.py her2st --fractions 0.1 0.2 \
         --model-cache models_her2st --embedding-cache DIR --out prompt_bound_her2st.csv
-    PHG2ST_DATA_DIR=../shared/data .venv/bin/python benchmarks/prompt_bound.py mob --fractions 0.2 \
-        --protocols heldout_smoothed --model-cache models_mob --embedding-cache DIR --out prompt_bound_mob.csv
+    PHG2ST_DATA_DIR=../shared/data .venv/bin/python benchmarks/prompt_bound.py mob --fractions 0.1 0.2 \
+        --model-cache models_mob --embedding-cache DIR --out prompt_bound_mob.csv
 """
 
 from __future__ import annotations

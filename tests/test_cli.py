@@ -79,10 +79,17 @@ def test_benchmark_command_on_h5ad_files(tmp_path, capsys):
         main([*args, "--fit", "not-a-pair"])
     assert exit_.value.code == 2 and "KEY=VALUE" in capsys.readouterr().err
     assert main(["benchmark", *paths, "--out", str(out), "--methods", "nope"]) == 1
-    # a shared embedding cache elsewhere (recorded by name only); the run into the same folder resumes
+    # a shared embedding cache elsewhere (recorded by name only); the run into the same folder resumes: its folds
+    # are read back, not computed again
+    before = {p.name: p.read_bytes() for p in out.glob("fold_*.csv")}
     assert main([*args, "--cache-dir", str(tmp_path / "shared_tiles")]) == 0
     assert json.loads((out / "protocol.json").read_text())["embed_kwargs"]["cache_dir"] == (
         "<outside the results folder: shared_tiles>")  # fmt: skip
+    assert {p.name: p.read_bytes() for p in out.glob("fold_*.csv")} == before
+    # a cache folder inside a new results folder is not made before the run (the folder would look not new)
+    inside = tmp_path / "res2"
+    fresh = [str(inside) if a == str(out) else a for a in args]
+    assert main([*fresh, "--cache-dir", str(inside / "tiles")]) == 0 and (inside / "results.csv").is_file()
 
 
 # -- phg2st embed / fit / impute ---------------------------------------------------------------------------------

@@ -140,6 +140,17 @@ def test_the_protocol_record_carries_no_path_of_the_machine(tmp_path):
     assert _portable(None, out) == {}
 
 
+def test_the_model_cache_key_ignores_the_embedding_cache_folder():
+    """Any cache folder, or none, gives the key the command line's runs had before `--cache-dir` (their models are
+    found again); another encoder setting gives another key."""
+    from phg2st_sc.tl._benchmark import _key_embed
+
+    old_cli = {"embed_kwargs": {"mpp": 0.9, "cache_dir": "embedding_cache"}}  # what `phg2st benchmark` recorded
+    for embed in ({"mpp": 0.9, "cache_dir": "<outside the results folder: tiles>"}, {"mpp": 0.9}):
+        assert _key_embed({"embed_kwargs": embed}) == _key_embed(old_cli) == old_cli["embed_kwargs"]
+    assert _key_embed({"embed_kwargs": {"mpp": 0.5}}) != _key_embed(old_cli)
+
+
 def test_a_model_cache_lets_a_second_run_only_evaluate(tmp_path, monkeypatch, synthetic_section):
     """Two runs with the same training and other prompt strategies: the second reads the models back (no fit) and
     its adaptive rows carry calibration metrics."""

@@ -71,8 +71,9 @@ def check(args: argparse.Namespace) -> str | None:
 
     fit_settings(args.fit, hidden=args.hidden, max_epochs=args.max_epochs)
     check_writable(args.out)
-    if args.cache_dir is not None:
-        check_writable(args.cache_dir)
+    out = Path(args.out).expanduser().resolve()
+    if args.cache_dir is not None and not Path(args.cache_dir).expanduser().resolve().is_relative_to(out):
+        check_writable(args.cache_dir)  # (a folder inside `out` is not made here: `out` would no longer look new)
     return None
 
 
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
 
     data = args.data[0] if len(args.data) == 1 and args.data[0] in DATASETS else args.data
     embed = {k: v for k, v in {"weights": args.weights, "mpp": args.mpp}.items() if v is not None}
-    embed["cache_dir"] = str(Path(args.out) / "embedding_cache" if args.cache_dir is None else Path(args.cache_dir))
+    embed["cache_dir"] = str(Path(args.cache_dir) if args.cache_dir is not None else Path(args.out) / "embedding_cache")
     fit = fit_settings(args.fit, hidden=args.hidden, max_epochs=args.max_epochs)
     methods = args.methods
     if args.methods_file:

@@ -465,11 +465,9 @@ def _trained(run: _Run, proto: Protocol, names: list[str], train: list[AnnData],
     arguments = fit_arguments({**run.fit_kwargs, **settings})
     if run.model_cache is None:
         return fit(train, use_rep=run.rep, **arguments)
-    # the embedding cache's folder does not change the model: the key names the command line's default for any
-    # folder (or none), so that models cached before `--cache-dir` existed are found again
-    embed = _without_cache(run.record)["embed_kwargs"] | {"cache_dir": "embedding_cache"}
     what = {"dataset": run.record["dataset"], "train": names, "protocol": asdict(proto), "rep": run.rep,
-            "encoder": run.record["encoder"], "embed": embed, "panel": run.record["panel"], "fit": arguments}  # fmt: skip
+            "encoder": run.record["encoder"], "embed": _key_embed(run.record), "panel": run.record["panel"],
+            "fit": arguments}  # fmt: skip
     digest = hashlib.sha256(json.dumps(what, sort_keys=True, default=repr).encode()).hexdigest()[:16]
     path = run.model_cache / f"{proto.name}_{'+'.join(names)}_{digest}.pt"
     if path.exists():
@@ -564,6 +562,15 @@ def _check_results_folder(out_dir: Path, record: dict) -> None:
             f"`out` {out_dir} holds the results of another benchmark run (its protocol.json differs in {differ}): "
             "resuming would mix the two. Use another folder, or remove this one to start again."
         )
+
+
+def _key_embed(record: dict) -> dict:
+    """The embedding settings in a model cache's key, with the cache's folder named as the command line's default.
+
+    The folder does not change the model; naming it always as the command line did before `--cache-dir` existed
+    finds the models it cached then.
+    """
+    return _without_cache(record)["embed_kwargs"] | {"cache_dir": "embedding_cache"}
 
 
 def _without_cache(record: dict) -> dict:
