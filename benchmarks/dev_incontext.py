@@ -17,6 +17,7 @@ so that designs of the post-hoc layer can be compared without retraining.
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -158,7 +159,7 @@ def dev_setup(args: argparse.Namespace) -> tuple[Path, dict]:
     out = Path(args.out)
     (out / "models").mkdir(parents=True, exist_ok=True)
     phg2st.settings.progress = False
-    return out, sections(args.dataset, Path("/tmp") / f"phg2st_cache_{args.dataset}")
+    return out, sections(args.dataset, Path(tempfile.gettempdir()) / f"phg2st_cache_{args.dataset}")
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ covariance with the truth transported from the prompts (a calibration slope over
 within folds) to the spots it predicts (times the component's own variance there), the Gram matrix of the
 components computed at those spots, and the weights minimising the implied squared error there.
 
-    PHG2ST_DATA_DIR=../shared/data .venv/bin/python benchmarks/dev_transport.py mob --out /tmp/dev/transport_mob
+    PHG2ST_DATA_DIR=../shared/data .venv/bin/python benchmarks/dev_transport.py mob --out DIR
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ any of the benchmark's strategies) too:
 
     PHG2ST_DATA_DIR=../shared/data .venv/bin/python benchmarks/diagnose_layer.py MOB2 --dataset mob \
         --protocol heldout_smoothed --strategy variance --model-cache models_mob \
-        --embedding-cache /tmp/phg2st_cache_mob
+        --embedding-cache DIR
 """
 
 from __future__ import annotations
