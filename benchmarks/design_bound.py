@@ -46,11 +46,12 @@ def load(dataset: str, name: str):
         return phg2st.datasets.her2st(name) if dataset == "her2st" else phg2st.datasets.stutility_mob(name)
 
 
-def gene_kernels(xy: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each gene's kernel by the marginal likelihood of all spots (genes constant there are dropped)."""
+def gene_kernels(xy: np.ndarray, y: np.ndarray, per_gene: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Each gene's kernel by the marginal likelihood of all spots (genes constant there are dropped); with
+    ``per_gene=False`` the one kernel of the likelihood summed over the genes (repeated for each)."""
     sd = y.std(0)
     z = (y[:, sd > 0] - y[:, sd > 0].mean(0)) / sd[sd > 0]
-    return _incontext.fit_kernel(xy, z, per_gene=True)
+    return _incontext.fit_kernel(xy, z, per_gene=per_gene)
 
 
 def implied_pcc(xy: np.ndarray, prompt: np.ndarray, ell: np.ndarray, eta: np.ndarray) -> float:

@@ -37,6 +37,7 @@ import pandas as pd
 
 import phg2st_sc as phg2st
 from phg2st_sc._model import _incontext
+from phg2st_sc._model._incontext import _pcc_genes as pcc  # per-gene PCC over rows
 from phg2st_sc._utils import as_dense, spot_pitch
 from phg2st_sc.tl._evaluation import draw_prompts
 
@@ -47,11 +48,6 @@ from diagnose_layer import SECTIONS, cached_fold
 
 COLUMNS = ("layer", "network", "field", "known_field", "shared_weights", "per_gene_crossfit", "network_halves",
            "per_gene_insample")  # fmt: skip
-
-
-def pcc(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-gene PCC over rows (0 where either is constant)."""
-    return _incontext._pcc_genes(a, b)
 
 
 def known_field(xy: np.ndarray, prompt: np.ndarray, y_all: np.ndarray, ok: np.ndarray, kernels) -> np.ndarray:

@@ -12,43 +12,42 @@ handed to the layer as ``_incontext.DEV_PRIOR``, which only exists with one of t
 
 Arguments: dataset, protocol, prompt strategy, results folder, model cache, then optionally ``prior`` (default) or
 ``none`` (``DEV_PRIOR`` left unset: the layer as it is, on the same networks) and the prompt fractions (default
-0.05 0.1 0.2).
+0.05 0.1 0.2). ``TILES`` in the environment: a tile embedding cache shared with other runs (default
+``OUT/embedding_cache``).
 
     PHG2ST_DATA_DIR=../shared/data python run_prior.py her2st heldout variance OUT models_her2st
     PHG2ST_DATA_DIR=../shared/data python run_prior.py her2st heldout random OUT models_her2st none 0.1 0.2 0.3
 """
 
+import os
 import sys
-import warnings
+from pathlib import Path
 
 import numpy as np
 
 import phg2st_sc as phg2st
-import phg2st_sc.tl._benchmark as _b
 from phg2st_sc._model import _incontext
 from phg2st_sc._utils import as_dense, spot_pitch
+from phg2st_sc.tl._benchmark import _resolve_panel
+
+sys.path.insert(0, str(Path(__file__).parents[2]))  # benchmarks/
+from design_bound import DATASETS, SECTIONS, gene_kernels, load
 
 dataset, proto, strategy, out, cache = sys.argv[1:6]
-names = ("C2", "C3", "C4", "C5", "C6") if dataset == "her2st" else ("MOB1", "MOB2", "MOB3", "MOB4")
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    secs = {n: (phg2st.datasets.her2st(n) if dataset == "her2st" else phg2st.datasets.stutility_mob(n)) for n in names}
-panel = "her2st_785" if dataset == "her2st" else phg2st.pp.top_expressed_genes(list(secs.values()), n_top=1000)
+names = SECTIONS[dataset]
+secs = {n: load(dataset, n) for n in names}
+panel = _resolve_panel("auto", DATASETS[dataset], secs)  # the benchmark's panel of the dataset
 ells, etas = [], []
 for a in secs.values():
     t = phg2st.tl.prepare_targets(a, proto, panel=panel)
     xy = np.asarray(t.obsm["spatial"], float)
-    xy = xy / spot_pitch(xy)
-    y = as_dense(t.X, dtype=np.float64)
-    sd = y.std(0)
-    z = (y[:, sd > 0] - y[:, sd > 0].mean(0)) / sd[sd > 0]
-    l, e = _incontext.fit_kernel(xy, z)
+    l, e = gene_kernels(xy / spot_pitch(xy), as_dense(t.X, dtype=np.float64), per_gene=False)
     ells.append(l[0])
     etas.append(e[0])
 prior = (float(np.median(ells)), float(np.median(etas)))
 print("prior kernel", prior, ells, etas, flush=True)
 _incontext.DEV_PRIOR = prior if (sys.argv[6:7] or ["prior"])[0] == "prior" else None
-_b._check_results_folder = lambda *a, **k: None  # dev: the folder holds a seeded embedding cache
+tiles = os.environ.get("TILES", out + "/embedding_cache")
 kw = {
     "sections": list(names),
     "folds": "leave_one_section_out",
@@ -60,9 +59,7 @@ kw = {
     "fit_kwargs": {"hidden": 128, "max_epochs": 100},
     "out": out,
     "model_cache": cache,
-    "embed_kwargs": {"mpp": 0.9, "cache_dir": out + "/embedding_cache"}
-    if dataset == "mob"
-    else {"cache_dir": out + "/embedding_cache"},
+    "embed_kwargs": {"cache_dir": tiles} | ({"mpp": 0.9} if dataset == "mob" else {}),
 }
-phg2st.tl.benchmark("her2st" if dataset == "her2st" else "stutility_mob", **kw)
+phg2st.tl.benchmark(DATASETS[dataset], **kw)
 print("DONE", flush=True)
