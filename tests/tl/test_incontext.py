@@ -428,3 +428,42 @@ def test_spread_prompts_leave_the_ridge_out():
     mu = y[lattice].mean(0)
     np.testing.assert_allclose(out, mu + sum(fit.weights[c] * (fit.components[c] - mu) for c in ic.COMPONENTS),
                                rtol=1e-5, atol=1e-5)  # fmt: skip
+
+
+def test_genes_without_variation_do_not_move_the_shared_kernel():
+    """A gene that is zero at every prompt says nothing about the kernel; forty of them beside four smooth genes
+    used to pull the shared kernel to the grid's longest length scale and smallest noise ratio."""
+    xy, y = _field(n=300, genes=4, noise=0.3)
+    prompt = np.zeros(len(xy), dtype=bool)
+    prompt[::5] = True
+    r = y[prompt] - y[prompt].mean(0)
+    ell, eta = ic.fit_kernel(xy[prompt], r)
+    ell_z, eta_z = ic.fit_kernel(xy[prompt], np.hstack([r, np.zeros((len(r), 40))]))
+    assert (ell_z[0], eta_z[0]) == (ell[0], eta[0])
+    assert ic.LENGTH_SCALES[0] < ell[0] < ic.LENGTH_SCALES[-1]
+    assert (ic._loglik(xy[prompt], np.zeros((len(r), 2))) == 0).all()
+
+
+@pytest.mark.parametrize("value", [0.1, 0.3])
+def test_a_gene_constant_over_the_prompts_leaves_the_others_alone(value):
+    """A gene whose prompts all hold one value: the weights and the other genes' predictions are those with the
+    gene at 0, and its own prediction is shifted by the value. Sixty copies of 0.1 average to a mean one unit in
+    the last place off: a standard deviation of 4e-17 then scaled the gene's rounding up to order one, its residuals
+    to 1e16, and it set the weights alone."""
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 12, size=(300, 2))
+    centres = rng.uniform(0, 12, size=(4, 2))
+    y = np.exp(-((xy[:, None, :] - centres[None]) ** 2).sum(-1) / 8.0) + 0.3 * rng.normal(size=(300, 4))
+    net = np.hstack([y + rng.normal(size=y.shape), np.linspace(0, 1, 300)[:, None]])
+    prompt = np.zeros(len(xy), dtype=bool)
+    prompt[::5] = True
+    assert np.full(prompt.sum(), value).std() > 0  # the rounding this is about
+    outs, fits = [], []
+    for v in (0.0, value):
+        out, fit = ic.adapt(net, net[:, :3], None, xy, prompt, np.hstack([y, np.full((300, 1), v)])[prompt])
+        outs.append(out)
+        fits.append(fit)
+    assert fits[0].record()["cv_pcc"]["kept"] == "combination"  # the weights, not one component, decide
+    assert fits[1].weights == pytest.approx(fits[0].weights, abs=1e-12)
+    np.testing.assert_allclose(outs[1][:, :4], outs[0][:, :4], atol=1e-6)
+    np.testing.assert_allclose(outs[1][:, 4] - outs[0][:, 4], value, atol=1e-6)

@@ -133,17 +133,24 @@ def _sqdist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _loglik(xy: np.ndarray, r: np.ndarray) -> np.ndarray:
-    """Profiled log marginal likelihood per gene on the grid: (length scales, noise ratios, genes)."""
+    """Profiled log marginal likelihood per gene on the grid: (length scales, noise ratios, genes).
+
+    A gene that is zero at every point says nothing about the kernel: its likelihood is 0 on the whole grid (its
+    profiled amplitude would be 0, and the log-determinant alone would pull a kernel shared by the genes towards the
+    grid's smallest noise ratio).
+    """
     p, g = r.shape
     d2 = _sqdist(xy, xy)
-    out = np.empty((len(LENGTH_SCALES), len(NOISE_RATIOS), g))
+    out = np.zeros((len(LENGTH_SCALES), len(NOISE_RATIOS), g))
+    live = np.flatnonzero((r != 0).any(0))
+    r = r[:, live]
     for i, ell in enumerate(LENGTH_SCALES):
         lam, u = np.linalg.eigh(np.exp(-0.5 * d2 / ell**2))
         proj = (u.T @ r) ** 2  # (p, g): each gene's energy per eigen-direction
         for j, eta in enumerate(NOISE_RATIOS):
             ev = np.maximum(lam, 0.0) + eta
             s2 = np.maximum((proj / ev[:, None]).sum(0) / p, 1e-300)  # profiled amplitude per gene
-            out[i, j] = -0.5 * p * np.log(s2) - 0.5 * float(np.log(ev).sum())
+            out[i, j, live] = -0.5 * p * np.log(s2) - 0.5 * float(np.log(ev).sum())
     return out
 
 
@@ -397,7 +404,7 @@ def _fit_spot_model(
     if not (size > 0).any():
         return None, ones
     t = np.log(np.maximum(size, 1e-3 * np.median(size[size > 0])))[:, None]
-    centre, sd = x_p.mean(0), np.where(x_p.std(0) > 0, x_p.std(0), 1.0)
+    centre, sd = _centre_scale(x_p)
     z = (x_p - centre) / sd
     cv, alpha = _ridge_penalty(z, t, folds)
     mu_x, beta, mu_y = _ridge(z, t, alpha)
@@ -435,7 +442,7 @@ def ridge_cv(
 
 def _ridge_penalty(f_p: np.ndarray, y: np.ndarray, folds: list[np.ndarray]) -> tuple[np.ndarray, float]:
     """:func:`ridge_cv`'s cross-fitted predictions at the prompts and its penalty."""
-    sd = np.where(y.std(0) > 0, y.std(0), 1.0)
+    sd = _centre_scale(y)[1]
     best = (np.inf, RIDGE_ALPHAS[0], None)
     for alpha in RIDGE_ALPHAS:
         cv = np.empty_like(y, dtype=float)
@@ -465,10 +472,22 @@ def _pcc_genes(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(den > 0, (a * b).sum(0) / np.where(den > 0, den, 1.0), 0.0)
 
 
+def _centre_scale(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and standard deviation of ``x`` (rows); a constant column gets its value and 1, exactly.
+
+    Constant means all values equal, not a standard deviation of 0: the mean of equal floats can be one unit in the
+    last place off (0.1 repeated 60 times), and their standard deviation is then about 1e-17, which would blow the
+    column's rounding up to values of order one.
+    """
+    varies = np.ptp(x, axis=0) > 0 if len(x) else np.zeros(x.shape[1:], dtype=bool)
+    first = x[0] if len(x) else np.zeros(x.shape[1:])
+    return np.where(varies, x.mean(0) if len(x) else 0.0, first), np.where(varies, x.std(0) if len(x) else 1.0, 1.0)
+
+
 def _standardised(x: np.ndarray) -> np.ndarray:
-    """``x`` centred and scaled per column (constant columns centred only)."""
-    sd = x.std(0)
-    return (x - x.mean(0)) / np.where(sd > 0, sd, 1.0)
+    """``x`` centred and scaled per column (constant columns: zeros)."""
+    centre, sd = _centre_scale(x)
+    return (x - centre) / sd
 
 
 def _features(latent: np.ndarray, image: np.ndarray | None, n_pcs: int = 32) -> np.ndarray:
@@ -539,8 +558,7 @@ def adapt(
     fitted on the prompts first; then each block of at most :data:`BLOCK` spots gets its components, their
     combination and its kriging variance, so that a slide of many spots holds no (spots x genes) array in float64.
     """
-    mu = y_prompt.mean(0)
-    sd = np.where(y_prompt.std(0) > 0, y_prompt.std(0), 1.0)
+    mu, sd = _centre_scale(y_prompt)  # a gene constant over the prompts: its value, and z = 0 exactly
     at_prompts = np.asarray(network[prompt] if network_at_prompts is None else network_at_prompts, dtype=np.float64)
     offset = mu - at_prompts.mean(0)  # per-gene offset from the prompts
     at_prompts = at_prompts + offset

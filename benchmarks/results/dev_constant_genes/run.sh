@@ -1,0 +1,19 @@
+# The constant-gene fix (docs/benchmarks.md, "Since the final runs"): the adaptive rows before and after, and how
+# often the prompt field's kernel moved. BEFORE and AFTER: checkouts of the commit before the fix and of the fix;
+# MODELS: the --model-cache folder of the final runs (one per dataset), TILES: a tile cache folder.
+for code in before after; do
+  src=$([ $code = before ] && echo $BEFORE || echo $AFTER)/src
+  for ds in her2st mob; do
+    for spec in random:0.05,0.07,0.1,0.2,0.3 blocks:0.1 space:0.05,0.07,0.1,0.2 variance:0.05,0.07,0.1,0.2 \
+        features:0.05,0.07,0.1,0.2 space_blocks:0.1 variance_blocks:0.1 features_blocks:0.1; do
+      PYTHONPATH=$src PHG2ST_DATA_DIR=../shared/data .venv/bin/python \
+          benchmarks/results/dev_constant_genes/layer_rerun.py $ds ${spec%%:*} ${spec#*:} models_$ds tiles_$ds \
+          rows/$code/${ds}_${spec%%:*}
+    done
+  done
+done
+.venv/bin/python benchmarks/results/dev_constant_genes/compare.py rows/before rows/after
+for ds in her2st mob; do
+  PHG2ST_DATA_DIR=../shared/data .venv/bin/python benchmarks/results/dev_constant_genes/check_kernels.py $ds \
+      --embedding-cache tiles_$ds --out benchmarks/results/dev_constant_genes/kernels_$ds.csv
+done
