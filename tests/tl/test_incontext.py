@@ -442,6 +442,22 @@ def test_genes_without_variation_do_not_move_the_shared_kernel():
     assert (ell_z[0], eta_z[0]) == (ell[0], eta[0])
     assert ic.LENGTH_SCALES[0] < ell[0] < ic.LENGTH_SCALES[-1]
     assert (ic._loglik(xy[prompt], np.zeros((len(r), 2))) == 0).all()
+    # a constant that is not zero (a gene zero on the subset of prompts the kernel is fitted on, then centred over
+    # all of them; or a rounding constant) says nothing either
+    offset = np.hstack([r, np.full((len(r), 20), 0.3), np.full((len(r), 1), 1e-17)])
+    assert ic.fit_kernel(xy[prompt], offset)[0][0] == ell[0] and ic.fit_kernel(xy[prompt], offset)[1][0] == eta[0]
+
+
+def test_constant_columns_are_centred_and_scaled_exactly():
+    """A column of equal values: its value and a scale of 1, so it standardises to exact zeros (not rounding blown
+    up by a standard deviation of 1e-17), as the layer's features are standardised."""
+    x = np.column_stack([np.full(60, 0.1), np.arange(60.0), np.zeros(60)])
+    centre, sd = ic._centre_scale(x)
+    assert centre[0] == 0.1 and sd[0] == 1.0 and sd[2] == 1.0 and sd[1] == pytest.approx(x[:, 1].std())
+    z = ic._standardised(x)
+    assert (z[:, 0] == 0).all() and (z[:, 2] == 0).all()
+    centre, sd = ic._centre_scale(np.empty((0, 3)))
+    assert (centre == 0).all() and (sd == 1).all()
 
 
 @pytest.mark.parametrize("value", [0.1, 0.3])

@@ -4,7 +4,8 @@ For every draw of the benchmark's folds (her2st C2-C6 and MOB1-4, both targets, 
 seeds 0-2), the prompt field's shared kernel as the in-context layer chooses it (`_incontext._choose` over the
 grid, also with the floor at the prompts' spacing) with and without the log-determinant that each gene constant
 over the prompts added to the summed likelihood before the fix. No network is read: the field's kernel depends on
-the prompts' values only. Writes one row per draw.
+the prompts' values only. Writes one row per draw (`constant_nonzero`: genes constant over the prompts at a value
+other than 0, which the reconstruction of "before" does not cover).
 
     PHG2ST_DATA_DIR=../shared/data .venv/bin/python benchmarks/results/dev_constant_genes/check_kernels.py her2st \
         --embedding-cache DIR --out kernels_her2st.csv
@@ -73,13 +74,14 @@ def main() -> None:
                         z = (y - mu) / sd
                         sub = ic._fit_rows(len(z))
                         xy_p = xy[prompt][sub]
-                        n_const = int((np.ptp(y, axis=0) == 0).sum())
+                        const = np.ptp(y, axis=0) == 0
+                        n_const = int(const.sum())
                         ll = ic._loglik(xy_p, z[sub])  # constant genes: 0 on the whole grid
                         before = ll.sum(-1) + n_const * logdet(xy_p)
                         floor = spot_pitch(xy[prompt])
                         row = {"dataset": args.dataset, "section": section, "protocol": proto, "strategy": strategy,
                                "fraction": fraction, "seed": seed, "prompts": int(prompt.sum()),
-                               "constant_genes": n_const}  # fmt: skip
+                               "constant_genes": n_const, "constant_nonzero": int((const & (y[0] != 0)).sum())}  # fmt: skip
                         for tag, lo in (("", 0.0), ("_long", floor)):
                             for when, total in (("before", before), ("after", ll.sum(-1))):
                                 masked = np.where((ic.LENGTH_SCALES < min(lo, ic.LENGTH_SCALES[-1]))[:, None],

@@ -1,6 +1,9 @@
 # The constant-gene fix (docs/benchmarks.md, "Since the final runs"): the adaptive rows before and after, and how
 # often the prompt field's kernel moved. BEFORE and AFTER: checkouts of the commit before the fix and of the fix;
-# MODELS: the --model-cache folder of the final runs (one per dataset), TILES: a tile cache folder.
+# models_her2st, models_mob: the --model-cache folders of the final runs; tiles_her2st, tiles_mob: tile caches.
+# Run from the repository root.
+set -euo pipefail
+: "${BEFORE:?a checkout of the commit before the fix}" "${AFTER:?a checkout of the fix}"
 for code in before after; do
   src=$([ $code = before ] && echo $BEFORE || echo $AFTER)/src
   for ds in her2st mob; do

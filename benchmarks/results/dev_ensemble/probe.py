@@ -7,8 +7,8 @@ genes: each network alone (``net0``...), their average (``net_avg``), the in-con
 (``layer0``, as the package does it) and on the average (``layer_avg``: the networks' predictions and cross-fitted
 passes averaged, their tokens side by side for the ridge; ``layer_avg_lat0``: network 0's tokens only).
 
-    PHG2ST_DATA_DIR=../shared/data .venv/bin/python benchmarks/results/dev_ensemble/probe.py her2st heldout 0.1,0.2 \
-        3 models_her2st OUT_MODELS TILES probe_her2st.csv
+    PHG2ST_DATA_DIR=../shared/data .venv/bin/python benchmarks/results/dev_ensemble/probe.py her2st \
+        heldout,heldout_smoothed 0.1,0.2 3 models_her2st OUT_MODELS TILES benchmarks/results/dev_ensemble/probe_her2st.csv
 """
 
 import sys

@@ -135,14 +135,16 @@ def _sqdist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _loglik(xy: np.ndarray, r: np.ndarray) -> np.ndarray:
     """Profiled log marginal likelihood per gene on the grid: (length scales, noise ratios, genes).
 
-    A gene that is zero at every point says nothing about the kernel: its likelihood is 0 on the whole grid (its
-    profiled amplitude would be 0, and the log-determinant alone would pull a kernel shared by the genes towards the
-    grid's smallest noise ratio).
+    A gene that is constant over the points (all its values equal, zero or not: the values are taken as centred)
+    says nothing about the kernel: its likelihood is 0 on the whole grid (with a zero profiled amplitude the
+    log-determinant alone would pull a kernel shared by the genes towards the grid's smallest noise ratio, and a
+    constant offset towards its longest length scale). Above :func:`_fit_rows`' count the kernel is fitted on a
+    subset of the prompts, where a gene can be constant although it varies over all of them.
     """
     p, g = r.shape
     d2 = _sqdist(xy, xy)
     out = np.zeros((len(LENGTH_SCALES), len(NOISE_RATIOS), g))
-    live = np.flatnonzero((r != 0).any(0))
+    live = np.flatnonzero(np.ptp(r, axis=0) > 0) if p else np.arange(0)
     r = r[:, live]
     for i, ell in enumerate(LENGTH_SCALES):
         lam, u = np.linalg.eigh(np.exp(-0.5 * d2 / ell**2))
