@@ -82,13 +82,10 @@ def main() -> None:
                         row = {"dataset": args.dataset, "section": section, "protocol": proto, "strategy": strategy,
                                "fraction": fraction, "seed": seed, "prompts": int(prompt.sum()),
                                "constant_genes": n_const, "constant_nonzero": int((const & (y[0] != 0)).sum())}  # fmt: skip
-                        for tag, lo in (("", 0.0), ("_long", floor)):
-                            for when, total in (("before", before), ("after", ll.sum(-1))):
-                                masked = np.where((ic.LENGTH_SCALES < min(lo, ic.LENGTH_SCALES[-1]))[:, None],
-                                                  -np.inf, total)  # fmt: skip
-                                i, j = np.unravel_index(masked.argmax(), masked.shape)
-                                row[f"ell{tag}_{when}"] = float(ic.LENGTH_SCALES[i])
-                                row[f"eta{tag}_{when}"] = float(ic.NOISE_RATIOS[j])
+                        for tag, lo in (("", 0.0), ("_long", floor)):  # the layer's choice, from the summed ll
+                            for when, total in (("before", before[..., None]), ("after", ll)):
+                                ell, eta = ic._choose(total, per_gene=False, floor=lo)
+                                row[f"ell{tag}_{when}"], row[f"eta{tag}_{when}"] = float(ell[0]), float(eta[0])
                         rows.append(row)
             print(section, proto, flush=True)
     df = pd.DataFrame(rows)

@@ -1,6 +1,6 @@
 """Per-draw rows of the adaptive variant before and after the fix (held-out spots), and the change per table cell.
 
-python compare.py BEFORE AFTER   # the two folders of layer_rerun.py outputs, one subfolder per dataset_strategy
+python compare.py BEFORE AFTER   # the two folders of run.sh's benchmark runs, one per dataset_strategy
 """
 
 import sys

@@ -481,9 +481,10 @@ def _centre_scale(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     last place off (0.1 repeated 60 times), and their standard deviation is then about 1e-17, which would blow the
     column's rounding up to values of order one.
     """
-    varies = np.ptp(x, axis=0) > 0 if len(x) else np.zeros(x.shape[1:], dtype=bool)
-    first = x[0] if len(x) else np.zeros(x.shape[1:])
-    return np.where(varies, x.mean(0) if len(x) else 0.0, first), np.where(varies, x.std(0) if len(x) else 1.0, 1.0)
+    if not len(x):
+        return np.zeros(x.shape[1:]), np.ones(x.shape[1:])
+    varies = np.ptp(x, axis=0) > 0
+    return np.where(varies, x.mean(0), x[0]), np.where(varies, x.std(0), 1.0)
 
 
 def _standardised(x: np.ndarray) -> np.ndarray:
