@@ -298,6 +298,25 @@ def _size(nbytes: float) -> str:
     return f"{int(nbytes)} bytes"
 
 
+def centre_scale(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and standard deviation of ``x`` (rows); a constant column gets its value and 1, exactly.
+
+    Constant means all values equal, not a standard deviation of 0: the mean of equal floats can be one unit in the
+    last place off (0.1 repeated 60 times), and their standard deviation is then about 1e-17, which would blow the
+    column's rounding up to values of order one. Every standardisation in the package goes through here.
+    """
+    if not len(x):
+        return np.zeros(x.shape[1:]), np.ones(x.shape[1:])
+    varies = np.ptp(x, axis=0) > 0
+    return np.where(varies, x.mean(0), x[0]), np.where(varies, x.std(0), 1.0)
+
+
+def standardised(x: np.ndarray) -> np.ndarray:
+    """``x`` centred and scaled per column (constant columns: zeros exactly, see :func:`centre_scale`)."""
+    centre, sd = centre_scale(x)
+    return (x - centre) / sd
+
+
 def spot_pitch(coords: np.ndarray) -> float:
     """Median distance from a spot to its nearest other spot: the array pitch on regular grids (1.0 if undefined)."""
     from scipy.spatial import cKDTree

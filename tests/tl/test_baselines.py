@@ -59,6 +59,33 @@ def test_gp_equals_kriging_with_its_fitted_kernel(c2_targets):
     assert 29 < p["length_scale"] < 29_000
 
 
+def test_gp_kernel_ignores_genes_constant_over_the_prompts(c2_targets):
+    """Genes whose prompts all hold one value (zero at every prompt is common on raw counts; 0.1 sixty times has a
+    mean one unit in the last place off) are predicted as that value and do not move the kernel shared by the other
+    genes: its likelihood used to add their log-determinant, pulling amplitude and noise down."""
+    m = c2_targets.obs["phg2st_prompt"].to_numpy()
+    y = dense(c2_targets.X)
+    live = np.flatnonzero(np.ptp(y[m], axis=0) > 0)[:30]
+    a = c2_targets[:, live].copy()
+    phg2st.tl.baseline(a, method="gp")
+    rng = np.random.default_rng(0)
+    flat = np.zeros((a.n_obs, 45))
+    flat[:, 40:] = 0.1
+    flat[~m] = rng.uniform(0, 2, size=((~m).sum(), 45))  # held-out spots vary: only the prompts are constant
+    b = AnnData(np.hstack([dense(a.X), flat]), obs=a.obs.copy(), obsm=dict(a.obsm))
+    phg2st.tl.baseline(b, method="gp")
+    kernel = {k: a.uns["baseline_gp"]["params"][k] for k in ("amplitude", "length_scale", "noise")}
+    assert {k: b.uns["baseline_gp"]["params"][k] for k in kernel} == pytest.approx(kernel, rel=1e-6)
+    np.testing.assert_allclose(b.layers["baseline_gp"][~m, :30], a.layers["baseline_gp"][~m], rtol=1e-5, atol=1e-6)
+    pred = b.layers["baseline_gp"][~m]
+    assert (pred[:, 30:70] == 0).all() and (pred[:, 70:] == np.float32(0.1)).all()
+    # no gene varies over the prompts: nothing to fit, the constants predicted and the kernel NaN (not an error)
+    c = b[:, 30:].copy()
+    phg2st.tl.baseline(c, method="gp")
+    np.testing.assert_array_equal(c.layers["baseline_gp"][~m], b.layers["baseline_gp"][~m, 30:])
+    assert np.isnan(c.uns["baseline_gp"]["params"]["length_scale"])
+
+
 def test_gp_beats_mean_on_smoothed_targets(c2_targets):
     a = c2_targets
     phg2st.pp.smooth(a)

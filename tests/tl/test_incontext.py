@@ -8,7 +8,7 @@ import torch
 
 import phg2st_sc as phg2st
 from phg2st_sc._model import _incontext as ic
-from phg2st_sc._utils import spot_pitch
+from phg2st_sc._utils import centre_scale, spot_pitch, standardised
 
 
 def _field(n=150, genes=5, seed=0, noise=0.1):
@@ -406,6 +406,43 @@ def test_large_slides_are_assembled_in_blocks_of_spots(monkeypatch):
         assert np.corrcoef(local_blocks[held, g], local_one[held, g])[0, 1] > 0.995
 
 
+def test_the_kernel_sees_values_centred_over_its_subset(monkeypatch):
+    """Above ``FIT_SUBSET`` prompts the kernel is chosen on a subset of them; the likelihood takes its values as
+    centred, so both the residuals and the expression are centred over that subset (the expression used to be centred
+    over all prompts: a subset's non-zero mean reads as signal at the longest length scales)."""
+    xy, y = _field(n=600, genes=4, seed=4)
+    prompt = np.zeros(len(xy), dtype=bool)
+    prompt[::2] = True
+    rng = np.random.default_rng(1)
+    seen = []
+    loglik = ic._loglik
+    monkeypatch.setattr(ic, "_loglik", lambda points, r: seen.append(r) or loglik(points, r))
+    monkeypatch.setattr(ic, "FIT_SUBSET", 60)
+    ic.adapt(y + rng.normal(scale=0.3, size=y.shape), rng.normal(size=(len(xy), 4)), None, xy, prompt, y[prompt])
+    assert seen and all(r.shape[0] == 60 and np.abs(r.mean(0)).max() < 1e-12 for r in seen)
+
+
+def test_constant_features_add_nothing_in_either_path(monkeypatch):
+    """A feature constant over the spots (at a value other than 0, and far from 0) is centred on its value and scaled
+    by 1 in one block and in the blocked path of large slides alike: the principal components are those without it."""
+    rng = np.random.default_rng(5)
+    latent = rng.normal(size=(400, 5)).astype(np.float32)
+    image = rng.normal(size=(400, 12)).astype(np.float32)
+    flat = np.hstack([latent, np.full((400, 1), 0.1, np.float32), np.full((400, 1), 3e4, np.float32)])
+
+    def same(a, b):  # the same components up to their signs (b's last two: the constant columns, zeros)
+        k = a.shape[1]
+        np.testing.assert_allclose(np.abs((a * b[:, :k]).sum(0)) / np.linalg.norm(a, axis=0) ** 2, 1.0, atol=1e-4)
+        assert np.abs(b[:, k:]).max() < 1e-3
+
+    plain, with_flat = ic._features(latent, image), ic._features(flat, image)
+    monkeypatch.setattr(ic, "BLOCK", 128)
+    monkeypatch.setattr(ic, "FEATURE_BLOCK", 50)
+    blocked = ic._features(flat, image)
+    same(plain, with_flat)
+    same(plain, blocked)
+
+
 def test_spread_prompts_leave_the_ridge_out():
     """With spread prompts (a lattice: a design) the folds' distance exceeds the prediction distance and the ridge,
     which reads no prompt, is left out of the combination; with random prompts on the same section it is not."""
@@ -452,11 +489,11 @@ def test_constant_columns_are_centred_and_scaled_exactly():
     """A column of equal values: its value and a scale of 1, so it standardises to exact zeros (not rounding blown
     up by a standard deviation of 1e-17), as the layer's features are standardised."""
     x = np.column_stack([np.full(60, 0.1), np.arange(60.0), np.zeros(60)])
-    centre, sd = ic._centre_scale(x)
+    centre, sd = centre_scale(x)
     assert centre[0] == 0.1 and sd[0] == 1.0 and sd[2] == 1.0 and sd[1] == pytest.approx(x[:, 1].std())
-    z = ic._standardised(x)
+    z = standardised(x)
     assert (z[:, 0] == 0).all() and (z[:, 2] == 0).all()
-    centre, sd = ic._centre_scale(np.empty((0, 3)))
+    centre, sd = centre_scale(np.empty((0, 3)))
     assert (centre == 0).all() and (sd == 1).all()
 
 

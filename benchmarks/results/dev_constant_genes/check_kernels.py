@@ -23,7 +23,7 @@ import pandas as pd
 
 import phg2st_sc as phg2st
 from phg2st_sc._model import _incontext as ic
-from phg2st_sc._utils import as_dense, spot_pitch
+from phg2st_sc._utils import as_dense, centre_scale, spot_pitch
 from phg2st_sc.tl._benchmark import _resolve_panel
 from phg2st_sc.tl._evaluation import draw_prompts
 from phg2st_sc.tl._protocol import prepare_targets
@@ -70,7 +70,7 @@ def main() -> None:
                         draw_prompts(a, fraction, seed, strategy, REP)
                         prompt = a.obs["phg2st_prompt"].to_numpy(bool)
                         y = y_all[prompt]
-                        mu, sd = ic._centre_scale(y)
+                        mu, sd = centre_scale(y)
                         z = (y - mu) / sd
                         sub = ic._fit_rows(len(z))
                         xy_p = xy[prompt][sub]

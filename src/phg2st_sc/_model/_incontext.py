@@ -45,7 +45,7 @@ import numpy as np
 from scipy.optimize import nnls
 from scipy.spatial import cKDTree
 
-from phg2st_sc._utils import morton_order, spot_pitch
+from phg2st_sc._utils import centre_scale, morton_order, spot_pitch, standardised
 
 EXACT_MAX = 3000  # prompts up to which kriging is exact (a p x p matrix)
 LOCAL_K = 64  # prompts per spot for local kriging above that (at least: see LOCAL_GROUP)
@@ -406,7 +406,7 @@ def _fit_spot_model(
     if not (size > 0).any():
         return None, ones
     t = np.log(np.maximum(size, 1e-3 * np.median(size[size > 0])))[:, None]
-    centre, sd = _centre_scale(x_p)
+    centre, sd = centre_scale(x_p)
     z = (x_p - centre) / sd
     cv, alpha = _ridge_penalty(z, t, folds)
     mu_x, beta, mu_y = _ridge(z, t, alpha)
@@ -444,7 +444,7 @@ def ridge_cv(
 
 def _ridge_penalty(f_p: np.ndarray, y: np.ndarray, folds: list[np.ndarray]) -> tuple[np.ndarray, float]:
     """:func:`ridge_cv`'s cross-fitted predictions at the prompts and its penalty."""
-    sd = _centre_scale(y)[1]
+    sd = centre_scale(y)[1]
     best = (np.inf, RIDGE_ALPHAS[0], None)
     for alpha in RIDGE_ALPHAS:
         cv = np.empty_like(y, dtype=float)
@@ -474,25 +474,6 @@ def _pcc_genes(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(den > 0, (a * b).sum(0) / np.where(den > 0, den, 1.0), 0.0)
 
 
-def _centre_scale(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column mean and standard deviation of ``x`` (rows); a constant column gets its value and 1, exactly.
-
-    Constant means all values equal, not a standard deviation of 0: the mean of equal floats can be one unit in the
-    last place off (0.1 repeated 60 times), and their standard deviation is then about 1e-17, which would blow the
-    column's rounding up to values of order one.
-    """
-    if not len(x):
-        return np.zeros(x.shape[1:]), np.ones(x.shape[1:])
-    varies = np.ptp(x, axis=0) > 0
-    return np.where(varies, x.mean(0), x[0]), np.where(varies, x.std(0), 1.0)
-
-
-def _standardised(x: np.ndarray) -> np.ndarray:
-    """``x`` centred and scaled per column (constant columns: zeros)."""
-    centre, sd = _centre_scale(x)
-    return (x - centre) / sd
-
-
 def _features(latent: np.ndarray, image: np.ndarray | None, n_pcs: int = 32) -> np.ndarray:
     """Standardised latent tokens and image features, reduced to principal components over all spots.
 
@@ -500,7 +481,7 @@ def _features(latent: np.ndarray, image: np.ndarray | None, n_pcs: int = 32) -> 
     """
     parts = [latent] if image is None else [latent, image]
     if len(latent) <= BLOCK:
-        z = np.concatenate([_standardised(np.asarray(p, dtype=np.float32)) for p in parts], axis=1)
+        z = np.concatenate([standardised(np.asarray(p, dtype=np.float32)) for p in parts], axis=1)
         lam, v = np.linalg.eigh((z.T @ z).astype(np.float64))
         top = v[:, ::-1][:, : min(n_pcs, z.shape[1])]
         return (z @ top.astype(np.float32)).astype(np.float64)
@@ -561,7 +542,7 @@ def adapt(
     fitted on the prompts first; then each block of at most :data:`BLOCK` spots gets its components, their
     combination and its kriging variance, so that a slide of many spots holds no (spots x genes) array in float64.
     """
-    mu, sd = _centre_scale(y_prompt)  # a gene constant over the prompts: its value, and z = 0 exactly
+    mu, sd = centre_scale(y_prompt)  # a gene constant over the prompts: its value, and z = 0 exactly
     at_prompts = np.asarray(network[prompt] if network_at_prompts is None else network_at_prompts, dtype=np.float64)
     offset = mu - at_prompts.mean(0)  # per-gene offset from the prompts
     at_prompts = at_prompts + offset
@@ -578,7 +559,9 @@ def adapt(
     # then nearly the prompts' mean; the longer kernel averages the nearby prompts as IDW does: docs/design.md)
     # (one likelihood pass for the residuals and the expression; the expression's kernel chosen twice from it)
     g = resid.shape[1]
-    ll = _loglik(xy_p[sub], np.hstack([resid[sub] - resid[sub].mean(0), z[sub]]))
+    # centred over the points the kernel is fitted on (z is centred over all prompts: the same below FIT_SUBSET)
+    z_fit = z if len(sub) == len(z) else z[sub] - z[sub].mean(0)
+    ll = _loglik(xy_p[sub], np.hstack([resid[sub] - resid[sub].mean(0), z_fit]))
     (ell, eta), (ell_y, eta_y) = _choose(ll[..., :g], per_gene), _choose(ll[..., g:], per_gene)
     ell_l, eta_l = _choose(ll[..., g:], per_gene, floor=spot_pitch(xy_p))  # the prompts' median spacing
     same = np.array_equal(ell_l, ell_y) and np.array_equal(eta_l, eta_y)  # the floor changed nothing

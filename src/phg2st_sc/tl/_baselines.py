@@ -16,7 +16,7 @@ from scipy.spatial import cKDTree
 
 from phg2st_sc._constants import Keys
 from phg2st_sc._docs import inject_docs
-from phg2st_sc._utils import check_slots, get_table, spot_pitch, write_slots
+from phg2st_sc._utils import centre_scale, check_slots, get_table, spot_pitch, standardised, write_slots
 from phg2st_sc._validate import (
     check_choice,
     check_nonempty,
@@ -67,13 +67,6 @@ def predict_idw(
     return np.einsum("qk,qkg->qg", w, y_prompt[idx])
 
 
-def _standardise(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    mu = y.mean(axis=0)
-    sd = y.std(axis=0)
-    sd = np.where(sd > 0, sd, 1.0)
-    return (y - mu) / sd, mu, sd
-
-
 def predict_gp(
     xy_prompt: np.ndarray,
     y_prompt: np.ndarray,
@@ -90,6 +83,11 @@ def predict_gp(
     Coordinates are divided by ``unit`` (the spot pitch) so that the length-scale bounds, 0.1 to 100 pitches,
     fit any pixel size. Returns the predictions and the fitted kernel (amplitude, length scale in the input's
     units, noise), all in standardised-expression units.
+
+    A gene constant over the prompts (all values equal) is predicted as that value and left out of the fit: it says
+    nothing about the kernel, and its log-determinant alone would pull the shared amplitude and noise down (a gene
+    zero at every prompt is common on raw counts). With no gene that varies nothing is fitted, and the kernel's
+    values are NaN.
     """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.gaussian_process import GaussianProcessRegressor
@@ -102,7 +100,12 @@ def predict_gp(
             f"The exact Gaussian process on {len(xy_prompt)} prompts needs a {len(xy_prompt)}^2 kernel matrix; "
             f"use `method='idw'` or fewer prompts (at most {GP_MAX_PROMPTS})."
         )
-    z, mu, sd = _standardise(y_prompt)
+    mu, sd = centre_scale(y_prompt)
+    live = np.flatnonzero(np.ptp(y_prompt, axis=0) > 0) if len(y_prompt) else np.arange(0)
+    pred = np.zeros((len(xy_query), y_prompt.shape[1]))
+    if not len(live):
+        return pred + mu, dict.fromkeys(("amplitude", "length_scale", "noise"), float("nan"))
+    z = (y_prompt[:, live] - mu[live]) / sd[live]
     init = 3.0 if length_scale is None else length_scale / unit
     kernel = ConstantKernel(1.0, (1e-2, 1e2)) * RBF(init, (0.1, 100.0)) + WhiteKernel(0.5, (1e-5, 1e1))
     gp = GaussianProcessRegressor(
@@ -116,7 +119,7 @@ def predict_gp(
         # Hyperparameters at a bound (e.g. almost no noise on smoothed targets) are a valid optimum here.
         warnings.simplefilter("ignore", ConvergenceWarning)
         gp.fit(xy_prompt / unit, z)
-    pred = gp.predict(xy_query / unit).reshape(len(xy_query), -1)
+    pred[:, live] = gp.predict(xy_query / unit).reshape(len(xy_query), -1)
     fitted = gp.kernel_.get_params()
     kernel_params = {
         "amplitude": float(fitted["k1__k1__constant_value"]),
@@ -131,7 +134,7 @@ def _prepare_features(features: np.ndarray, n_pcs: int | None) -> np.ndarray:
 
     Uses only the images (never expression), so fitting on every spot of the section leaks nothing.
     """
-    z, _, _ = _standardise(features)
+    z = standardised(features)
     if n_pcs is None or n_pcs >= min(z.shape):
         return z
     u, s, _ = np.linalg.svd(z - z.mean(axis=0), full_matrices=False)
@@ -186,7 +189,7 @@ def predict_stack(
     p = len(y_prompt)
     n_folds = max(2, min(n_folds, p))
     rng = np.random.default_rng(seed)
-    _, _, sd = _standardise(y_prompt)
+    sd = centre_scale(y_prompt)[1]
     cols_idw, cols_ridge, target = [], [], []
     for test in _folds(p, n_folds, rng):
         train = np.setdiff1d(np.arange(p), test)
@@ -238,7 +241,8 @@ def baseline(
         - ``"mean"``: the mean of the prompts at every held-out spot.
         - ``"idw"``: inverse-distance weighting (``d ** -power``) over the ``k`` nearest prompts.
         - ``"gp"``: Gaussian-process regression (kriging) on coordinates; one RBF + noise kernel shared by all
-          genes, its hyperparameters fitted on the prompts.
+          genes, its hyperparameters fitted on the prompts (a gene constant over the prompts is predicted as that
+          value and does not take part in the fit).
         - ``"feature_knn"``: mean of the ``k`` prompts nearest in image-feature space (``obsm[use_rep]``).
         - ``"ridge"``: ridge regression from image features to expression, fitted on the prompts.
         - ``"stack"``: ``mean + a (idw - mean) + b (ridge - mean)``, with ``a, b`` fitted by cross-fitting on
@@ -271,7 +275,8 @@ def baseline(
         Predicted expression (float32), equal to the measured values at prompt spots.
     ``.uns['{{layer_added}}']['params']``
         The method and its settings, with what was fitted: the GP kernel (``amplitude``, ``length_scale`` in
-        coordinate units, ``noise``), the ridge penalty ``alpha``, the stack weights.
+        coordinate units, ``noise``; NaN where no gene varies over the prompts), the ridge penalty ``alpha``, the
+        stack weights.
 
     Examples
     --------

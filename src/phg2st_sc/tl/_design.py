@@ -10,7 +10,7 @@ from anndata import AnnData
 
 from phg2st_sc._constants import Keys
 from phg2st_sc._docs import inject_docs
-from phg2st_sc._utils import check_slots, get_table, spot_pitch, write_slots
+from phg2st_sc._utils import check_slots, get_table, spot_pitch, standardised, write_slots
 from phg2st_sc._validate import (
     check_choice,
     check_nonempty,
@@ -186,7 +186,7 @@ def _design_features(table: AnnData, use_rep: str | None) -> np.ndarray:
     if use_rep is None:
         raise ValueError("`strategy='features'` needs `use_rep`, the `obsm` key of image features.")
     x = get_representation(table, use_rep)
-    x = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
+    x = standardised(x)
     u, s, _ = np.linalg.svd(x, full_matrices=False)
     k = min(32, x.shape[1])
     return u[:, :k] * s[:k]
