@@ -396,3 +396,70 @@ def test_input_description_and_training_record_are_kept_apart(synthetic_section,
     torch.save(payload, old)
     for loaded in (phg2st.PHG2ST.load(path), phg2st.PHG2ST.load(old)):
         assert loaded.input == model.input and loaded.training == model.training
+
+
+def test_several_networks_average_their_predictions(synthetic_section, tmp_path):
+    """``n_networks=2``: the networks ``fit`` gives with seeds 3 and 4, their predictions averaged (and, under the
+    in-context layer, their cross-fitted predictions at the prompts, each aligned on its own network; the layer's
+    ridge reads both networks' tokens), the first network's latent tokens returned; kept through save and load."""
+    from phg2st_sc._model._incontext import adapt
+
+    a, b = synthetic_section(), synthetic_section(seed=1, name="S1")
+    both = phg2st.tl.fit([a, b], max_epochs=2, seed=3, n_networks=2, **SMALL)
+    first = phg2st.tl.fit([a, b], max_epochs=2, seed=3, **SMALL)
+    second = phg2st.tl.fit([a, b], max_epochs=2, seed=4, **SMALL)
+    assert len(both.members) == 1 and [r["seed"] for r in both.training["networks"]] == [3, 4]
+    assert_same_weights(both, first)
+    assert_same_weights(type("M", (), {"module": both.members[0]}), second)
+    assert "networks=2" in repr(both)
+    prompt = np.zeros(a.n_obs, dtype=bool)
+    prompt[::5] = True
+    nets = [m.predict(a, prompt, network_only=True) for m in (first, second)]
+    pred, latent = both.predict(a, prompt, network_only=True)
+    np.testing.assert_allclose(pred, (nets[0][0] + nets[1][0]) / 2, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(latent, nets[0][1])
+    slide = first.tensors(a, prompt=prompt)
+    with torch.inference_mode():
+        at = [m._cross_fitted(slide, prompt, "cpu", n) for m, n in zip((first, second), nets, strict=True)]
+    expected, _ = adapt(pred, np.hstack([nets[0][1], nets[1][1]]), slide.x.numpy(), slide.pos.numpy(), prompt,
+                        slide.y.numpy().astype(np.float64)[prompt], network_at_prompts=(at[0][0] + at[1][0]) / 2,
+                        latent_at_prompts=np.hstack([at[0][1], at[1][1]]))  # fmt: skip
+    adapted = both.predict(a, prompt)[0]
+    np.testing.assert_allclose(adapted, expected, rtol=1e-5, atol=1e-6)
+    assert np.abs(pred - nets[0][0]).max() > 1e-3  # the second network matters
+    path = tmp_path / "two.pt"
+    both.save(path)
+    loaded = phg2st.PHG2ST.load(path)
+    assert len(loaded.members) == 1 and loaded.training["networks"] == both.training["networks"]
+    np.testing.assert_array_equal(loaded.predict(a, prompt)[0], adapted)
+    phg2st.tl.select_prompts(a, mask=prompt)
+    out = phg2st.tl.impute(a, loaded, copy=True)
+    assert out.uns["phg2st"]["params"]["n_networks"] == 2
+    np.testing.assert_array_equal(out.layers["phg2st"][~prompt], adapted[~prompt])
+    # a second network's weights are checked like the first's
+    payload = torch.load(path, weights_only=True)
+    key = next(k for k, v in payload["members"][0].items() if v.is_floating_point())
+    payload["members"][0][key] = payload["members"][0][key] * float("nan")
+    torch.save(payload, tmp_path / "nan.pt")
+    with pytest.raises(phg2st.ModelFileError, match="NaN"):
+        phg2st.PHG2ST.load(tmp_path / "nan.pt")
+    payload["members"] = "weights"
+    torch.save(payload, tmp_path / "bad.pt")
+    with pytest.raises(phg2st.ModelFileError, match="members"):
+        phg2st.PHG2ST.load(tmp_path / "bad.pt")
+
+
+@pytest.mark.parametrize("value", [0, 1.5, True, "2"])
+def test_bad_network_counts_are_refused_before_training(synthetic_section, value):
+    a = synthetic_section()
+    with pytest.raises((ValueError, TypeError), match="n_networks"):
+        phg2st.tl.fit([a], max_epochs=1, n_networks=value, **SMALL)
+
+
+def test_several_networks_do_not_take_checkpoints(synthetic_section, tmp_path):
+    with pytest.raises(ValueError, match="n_networks=1"):
+        phg2st.tl.fit([synthetic_section()], max_epochs=1, n_networks=2, checkpoint_dir=tmp_path / "ck", **SMALL)
+    assert not (tmp_path / "ck").exists()
+    # the last network's seed is checked before the first is trained
+    with pytest.raises(ValueError, match="seed \\+ n_networks - 1"):
+        phg2st.tl.fit([synthetic_section()], max_epochs=1, n_networks=2, seed=2**32 - 1, **SMALL)

@@ -60,7 +60,10 @@ class PHG2ST:
     training
         How it was trained: seed, learning rate, prompt fraction, validation, sections, epochs.
     history_
-        Loss and validation PCC per epoch.
+        Loss and validation PCC per epoch (of the first network).
+    members
+        Further networks of the same architecture trained with other seeds (:func:`~phg2st_sc.tl.fit`'s
+        ``n_networks``); their predictions are averaged with :attr:`module`'s. Empty for one network.
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class PHG2ST:
         self.input = input if isinstance(input, InputSpec) else InputSpec.from_record(self.genes, input)
         self.training: dict[str, Any] = dict(training or {})
         self.module = PHG2STModule(config)
+        self.members: list[PHG2STModule] = []
         self.history_ = pd.DataFrame()
         self.in_context_: dict[str, Any] | None = None  # what the last prediction's in-context layer chose
         self.spread_: Any = None  # the last prediction's calibrated spread (``_incontext.Spread``) or None
@@ -222,7 +226,7 @@ class PHG2ST:
 
         The adaptive variant adapts the network's prediction to the section through its prompts (the in-context
         layer, :func:`~phg2st_sc._model._incontext.adapt`; what it chose is kept in ``in_context_``);
-        ``network_only`` skips that step.
+        ``network_only`` skips that step. With :attr:`members`, the networks' predictions are averaged first.
         """
         prompt = np.asarray(prompt)
         if prompt.dtype != bool or prompt.shape != (adata.n_obs,):
@@ -237,19 +241,54 @@ class PHG2ST:
             check_attention_memory(adata.n_obs, self.config, training=False)
         slide = self.tensors(adata, prompt=prompt)
         batch = slide_batch(slide, prompt, np.zeros(slide.n, dtype=bool), self.config["prompt_k"])
-        module = self.module.to(device).eval()
         batch = {k: v.to(device) for k, v in batch.items()}
         adaptive = self.config["variant"] == "adaptive" and not network_only
         folds = self._fold_batches(slide, prompt, device, batch) if adaptive and self.config["use_prompts"] else None
         # the full pass and any cross-fitted ones share one pass of the image branches (the passes do not change
-        # them); inference skips the branch heads, which only the training loss reads
+        # them); inference skips the branch heads, which only the training loss reads. With several networks, each
+        # makes its passes; their predictions (and cross-fitted predictions, each aligned on its own network's
+        # level) are averaged, and the layer's ridge reads their tokens side by side; the tokens returned are the
+        # first network's.
         every = torch.arange(slide.n, device=device)
-        out, *passes = module.forward_masks([batch, *(folds[1] if folds else [])], [every, *(folds[2] if folds else [])],
-                                            chunk=PREDICT_CHUNK)  # fmt: skip
-        pred, latent = out["pred"].float().cpu().numpy(), out["latent"].float().cpu().numpy()
+        preds, latents, at_prompts, tokens = [], [], [], []
+        for module in [self.module, *self.members]:
+            module = module.to(device).eval()
+            out, *passes = module.forward_masks([batch, *(folds[1] if folds else [])],
+                                                [every, *(folds[2] if folds else [])], chunk=PREDICT_CHUNK)  # fmt: skip
+            own = out["pred"].float().cpu().numpy(), out["latent"].float().cpu().numpy()
+            self._check_finite(*own, module)
+            if folds is not None:
+                aligned = self._align(slide, prompt, folds[0], passes, folds[2], own)
+                at_prompts.append(aligned[0])
+                tokens.append(aligned[1])
+            del out, passes
+            preds.append(own[0])
+            latents.append(own[1])
+        pred, latent = preds[0], latents[0]
+        if len(preds) > 1:
+            pred = (sum(preds) / len(preds)).astype(np.float32)
+        del preds
+        self.in_context_ = self.spread_ = None
+        if adaptive:
+            from phg2st_sc._model._incontext import adapt
+
+            y = slide.y.numpy().astype(np.float64)[prompt]
+            image = slide.x.numpy() if self.config["use_image"] else None  # a prompts-only model reads no image
+            pos = slide.pos.numpy()
+            del slide, batch, folds  # the passes' inputs (a large slide's are gigabytes) before the layer
+            pred, fit = adapt(
+                pred, latent if len(latents) == 1 else np.hstack(latents), image, pos, prompt, y,
+                network_at_prompts=sum(at_prompts) / len(at_prompts) if at_prompts else None,
+                latent_at_prompts=np.hstack(tokens) if tokens else None,
+            )  # fmt: skip
+            self.in_context_, self.spread_ = fit.record(), fit.spread
+        return pred, latent
+
+    def _check_finite(self, pred: np.ndarray, latent: np.ndarray, module: PHG2STModule) -> None:
+        """Refuse a prediction with NaN or infinite values, naming the likely cause."""
         finite = np.isfinite(pred).all(axis=1) & np.isfinite(latent).all(axis=1)
         if not finite.all():
-            weights_ok = all(bool(torch.isfinite(p).all()) for p in self.module.parameters())
+            weights_ok = all(bool(torch.isfinite(p).all()) for p in module.parameters())
             raise TrainingDivergedError(
                 f"The model predicted NaN or infinite values at {int((~finite).sum())} of {len(finite)} spots; nothing "
                 "was written. "
@@ -257,23 +296,6 @@ class PHG2ST:
                    else "Check the inputs: image features and prompt expression of a scale far from the training data "
                    "overflow the network.")
             )  # fmt: skip
-        self.in_context_ = self.spread_ = None
-        if adaptive:
-            from phg2st_sc._model._incontext import adapt
-
-            y = slide.y.numpy().astype(np.float64)[prompt]
-            at_prompts, latent_at_prompts = (
-                self._align(slide, prompt, folds[0], passes, folds[2], (pred, latent))
-                if folds is not None
-                else (None, None)
-            )
-            image = slide.x.numpy() if self.config["use_image"] else None  # a prompts-only model reads no image
-            pos = slide.pos.numpy()
-            del slide, batch, folds, passes  # the passes' inputs (a large slide's are gigabytes) before the layer
-            pred, fit = adapt(pred, latent, image, pos, prompt, y, network_at_prompts=at_prompts,
-                              latent_at_prompts=latent_at_prompts)  # fmt: skip
-            self.in_context_, self.spread_ = fit.record(), fit.spread
-        return pred, latent
 
     def _cross_fitted(
         self, slide: Slide, prompt: np.ndarray, device: str, full: tuple[np.ndarray, np.ndarray]
@@ -368,8 +390,10 @@ class PHG2ST:
             "info": json.dumps(self.input.record(), default=str),  # the input description (the name of format 1)
             "training": json.dumps(self.training, default=str),
             "history": self.history_.to_json(orient="records"),
-            "state_dict": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
+            "state_dict": _state(self.module),
         }
+        if self.members:  # absent for one network, so that such files are as before
+            payload["members"] = [_state(m) for m in self.members]
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
 
@@ -387,22 +411,31 @@ class PHG2ST:
         if not path.is_file():
             raise FileNotFoundError(f"No model file at {path}.")
         payload = load_tensors_only(path, "phg2st-sc model file")
-        config, genes, info, training, history, state = _parse_payload(payload, path)
+        config, genes, info, training, history, states = _parse_payload(payload, path)
         model = cls(config, genes, InputSpec.from_record(genes, info), training)
-        try:
-            model.module.load_state_dict(state, strict=True)
-        except RuntimeError as err:
-            lines = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
-            raise ModelFileError(f"{path}: the weights do not match the stored architecture ({lines[:300]}).") from err
+        model.members = [PHG2STModule(config) for _ in states[1:]]
+        for module, state in zip([model.module, *model.members], states, strict=True):
+            try:
+                module.load_state_dict(state, strict=True)
+            except RuntimeError as err:
+                lines = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+                raise ModelFileError(
+                    f"{path}: the weights do not match the stored architecture ({lines[:300]})."
+                ) from err
         model.history_ = history
         return model
 
     def __repr__(self) -> str:
         c = self.config
+        networks = f", networks={1 + len(self.members)}" if self.members else ""
         return (
             f"PHG2ST(variant={c['variant']!r}, genes={len(self.genes)}, features={c['feature_dim']} "
-            f"({self.input.use_rep}), hidden={c['hidden']}, epochs={self.training.get('epochs_trained', 0)})"
+            f"({self.input.use_rep}), hidden={c['hidden']}, epochs={self.training.get('epochs_trained', 0)}{networks})"
         )
+
+
+def _state(module: PHG2STModule) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
 
 
 @contextlib.contextmanager
@@ -470,7 +503,7 @@ INFO_FIELDS: dict[str, tuple[type, ...]] = {
 }
 
 
-def _parse_payload(payload: Any, path: Path) -> tuple[ModelConfig, list[str], dict, dict, pd.DataFrame, dict]:
+def _parse_payload(payload: Any, path: Path) -> tuple[ModelConfig, list[str], dict, dict, pd.DataFrame, list[dict]]:
     """Check every field of a model file's payload; :class:`~phg2st_sc.ModelFileError` naming the first bad one."""
     import dataclasses
     import io
@@ -536,15 +569,19 @@ def _parse_payload(payload: Any, path: Path) -> tuple[ModelConfig, list[str], di
     training = (
         json_field("training", dict) if "training" in payload else {k: v for k, v in info.items() if k not in own}
     )
-    state = payload["state_dict"]
-    _check_weights(state, config, path, bad)
+    members = payload.get("members", [])
+    if not isinstance(members, list):
+        raise bad(f"`members` must be a list of weights, got {type(members).__name__}")
+    states = [payload["state_dict"], *members]
+    for state in states:
+        _check_weights(state, config, path, bad)
     history = pd.DataFrame()
     if "history" in payload:
         try:
             history = pd.read_json(io.StringIO(payload["history"]), orient="records")
         except (TypeError, ValueError) as err:
             raise bad(f"`history` is not a JSON table ({err})") from err
-    return config, genes, info, training, history, state
+    return config, genes, info, training, history, states
 
 
 def _check_weights(state: Any, config: ModelConfig, path: Path, bad: Any) -> None:
