@@ -101,6 +101,27 @@ def oracle_combination(components: dict, y: np.ndarray, held: np.ndarray, per_ge
     return sum(wi * components[c] for wi, c in zip(w, names, strict=True))
 
 
+def random_draws(adata, fractions, seeds=(0, 1, 2)):
+    """For each fraction and seed: the random prompt mask drawn into ``adata`` (as the benchmark draws it) and a
+    scorer, the held-out mean PCC over the genes that vary there."""
+    from phg2st_sc._model._incontext import _pcc_genes
+    from phg2st_sc._utils import as_dense
+    from phg2st_sc.tl._evaluation import draw_prompts
+
+    y = as_dense(adata.X, dtype=np.float64)
+    for fraction in fractions:
+        for seed in seeds:
+            draw_prompts(adata, fraction, seed, "random", REP)
+            prompt = adata.obs["phg2st_prompt"].to_numpy(bool)
+            held = ~prompt
+            ok = y[held].std(0) > 0
+
+            def score(pred, held=held, ok=ok):
+                return float(_pcc_genes(pred[held][:, ok], y[held][:, ok]).mean())
+
+            yield fraction, seed, prompt, score
+
+
 def layer_inputs(model, adata, prompt: np.ndarray) -> tuple[tuple, dict]:
     """The positional and keyword arguments of ``_incontext.adapt`` for ``model`` on ``adata`` with these prompts:
     the network's prediction and tokens, and, for a network that reads the prompts, its cross-fitted passes (as

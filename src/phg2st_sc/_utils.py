@@ -303,7 +303,7 @@ def centre_scale(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Constant means all values equal, not a standard deviation of 0: the mean of equal floats can be one unit in the
     last place off (0.1 repeated 60 times), and their standard deviation is then about 1e-17, which would blow the
-    column's rounding up to values of order one. Every standardisation in the package goes through here.
+    column's rounding up to values of order one. The layer, the baselines and the designs standardise through here.
     """
     if not len(x):
         return np.zeros(x.shape[1:]), np.ones(x.shape[1:])

@@ -429,6 +429,10 @@ def test_several_networks_average_their_predictions(synthetic_section, tmp_path)
     assert np.abs(pred - nets[0][0]).max() > 1e-3  # the second network matters
     path = tmp_path / "two.pt"
     both.save(path)
+    first.save(tmp_path / "one.pt")  # a file of one network is as before: version 1, no `members`
+    one = torch.load(tmp_path / "one.pt", weights_only=True)
+    assert one["format_version"] == 1 and "members" not in one
+    assert torch.load(path, weights_only=True)["format_version"] == 2
     loaded = phg2st.PHG2ST.load(path)
     assert len(loaded.members) == 1 and loaded.training["networks"] == both.training["networks"]
     np.testing.assert_array_equal(loaded.predict(a, prompt)[0], adapted)
@@ -441,12 +445,25 @@ def test_several_networks_average_their_predictions(synthetic_section, tmp_path)
     key = next(k for k, v in payload["members"][0].items() if v.is_floating_point())
     payload["members"][0][key] = payload["members"][0][key] * float("nan")
     torch.save(payload, tmp_path / "nan.pt")
-    with pytest.raises(phg2st.ModelFileError, match="NaN"):
+    with pytest.raises(phg2st.ModelFileError, match="NaN.*members\\[0\\]|members\\[0\\].*NaN"):
         phg2st.PHG2ST.load(tmp_path / "nan.pt")
     payload["members"] = "weights"
     torch.save(payload, tmp_path / "bad.pt")
     with pytest.raises(phg2st.ModelFileError, match="members"):
         phg2st.PHG2ST.load(tmp_path / "bad.pt")
+    one["members"] = [one["state_dict"]]  # several networks under the version of one
+    torch.save(one, tmp_path / "mixed.pt")
+    with pytest.raises(phg2st.ModelFileError, match="format version 1 has no `members`"):
+        phg2st.PHG2ST.load(tmp_path / "mixed.pt")
+    # a member of another architecture is refused before predicting or saving
+    other = phg2st.tl.fit([a, b], max_epochs=1, seed=3, config=dict(SMALL["config"], hidden=16),
+                          **{k: v for k, v in SMALL.items() if k != "config"})  # fmt: skip
+    first.members = [other.module]
+    with pytest.raises(ValueError, match="members\\[0\\]"):
+        first.predict(a, prompt)
+    with pytest.raises(ValueError, match="members\\[0\\]"):
+        first.save(tmp_path / "other.pt")
+    assert not (tmp_path / "other.pt").exists()
 
 
 @pytest.mark.parametrize("value", [0, 1.5, True, "2"])
@@ -460,6 +477,10 @@ def test_several_networks_do_not_take_checkpoints(synthetic_section, tmp_path):
     with pytest.raises(ValueError, match="n_networks=1"):
         phg2st.tl.fit([synthetic_section()], max_epochs=1, n_networks=2, checkpoint_dir=tmp_path / "ck", **SMALL)
     assert not (tmp_path / "ck").exists()
-    # the last network's seed is checked before the first is trained
+    # the last network's seed is checked before the first is trained; callbacks and loggers hold one run's state
     with pytest.raises(ValueError, match="seed \\+ n_networks - 1"):
         phg2st.tl.fit([synthetic_section()], max_epochs=1, n_networks=2, seed=2**32 - 1, **SMALL)
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    with pytest.raises(ValueError, match="one training run's state"):
+        phg2st.tl.fit([synthetic_section()], max_epochs=1, n_networks=2, callbacks=[EarlyStopping("val_pcc")], **SMALL)

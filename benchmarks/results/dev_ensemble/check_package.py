@@ -12,17 +12,13 @@ import sys
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 import phg2st_sc as phg2st
-from phg2st_sc._model._incontext import _pcc_genes as pcc
 from phg2st_sc._model._model import PHG2ST
-from phg2st_sc._utils import as_dense
-from phg2st_sc.tl._evaluation import draw_prompts
 
 sys.path.insert(0, str(Path(__file__).parents[2]))
-from dev_incontext import REP, sections
+from dev_incontext import random_draws, sections
 from diagnose_layer import SECTIONS, cached_fold
 
 warnings.simplefilter("ignore")
@@ -35,23 +31,13 @@ for proto in ref.index.unique("protocol"):
     for test in SECTIONS[ds]:
         _, model, a = cached_fold(ds, secs[test], test, proto, cache)
         model.members = [PHG2ST.load(own / f"{proto}_{test}_s{s}.pt").module for s in (1, 2)]
-        y = as_dense(a.X, dtype=np.float64)
-        for fraction in ref.index.unique("fraction"):
-            for seed in (0, 1, 2):
-                draw_prompts(a, fraction, seed, "random", REP)
-                prompt = a.obs["phg2st_prompt"].to_numpy(bool)
-                held = ~prompt
-                ok = y[held].std(0) > 0
-
-                def score(pred, held=held, ok=ok, y=y):
-                    return round(float(pcc(pred[held][:, ok], y[held][:, ok]).mean()), 4)
-
-                r = ref.loc[(proto, test, fraction, seed)]
-                rows.append({"protocol": proto, "fold": test, "fraction": fraction, "seed": seed,
-                             "layer": score(model.predict(a, prompt)[0]), "probe_layer_avg": r.layer_avg,
-                             "network": score(model.predict(a, prompt, network_only=True)[0]),
-                             "probe_net_avg": r.net_avg})  # fmt: skip
-                print(rows[-1], flush=True)
+        for fraction, seed, prompt, score in random_draws(a, ref.index.unique("fraction")):
+            r = ref.loc[(proto, test, fraction, seed)]
+            rows.append({"protocol": proto, "fold": test, "fraction": fraction, "seed": seed,
+                         "layer": round(score(model.predict(a, prompt)[0]), 4), "probe_layer_avg": r.layer_avg,
+                         "network": round(score(model.predict(a, prompt, network_only=True)[0]), 4),
+                         "probe_net_avg": r.net_avg})  # fmt: skip
+            print(rows[-1], flush=True)
 table = pd.DataFrame(rows)
 diff = max((table.layer - table.probe_layer_avg).abs().max(), (table.network - table.probe_net_avg).abs().max())
 print(f"{len(table)} draws; largest difference from the probe (4 decimals): {diff:.4f}")

@@ -21,15 +21,12 @@ import pandas as pd
 
 import phg2st_sc as phg2st
 from phg2st_sc._model import _incontext as ic
-from phg2st_sc._model._incontext import _pcc_genes as pcc
 from phg2st_sc._model._model import PHG2ST
-from phg2st_sc._utils import as_dense
-from phg2st_sc.tl._evaluation import draw_prompts
 from phg2st_sc.tl._fit import fit, fit_arguments
 from phg2st_sc.tl._protocol import get_protocol, prepare_targets
 
 sys.path.insert(0, str(Path(__file__).parents[2]))
-from dev_incontext import REP, layer_inputs, sections
+from dev_incontext import REP, layer_inputs, random_draws, sections
 from diagnose_layer import SECTIONS, cached_fold
 
 warnings.simplefilter("ignore")
@@ -59,37 +56,25 @@ for proto in protocols:
                 fit(train, use_rep=REP, seed=seed, **fit_arguments(settings)).save(path)
                 print(f"trained {proto} {test} seed {seed} in {time.time() - t0:.0f}s", flush=True)
             members.append(PHG2ST.load(path))
-        y_all = as_dense(a.X, dtype=np.float64)
-        for fraction in fractions:
-            for seed in (0, 1, 2):
-                draw_prompts(a, fraction, seed, "random", REP)
-                prompt = a.obs["phg2st_prompt"].to_numpy(bool)
-                held = ~prompt
-                ok = y_all[held].std(0) > 0
-
-                def score(pred, held=held, ok=ok, y_all=y_all):
-                    return float(pcc(pred[held][:, ok], y_all[held][:, ok]).mean())
-
-                inputs = [layer_inputs(m, a, prompt) for m in members]
-                row = {"protocol": proto, "fold": test, "fraction": fraction, "seed": seed}
-                row |= {f"net{i}": score(x[0][0]) for i, x in enumerate(inputs)}
-                net = np.mean([x[0][0] for x in inputs], 0)
-                row["net_avg"] = score(net)
-                row["layer0"] = score(ic.adapt(*inputs[0][0], **inputs[0][1])[0])
-                (_, latent0, *rest), kw0 = inputs[0]
-                oof = None if kw0["network_at_prompts"] is None else np.mean(
-                    [x[1]["network_at_prompts"] for x in inputs], 0)  # fmt: skip
-                tokens = None if kw0["latent_at_prompts"] is None else np.hstack(
-                    [x[1]["latent_at_prompts"] for x in inputs])  # fmt: skip
-                latent = np.hstack([x[0][1] for x in inputs])
-                row["layer_avg"] = score(
-                    ic.adapt(net, latent, *rest, network_at_prompts=oof, latent_at_prompts=tokens)[0]
-                )
-                row["layer_avg_lat0"] = score(ic.adapt(net, latent0, *rest, network_at_prompts=oof,
-                                                       latent_at_prompts=kw0["latent_at_prompts"])[0])  # fmt: skip
-                rows.append({c: round(v, 4) if isinstance(v, float) else v for c, v in row.items()})
-                print(rows[-1], flush=True)
-                pd.DataFrame(rows).to_csv(out, index=False)
+        for fraction, seed, prompt, score in random_draws(a, fractions):
+            inputs = [layer_inputs(m, a, prompt) for m in members]
+            row = {"protocol": proto, "fold": test, "fraction": fraction, "seed": seed}
+            row |= {f"net{i}": score(x[0][0]) for i, x in enumerate(inputs)}
+            net = np.mean([x[0][0] for x in inputs], 0)
+            row["net_avg"] = score(net)
+            row["layer0"] = score(ic.adapt(*inputs[0][0], **inputs[0][1])[0])
+            (_, latent0, *rest), kw0 = inputs[0]
+            oof = None if kw0["network_at_prompts"] is None else np.mean(
+                [x[1]["network_at_prompts"] for x in inputs], 0)  # fmt: skip
+            tokens = None if kw0["latent_at_prompts"] is None else np.hstack(
+                [x[1]["latent_at_prompts"] for x in inputs])  # fmt: skip
+            latent = np.hstack([x[0][1] for x in inputs])
+            row["layer_avg"] = score(ic.adapt(net, latent, *rest, network_at_prompts=oof, latent_at_prompts=tokens)[0])
+            row["layer_avg_lat0"] = score(ic.adapt(net, latent0, *rest, network_at_prompts=oof,
+                                                   latent_at_prompts=kw0["latent_at_prompts"])[0])  # fmt: skip
+            rows.append({c: round(v, 4) if isinstance(v, float) else v for c, v in row.items()})
+            print(rows[-1], flush=True)
+            pd.DataFrame(rows).to_csv(out, index=False)
 table = pd.DataFrame(rows)
 print(
     table.groupby(["protocol", "fraction"])[[c for c in table.columns if c.startswith(("net", "layer"))]]

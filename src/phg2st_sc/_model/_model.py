@@ -26,6 +26,9 @@ logger = logging.getLogger("phg2st_sc")
 
 FORMAT = "phg2st-sc model"
 FORMAT_VERSION = 1
+#: The version of a file holding several networks (``members``): a reader of version 1 alone refuses it instead of
+#: reading its first network as the whole model.
+MEMBERS_FORMAT_VERSION = 2
 PREDICT_CHUNK = 4096  # spots per inference chunk after the spot branch (bounds memory on large slides)
 PROMPT_KEYS = ("prompt", "prompt_idx", "prompt_dist", "prompt_mean", "rows")  # the batch entries a prompt mask sets
 ALIGN_SPOTS = 4096  # spots whose mean aligns each cross-fitted pass on the full one (all spots of smaller slides)
@@ -239,6 +242,7 @@ class PHG2ST:
 
         if torch.device(device).type == "cpu":
             check_attention_memory(adata.n_obs, self.config, training=False)
+        self._check_members()
         slide = self.tensors(adata, prompt=prompt)
         batch = slide_batch(slide, prompt, np.zeros(slide.n, dtype=bool), self.config["prompt_k"])
         batch = {k: v.to(device) for k, v in batch.items()}
@@ -263,7 +267,8 @@ class PHG2ST:
                 tokens.append(aligned[1])
             del out, passes
             preds.append(own[0])
-            latents.append(own[1])
+            if adaptive or not latents:  # further networks' tokens only for the layer's ridge
+                latents.append(own[1])
         pred, latent = preds[0], latents[0]
         if len(preds) > 1:
             pred = (sum(preds) / len(preds)).astype(np.float32)
@@ -276,13 +281,25 @@ class PHG2ST:
             image = slide.x.numpy() if self.config["use_image"] else None  # a prompts-only model reads no image
             pos = slide.pos.numpy()
             del slide, batch, folds  # the passes' inputs (a large slide's are gigabytes) before the layer
+            side_by_side = latent if len(latents) == 1 else np.hstack(latents)
+            del latents
             pred, fit = adapt(
-                pred, latent if len(latents) == 1 else np.hstack(latents), image, pos, prompt, y,
+                pred, side_by_side, image, pos, prompt, y,
                 network_at_prompts=sum(at_prompts) / len(at_prompts) if at_prompts else None,
                 latent_at_prompts=np.hstack(tokens) if tokens else None,
             )  # fmt: skip
+            del side_by_side
             self.in_context_, self.spread_ = fit.record(), fit.spread
         return pred, latent
+
+    def _check_members(self) -> None:
+        """Refuse :attr:`members` that are not networks of this model's architecture."""
+        for i, member in enumerate(self.members):
+            if not isinstance(member, PHG2STModule) or member.config != self.module.config:
+                raise ValueError(
+                    f"`members[{i}]` is not a network of this model's architecture: give the `module` of a model "
+                    "trained with the same settings (as `tl.fit(n_networks=...)` does)."
+                )
 
     def _check_finite(self, pred: np.ndarray, latent: np.ndarray, module: PHG2STModule) -> None:
         """Refuse a prediction with NaN or infinite values, naming the likely cause."""
@@ -300,7 +317,7 @@ class PHG2ST:
     def _cross_fitted(
         self, slide: Slide, prompt: np.ndarray, device: str, full: tuple[np.ndarray, np.ndarray]
     ) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
-        """The network's prediction and latent tokens at each prompt made without that prompt's value.
+        """The (first) network's prediction and latent tokens at each prompt made without that prompt's value.
 
         One pass per fold of :func:`~phg2st_sc._model._incontext.prompt_folds` (the folds the in-context layer
         cross-fits its other components on), each with that fold held out of the network's input; ``(None, None)``
@@ -372,6 +389,7 @@ class PHG2ST:
         """
         from phg2st_sc._utils import atomic_path, check_replaceable
 
+        self._check_members()
         path = Path(path).expanduser()
         check_replaceable(path)
         if path.exists():
@@ -384,7 +402,7 @@ class PHG2ST:
                 )
         payload = {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": MEMBERS_FORMAT_VERSION if self.members else FORMAT_VERSION,
             "config": json.dumps(self.config),
             "genes": json.dumps(self.genes),
             "info": json.dumps(self.input.record(), default=str),  # the input description (the name of format 1)
@@ -514,9 +532,11 @@ def _parse_payload(payload: Any, path: Path) -> tuple[ModelConfig, list[str], di
 
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelFileError(f"{path} is not a phg2st-sc model file.")
-    if payload.get("format_version") != FORMAT_VERSION:
+    version = payload.get("format_version")
+    if version not in (FORMAT_VERSION, MEMBERS_FORMAT_VERSION):
         raise ModelFileError(
-            f"{path} has format version {payload.get('format_version')!r}; this version reads {FORMAT_VERSION!r}."
+            f"{path} has format version {version!r}; this version reads {FORMAT_VERSION!r} and "
+            f"{MEMBERS_FORMAT_VERSION!r} (several networks)."
         )
     missing = [k for k in ("config", "genes", "info", "state_dict") if k not in payload]
     if missing:
@@ -572,9 +592,11 @@ def _parse_payload(payload: Any, path: Path) -> tuple[ModelConfig, list[str], di
     members = payload.get("members", [])
     if not isinstance(members, list):
         raise bad(f"`members` must be a list of weights, got {type(members).__name__}")
+    if bool(members) != (version == MEMBERS_FORMAT_VERSION):
+        raise bad(f"format version {version} {'needs' if version == MEMBERS_FORMAT_VERSION else 'has no'} `members`")
     states = [payload["state_dict"], *members]
-    for state in states:
-        _check_weights(state, config, path, bad)
+    for i, state in enumerate(states):
+        _check_weights(state, config, path, bad, "`state_dict`" if i == 0 else f"`members[{i - 1}]`")
     history = pd.DataFrame()
     if "history" in payload:
         try:
@@ -584,29 +606,30 @@ def _parse_payload(payload: Any, path: Path) -> tuple[ModelConfig, list[str], di
     return config, genes, info, training, history, states
 
 
-def _check_weights(state: Any, config: ModelConfig, path: Path, bad: Any) -> None:
-    """The weights of a model file: tensor names, shapes and dtypes of the stored architecture, finite values."""
+def _check_weights(state: Any, config: ModelConfig, path: Path, bad: Any, name: str = "`state_dict`") -> None:
+    """The weights ``name`` of a model file: tensor names, shapes and dtypes of the stored architecture, finite."""
     if (
         not isinstance(state, dict)
         or not state
         or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
     ):
-        raise bad("`state_dict` must map parameter names to tensors")
+        raise bad(f"{name} must map parameter names to tensors")
     with torch.device("meta"):  # the architecture's shapes, without allocating it (a file may declare any size)
         expected = PHG2STModule(config).state_dict()
     if set(expected) != set(state):
         missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
         raise ModelFileError(
-            f"{path}: the weights do not match the stored architecture (missing {missing[:3]}, unexpected {extra[:3]})."
+            f"{path}: the weights do not match the stored architecture ({name}: missing {missing[:3]}, unexpected "
+            f"{extra[:3]})."
         )
     for key, tensor in expected.items():
         if tuple(state[key].shape) != tuple(tensor.shape) or state[key].dtype != tensor.dtype:
             raise ModelFileError(
-                f"{path}: the weights do not match the stored architecture: `{key}` is {state[key].dtype} "
+                f"{path}: the weights do not match the stored architecture: {name} `{key}` is {state[key].dtype} "
                 f"{tuple(state[key].shape)}, the architecture needs {tensor.dtype} {tuple(tensor.shape)}."
             )
     if not all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point()):
-        raise bad("some weights are NaN or infinite (the training diverged)")
+        raise bad(f"some weights of {name} are NaN or infinite (the training diverged)")
 
 
 __all__ = ["PHG2ST", "VARIANTS", "draw_prompts", "is_model_file"]

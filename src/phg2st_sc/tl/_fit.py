@@ -102,6 +102,11 @@ def check_fit_settings(**settings: Any) -> None:
             "`checkpoint_dir` and `resume` keep one network's training state: train with `n_networks=1`, or without "
             "checkpoints."
         )
+    if several and (settings.get("callbacks") or settings.get("logger") not in (None, False)):
+        raise ValueError(
+            "`callbacks` and `logger` keep one training run's state, and `n_networks` trains one run per network: "
+            "train with `n_networks=1` to pass them."
+        )
     if settings.get("checkpoint_dir") is not None and settings.get("enable_checkpointing") is False:
         raise ValueError(
             "`checkpoint_dir` asks for checkpoints and `enable_checkpointing=False` forbids them: drop one."
@@ -262,10 +267,11 @@ def fit(
         Networks to train, with seeds ``seed``, ``seed + 1``, ...; each is the model that ``fit`` with that seed
         returns, and their predictions (and, for the in-context layer, their cross-fitted predictions at the
         prompts) are averaged, the latent tokens taken from the first. Training and prediction take ``n_networks``
-        times as long. Measured on her2st C2-C6 and MOB1-4, leave one section out, random prompts at 10% and 20%
-        (docs/design.md, "Several networks averaged"): three networks add 0.001-0.006 PCC to the adaptive
-        variant on unsmoothed targets and -0.001 to +0.000 smoothed, so it is an option, not the default. Not
-        with ``checkpoint_dir`` or ``resume``.
+        times as long (the networks are trained one after another, each as ``fit`` would; several ``devices`` are
+        not tested with it). Measured on her2st C2-C6 and MOB1-4, leave one section out, random prompts at 10% and
+        20%, both targets (docs/benchmarks.md, "Option: several networks averaged"): three networks add +0.0025 PCC
+        to the adaptive variant on average over the 8 cells, -0.0013 to +0.0058 per cell, so it is an option, not
+        the default. Not with ``checkpoint_dir``, ``resume``, ``callbacks`` or ``logger``.
     accelerator
         Lightning's ``"auto"``, ``"cpu"``, ``"gpu"``, ``"mps"``. Several ``devices`` (a ``lightning.Trainer``
         keyword, below) or ``num_nodes`` run data-parallel (``strategy="ddp"``), one section per step and process.
@@ -310,15 +316,14 @@ def fit(
     from phg2st_sc._model._inputs import library_size
     from phg2st_sc._model._model import PHG2ST
 
-    given = dict(trainer_kwargs)  # for the further networks, as the caller gave them
     slides = _slides(adatas, table_key)
     arch, trainer_kwargs = _architecture(variant, config, trainer_kwargs)
     devices = trainer_kwargs.pop("devices", "auto")
+    checkpoint_dir, resume_from = _training.resume_path(checkpoint_dir, resume)
     optimiser = {"lr": lr, "step_size": step_size, "gamma": gamma}
     check_fit_settings(prompt_fraction=prompt_fraction, validation=validation, max_epochs=max_epochs, patience=patience,
                        seed=seed, n_networks=n_networks, checkpoint_dir=checkpoint_dir, resume=resume, **optimiser,
                        **trainer_kwargs)  # fmt: skip
-    checkpoint_dir, resume_from = _training.resume_path(checkpoint_dir, resume)
     fraction = _check_fraction(prompt_fraction, "prompt_fraction")
     seed, max_epochs, patience = int(seed), int(max_epochs), int(patience)  # numpy ints
     optimiser["step_size"] = int(step_size)
@@ -358,21 +363,23 @@ def fit(
         _training.check_resumable(resume_from, fingerprint)
     logger.info("Training PHG2ST (%s) on %d sections, %d genes; validation: %s.", model.config["variant"],
                 len(tensors), len(genes), mode)  # fmt: skip
+    n_networks = int(n_networks)
+    if n_networks > 1:
+        logger.info("Training network 1 of %d (seed %d).", n_networks, seed)
     model.train(
         tensors, val_items, prompt_fraction=fraction, max_epochs=max_epochs, **optimiser, patience=patience,
         seed=seed, accelerator=accelerator, devices=devices, progress=settings.progress,
         checkpoint_dir=checkpoint_dir, resume_from=resume_from, fingerprint=fingerprint, **trainer_kwargs,
     )  # fmt: skip
-    n_networks = int(n_networks)
     if n_networks > 1:
         runs = [_network_record(model.training, seed)]
         for extra in range(seed + 1, seed + n_networks):
             logger.info("Training network %d of %d (seed %d).", extra - seed + 1, n_networks, extra)
             member = fit(
-                slides, variant=variant, config=config, genes=genes, layer=layer, use_rep=use_rep,
-                hypergraph_key=hypergraph_key, prompt_fraction=prompt_fraction, validation=validation,
-                max_epochs=max_epochs, lr=lr, step_size=step_size, gamma=gamma, patience=patience, seed=extra,
-                accelerator=accelerator, **given,
+                slides, config=arch, genes=genes, layer=layer, use_rep=use_rep, hypergraph_key=hypergraph_key,
+                prompt_fraction=prompt_fraction, validation=validation, max_epochs=max_epochs, lr=lr,
+                step_size=step_size, gamma=gamma, patience=patience, seed=extra, accelerator=accelerator,
+                table_key=table_key, devices=devices, **trainer_kwargs,
             )  # fmt: skip
             model.members.append(member.module)
             runs.append(_network_record(member.training, extra))
