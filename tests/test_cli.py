@@ -297,6 +297,24 @@ def test_fit_checkpoints_and_a_rerun_continues_the_training(trained, tmp_path, c
     assert_same_weights(resumed, direct)
 
 
+def test_fit_several_networks(trained, tmp_path, capsys):
+    """`--fit n_networks=2`: one model file with both networks, its summary line naming them; with
+    `--checkpoint-dir` refused before any input is read."""
+    import phg2st_sc as phg2st
+
+    paths, _ = trained
+    out = tmp_path / "two.pt"
+    assert main(["fit", *paths[:2], *SMALL_FIT, "--fit", "n_networks=2", "--out", str(out)]) == 0
+    assert "2 networks" in capsys.readouterr().err
+    model = phg2st.PHG2ST.load(out)
+    assert len(model.members) == 1 and [r["seed"] for r in model.training["networks"]] == [0, 1]
+    with pytest.raises(SystemExit):
+        main(["fit", *paths[:2], "--fit", "n_networks=2", "--checkpoint-dir", str(tmp_path / "ck"), "--out",
+              str(tmp_path / "no.pt")])  # fmt: skip
+    assert "n_networks=1" in capsys.readouterr().err
+    assert not (tmp_path / "ck").exists() and not (tmp_path / "no.pt").exists()
+
+
 def test_impute_matches_python_and_resumes(trained, tmp_path, capsys):
     """Predictions equal `tl.impute` with the same prompts; a rerun redoes only the missing output."""
     import anndata as ad

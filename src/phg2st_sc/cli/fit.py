@@ -139,8 +139,10 @@ def run(args: argparse.Namespace) -> int:
     say(f"phg2st fit: training {args.variant!r} on {len(targets)} sections (targets: {args.protocol})")
     model = phg2st.tl.fit(targets, use_rep=args.use_rep, genes=genes, **fit_arguments(kwargs))
     model.save(out, overwrite=True)  # atomic; an existing file was checked to be a model file
-    val = model.info.get("best_epoch_val_pcc")
-    say(f"phg2st fit: {len(model.genes)} genes, {model.info['epochs_trained']} epochs"
-        + (f", validation PCC {val:.3f}" if val is not None else "")
+    runs = model.info.get("networks") or [model.info]  # one record per network (several with n_networks)
+    epochs = "/".join(str(r["epochs_trained"]) for r in runs)
+    vals = [r.get("best_epoch_val_pcc") for r in runs]
+    say(f"phg2st fit: {len(model.genes)} genes, " + (f"{len(runs)} networks, " if len(runs) > 1 else "")
+        + f"{epochs} epochs" + (", validation PCC " + "/".join(f"{v:.3f}" for v in vals) if None not in vals else "")
         + f" ({time.perf_counter() - t0:.0f} s) -> {out}")  # fmt: skip
     return 0
