@@ -298,6 +298,11 @@ def _size(nbytes: float) -> str:
     return f"{int(nbytes)} bytes"
 
 
+def varying(x: np.ndarray) -> np.ndarray:
+    """Per column of ``x`` (rows), whether its values are not all equal (``False`` for every column of no rows)."""
+    return np.ptp(x, axis=0) > 0 if len(x) else np.zeros(x.shape[1:], dtype=bool)
+
+
 def centre_scale(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-column mean and standard deviation of ``x`` (rows); a constant column gets its value and 1, exactly.
 
@@ -307,7 +312,7 @@ def centre_scale(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     if not len(x):
         return np.zeros(x.shape[1:]), np.ones(x.shape[1:])
-    varies = np.ptp(x, axis=0) > 0
+    varies = varying(x)
     return np.where(varies, x.mean(0), x[0]), np.where(varies, x.std(0), 1.0)
 
 

@@ -91,6 +91,17 @@ def main() -> None:
     print(cells[cells.same_draw < cells.draws][["record", "protocol", "prompt_fraction", "draws", "same_draw"]])
     print("largest cell changes:")
     print(cells.reindex(cells.change.abs().sort_values(ascending=False).index).head(12).round(4).to_string())
+    # the figures docs/benchmarks.md quotes: distinct draws (records share them), held-out spots
+    draw = [k for k in DRAW if k != "spots"]
+    distinct = compared[compared.spots == "heldout"].drop_duplicates(draw)
+    plain = distinct[distinct.strategy.isin(["random", "blocks"])]
+    plain_cells = cells[cells.record.isin(set(plain.record)) & (cells.same_draw > 0)]
+    print(f"distinct draws compared: {len(distinct)}; random and blocks: {len(plain)}, of which moved by > 1e-4: "
+          f"{(plain.dpcc.abs() > 1e-4).sum()}, largest {plain.dpcc.abs().max():.4f}; largest change of a cell of "
+          f"their records: {plain_cells.change.abs().max():.6f}")  # fmt: skip
+    big = distinct[distinct.dpcc.abs() > 0.01]
+    print(f"draws moved by > 0.01: {len(big)}, by strategy and prompt seed:")
+    print(big.groupby(["dataset", "strategy", "seed"]).size().to_string())
 
 
 if __name__ == "__main__":

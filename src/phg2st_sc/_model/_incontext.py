@@ -45,7 +45,7 @@ import numpy as np
 from scipy.optimize import nnls
 from scipy.spatial import cKDTree
 
-from phg2st_sc._utils import centre_scale, morton_order, spot_pitch, standardised
+from phg2st_sc._utils import centre_scale, morton_order, spot_pitch, standardised, varying
 
 EXACT_MAX = 3000  # prompts up to which kriging is exact (a p x p matrix)
 LOCAL_K = 64  # prompts per spot for local kriging above that (at least: see LOCAL_GROUP)
@@ -144,7 +144,7 @@ def _loglik(xy: np.ndarray, r: np.ndarray) -> np.ndarray:
     p, g = r.shape
     d2 = _sqdist(xy, xy)
     out = np.zeros((len(LENGTH_SCALES), len(NOISE_RATIOS), g))
-    live = np.flatnonzero(np.ptp(r, axis=0) > 0) if p else np.arange(0)
+    live = np.flatnonzero(varying(r))
     r = r[:, live]
     for i, ell in enumerate(LENGTH_SCALES):
         lam, u = np.linalg.eigh(np.exp(-0.5 * d2 / ell**2))

@@ -288,7 +288,6 @@ class PHG2ST:
                 network_at_prompts=sum(at_prompts) / len(at_prompts) if at_prompts else None,
                 latent_at_prompts=np.hstack(tokens) if tokens else None,
             )  # fmt: skip
-            del side_by_side
             self.in_context_, self.spread_ = fit.record(), fit.spread
         return pred, latent
 
@@ -595,8 +594,10 @@ def _parse_payload(payload: Any, path: Path) -> tuple[ModelConfig, list[str], di
     if bool(members) != (version == MEMBERS_FORMAT_VERSION):
         raise bad(f"format version {version} {'needs' if version == MEMBERS_FORMAT_VERSION else 'has no'} `members`")
     states = [payload["state_dict"], *members]
+    with torch.device("meta"):  # the architecture's shapes, without allocating it (a file may declare any size)
+        expected = PHG2STModule(config).state_dict()
     for i, state in enumerate(states):
-        _check_weights(state, config, path, bad, "`state_dict`" if i == 0 else f"`members[{i - 1}]`")
+        _check_weights(state, expected, path, bad, "`state_dict`" if i == 0 else f"`members[{i - 1}]`")
     history = pd.DataFrame()
     if "history" in payload:
         try:
@@ -606,16 +607,14 @@ def _parse_payload(payload: Any, path: Path) -> tuple[ModelConfig, list[str], di
     return config, genes, info, training, history, states
 
 
-def _check_weights(state: Any, config: ModelConfig, path: Path, bad: Any, name: str = "`state_dict`") -> None:
-    """The weights ``name`` of a model file: tensor names, shapes and dtypes of the stored architecture, finite."""
+def _check_weights(state: Any, expected: dict, path: Path, bad: Any, name: str) -> None:
+    """The weights ``name`` of a model file: the names, shapes and dtypes of ``expected``'s tensors, finite."""
     if (
         not isinstance(state, dict)
         or not state
         or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
     ):
         raise bad(f"{name} must map parameter names to tensors")
-    with torch.device("meta"):  # the architecture's shapes, without allocating it (a file may declare any size)
-        expected = PHG2STModule(config).state_dict()
     if set(expected) != set(state):
         missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
         raise ModelFileError(

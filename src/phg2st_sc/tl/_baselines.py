@@ -16,7 +16,7 @@ from scipy.spatial import cKDTree
 
 from phg2st_sc._constants import Keys
 from phg2st_sc._docs import inject_docs
-from phg2st_sc._utils import centre_scale, check_slots, get_table, spot_pitch, standardised, write_slots
+from phg2st_sc._utils import centre_scale, check_slots, get_table, spot_pitch, standardised, varying, write_slots
 from phg2st_sc._validate import (
     check_choice,
     check_nonempty,
@@ -101,7 +101,7 @@ def predict_gp(
             f"use `method='idw'` or fewer prompts (at most {GP_MAX_PROMPTS})."
         )
     mu, sd = centre_scale(y_prompt)
-    live = np.flatnonzero(np.ptp(y_prompt, axis=0) > 0) if len(y_prompt) else np.arange(0)
+    live = np.flatnonzero(varying(y_prompt))
     pred = np.zeros((len(xy_query), y_prompt.shape[1]))
     if not len(live):
         return pred + mu, dict.fromkeys(("amplitude", "length_scale", "noise"), float("nan"))
