@@ -520,3 +520,69 @@ def test_a_gene_constant_over_the_prompts_leaves_the_others_alone(value):
     assert fits[1].weights == pytest.approx(fits[0].weights, abs=1e-12)
     np.testing.assert_allclose(outs[1][:, :4], outs[0][:, :4], atol=1e-6)
     np.testing.assert_allclose(outs[1][:, 4] - outs[0][:, 4], value, atol=1e-6)
+
+
+def test_the_networks_kriged_field_is_the_prompts_exact_kriging(monkeypatch):
+    """``ModelConfig.kriged_field``: the field in the network's input is simple kriging of the prompts' standardised
+    values with the likelihood's kernel, against scikit-learn's GP with that kernel (every spot but the prompts)."""
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process.kernels import RBF, WhiteKernel
+
+    from phg2st_sc._model._data import kriged_prompts
+
+    xy, y = _field(n=160, genes=6, seed=3)
+    prompt = np.zeros(len(xy), dtype=bool)
+    prompt[::4] = True
+    got = kriged_prompts(xy, y, prompt)
+    mu, sd = centre_scale(y[prompt])
+    z = (y[prompt] - mu) / sd
+    ell, eta = ic.fit_kernel(xy[prompt], z)
+    assert ic.LENGTH_SCALES[0] < ell[0] < ic.LENGTH_SCALES[-1]
+    gp = GaussianProcessRegressor(RBF(ell[0]) + WhiteKernel(eta[0]), optimizer=None).fit(xy[prompt], z)
+    np.testing.assert_allclose(got[~prompt], mu + gp.predict(xy[~prompt]) * sd, rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(ic, "BLOCK", 37)  # a large slide's path: the same, a block of spots at a time
+    np.testing.assert_array_equal(kriged_prompts(xy, y, prompt), got)
+    monkeypatch.undo()
+    # a prompt's value moves the field near it, far less elsewhere (there only through the prompts' mean and scale)
+    y2 = y.copy()
+    first = np.flatnonzero(prompt)[0]
+    y2[first] += 3.0
+    moved = np.abs(kriged_prompts(xy, y2, prompt) - got).mean(1)
+    d = np.linalg.norm(xy - xy[first], axis=1)
+    assert moved[(d > 0) & (d < 1)].mean() > 4 * moved[d > 8].mean()
+
+
+@pytest.mark.parametrize("kriged_field", [False, True])
+def test_cross_fitted_passes_never_read_the_prompt_they_predict_with_the_kriged_field(
+    synthetic_section, kriged_field, tmp_path
+):
+    """With the kriged field in the network's input, each cross-fitted pass kriges its own prompts only."""
+    from _synthetic import SMALL
+
+    a = synthetic_section()
+    small = SMALL | {"config": SMALL["config"] | {"kriged_field": kriged_field}}
+    model = phg2st.tl.fit(a, variant="adaptive", max_epochs=1, validation=None, **small)
+    assert model.config["kriged_field"] is kriged_field
+    prompt = np.zeros(a.n_obs, dtype=bool)
+    prompt[::3] = True
+    slide = model.tensors(a, prompt=prompt)
+    full = model.predict(a, prompt, network_only=True)
+    model.module.eval()
+    with torch.inference_mode():
+        first = model._cross_fitted(slide, prompt, "cpu", full)
+        slide.y[np.flatnonzero(prompt)[0]] += 5.0
+        second = model._cross_fitted(slide, prompt, "cpu", full)
+    for before, after in zip(first, second, strict=True):
+        np.testing.assert_allclose(before[0], after[0], atol=1e-5)
+        assert not np.allclose(before, after, atol=1e-5)
+    if kriged_field:  # the setting travels with the model file; anything but a bool is refused
+        path = tmp_path / "kriged.pt"
+        model.save(path)
+        again = phg2st.PHG2ST.load(path)
+        assert again.config["kriged_field"] is True
+        np.testing.assert_array_equal(again.predict(a, prompt)[0], model.predict(a, prompt)[0])
+        with pytest.raises(TypeError, match="kriged_field"):
+            phg2st.tl.ModelConfig(kriged_field="yes")
+        for other in ({"variant": "paper"}, {"use_prompts": False}):
+            with pytest.raises(ValueError, match="kriged_field"):
+                phg2st.tl.ModelConfig(kriged_field=True, **other)

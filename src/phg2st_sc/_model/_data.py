@@ -145,10 +145,45 @@ def prompt_neighbours(pos: np.ndarray, prompt: np.ndarray, k: int) -> tuple[np.n
     return where[j.reshape(len(pos), k)], dist.reshape(len(pos), k)
 
 
-def slide_batch(slide: Slide, prompt: np.ndarray, rows: np.ndarray, prompt_k: int) -> dict[str, torch.Tensor]:
+KERNEL_GENES = 128  # genes whose likelihood chooses the kriged field's kernel (each training step fits one)
+
+
+def kriged_prompts(pos: np.ndarray, y: np.ndarray, prompt: np.ndarray) -> np.ndarray:
+    """The prompts' expression kriged to every spot (``ModelConfig.kriged_field``): (spots, genes), float32.
+
+    Simple kriging of the prompts' standardised values (the in-context layer's prompt field, ``_incontext.krige``:
+    exact up to its ``EXACT_MAX`` prompts, local above), with one squared-exponential kernel for all genes chosen
+    on the prompts by marginal likelihood over the layer's grid, from the :data:`KERNEL_GENES` genes of largest
+    variance over the prompts (a likelihood over every gene would cost each training step a second on a section
+    of 1,000 genes and 400 prompts). Fewer than 3 prompts: their mean. Computed in blocks of spots, so that no
+    (spots x genes) float64 array exists.
+    """
+    from phg2st_sc._model import _incontext as ic
+    from phg2st_sc._utils import centre_scale
+
+    yp = np.asarray(y[prompt], dtype=np.float64)
+    mu, sd = centre_scale(yp)
+    if len(yp) < 3:
+        return np.broadcast_to(mu, (len(pos), len(mu))).astype(np.float32)
+    z, xy_p = (yp - mu) / sd, np.asarray(pos[prompt], dtype=np.float64)
+    sub = ic._fit_rows(len(xy_p))  # the prompts the kernel is chosen on (all up to the layer's FIT_SUBSET)
+    cols = np.sort(np.argsort(yp.var(0), kind="stable")[-KERNEL_GENES:])
+    zk = z[:, cols] if len(sub) == len(z) else z[sub][:, cols] - z[sub][:, cols].mean(0)
+    ell, eta = ic.fit_kernel(xy_p[sub], zk)
+    m, out = z.mean(0), np.empty((len(pos), z.shape[1]), dtype=np.float32)
+    for s in range(0, len(pos), ic.BLOCK):
+        q = np.asarray(pos[s : s + ic.BLOCK], dtype=np.float64)
+        out[s : s + ic.BLOCK] = mu + (m + ic.krige(xy_p, z - m, q, ell[0], eta[0])) * sd
+    return out
+
+
+def slide_batch(
+    slide: Slide, prompt: np.ndarray, rows: np.ndarray, prompt_k: int, kriged: bool = False
+) -> dict[str, torch.Tensor]:
     """The model input of one slide with a given prompt mask; ``rows`` are the spots scored by the loss/metric."""
     idx, dist = prompt_neighbours(slide.pos.numpy(), prompt, prompt_k)
-    return {
+    extra = {"kriged": torch.from_numpy(kriged_prompts(slide.pos.numpy(), slide.y.numpy(), prompt))} if kriged else {}
+    return extra | {
         "x": slide.x, "tiles": slide.tiles, "tile_index": slide.tile_index,
         "spot_index": slide.spot_index, "spot_value": slide.spot_value,
         "nbr_index": slide.nbr_index, "nbr_value": slide.nbr_value,
@@ -171,8 +206,10 @@ def draw_prompts(eligible: np.ndarray, fraction: float, rng: np.random.Generator
 class TrainSlides(Dataset):
     """One item per training slide, with a fresh prompt mask each time (seeded by seed, epoch and slide)."""
 
-    def __init__(self, slides: list[Slide], fraction: float | tuple[float, float], prompt_k: int, seed: int):
-        self.slides, self.fraction, self.prompt_k, self.seed = slides, fraction, prompt_k, seed
+    def __init__(
+        self, slides: list[Slide], fraction: float | tuple[float, float], prompt_k: int, seed: int, kriged: bool = False
+    ):
+        self.slides, self.fraction, self.prompt_k, self.seed, self.kriged = slides, fraction, prompt_k, seed, kriged
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -183,14 +220,14 @@ class TrainSlides(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, i])
         lo, hi = self.fraction if isinstance(self.fraction, tuple) else (self.fraction, self.fraction)
         prompt = draw_prompts(slide.trainable, rng.uniform(lo, hi) if hi > lo else lo, rng)
-        return slide_batch(slide, prompt, slide.trainable & ~prompt, self.prompt_k)
+        return slide_batch(slide, prompt, slide.trainable & ~prompt, self.prompt_k, self.kriged)
 
 
 class FixedSlides(Dataset):
     """Validation items: fixed prompts (a fraction of the eligible spots) and fixed scored spots."""
 
-    def __init__(self, items: list[tuple[Slide, np.ndarray, np.ndarray]], prompt_k: int):
-        self.batches = [slide_batch(s, p, r, prompt_k) for s, p, r in items]
+    def __init__(self, items: list[tuple[Slide, np.ndarray, np.ndarray]], prompt_k: int, kriged: bool = False):
+        self.batches = [slide_batch(s, p, r, prompt_k, kriged) for s, p, r in items]
 
     def __len__(self) -> int:
         return len(self.batches)

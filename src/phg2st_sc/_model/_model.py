@@ -30,7 +30,8 @@ FORMAT_VERSION = 1
 #: reading its first network as the whole model.
 MEMBERS_FORMAT_VERSION = 2
 PREDICT_CHUNK = 4096  # spots per inference chunk after the spot branch (bounds memory on large slides)
-PROMPT_KEYS = ("prompt", "prompt_idx", "prompt_dist", "prompt_mean", "rows")  # the batch entries a prompt mask sets
+#: The batch entries a prompt mask sets (a cross-fitted pass computes its own; the others are the slide's).
+PROMPT_KEYS = ("prompt", "prompt_idx", "prompt_dist", "prompt_mean", "rows", "kriged")
 ALIGN_SPOTS = 4096  # spots whose mean aligns each cross-fitted pass on the full one (all spots of smaller slides)
 
 
@@ -156,7 +157,9 @@ class PHG2ST:
         L.seed_everything(seed, workers=True, verbose=False)
         plan = PHG2STPlan(self.config, lr=lr, step_size=step_size, gamma=gamma)
         plan.module.load_state_dict(self.module.state_dict())
-        train_set = TrainSlides(slides, prompt_fraction, self.config["prompt_k"], seed)
+        train_set = TrainSlides(
+            slides, prompt_fraction, self.config["prompt_k"], seed, self.config.get("kriged_field", False)
+        )
         history = History()
         callbacks: list[Any] = [PromptDraws(train_set), history, TrainingState(history, fingerprint)]
         extra = trainer_kwargs.pop("callbacks", None) or []
@@ -165,7 +168,10 @@ class PHG2ST:
             folder = Path(checkpoint_dir) if checkpoint_dir is not None else Path(tmp)
             val_loader = None
             if validation:
-                val_loader = DataLoader(FixedSlides(validation, self.config["prompt_k"]), batch_size=None)
+                val_loader = DataLoader(
+                    FixedSlides(validation, self.config["prompt_k"], self.config.get("kriged_field", False)),
+                    batch_size=None,
+                )
                 callbacks.append(EarlyStopping(monitor="val_pcc", mode="max", patience=patience))
             # One checkpoint callback: the best epoch by validation PCC (if any) and, with a checkpoint folder, the
             # last epoch, both complete, written at the end of each training epoch (after its validation).
@@ -244,7 +250,13 @@ class PHG2ST:
             check_attention_memory(adata.n_obs, self.config, training=False)
         self._check_members()
         slide = self.tensors(adata, prompt=prompt)
-        batch = slide_batch(slide, prompt, np.zeros(slide.n, dtype=bool), self.config["prompt_k"])
+        batch = slide_batch(
+            slide,
+            prompt,
+            np.zeros(slide.n, dtype=bool),
+            self.config["prompt_k"],
+            self.config.get("kriged_field", False),
+        )
         batch = {k: v.to(device) for k, v in batch.items()}
         adaptive = self.config["variant"] == "adaptive" and not network_only
         folds = self._fold_batches(slide, prompt, device, batch) if adaptive and self.config["use_prompts"] else None
@@ -352,7 +364,13 @@ class PHG2ST:
         for part in folds:
             mask = prompt.copy()
             mask[idx[part]] = False
-            batch = slide_batch(slide, mask, np.zeros(slide.n, dtype=bool), self.config["prompt_k"])
+            batch = slide_batch(
+                slide,
+                mask,
+                np.zeros(slide.n, dtype=bool),
+                self.config["prompt_k"],
+                self.config.get("kriged_field", False),
+            )
             shared = batches[0] if shared is None and batches else shared
             batches.append(
                 {k: v.to(device) if shared is None or k in PROMPT_KEYS else shared[k] for k, v in batch.items()}

@@ -230,7 +230,7 @@ class PHG2STModule(nn.Module):
             self.prompt_norm = nn.LayerNorm(h)
             self.distance_slope = nn.Parameter(torch.zeros(c.heads))  # softplus(0) = 0.69 per pitch
             # per-gene mixture of the prompt field at several spatial scales and the prompt mean
-            self.mix_logit = nn.Parameter(torch.zeros(len(FIELD_BANDWIDTHS) + 1, c.n_genes))
+            self.mix_logit = nn.Parameter(torch.zeros(len(FIELD_BANDWIDTHS) + 1 + c.kriged_field, c.n_genes))
         self.head = nn.Linear(h, c.n_genes)
         for name in ("head", "head_spot", "head_nbr"):
             if hasattr(self, name):  # heads start at zero: the first prediction is the prompt field (or 0)
@@ -439,12 +439,14 @@ class PHG2STModule(nn.Module):
         memory is (n, genes), never (n, K, genes).
         """
         idx, dist = b["prompt_idx"][sl], b["prompt_dist"][sl]  # (n, K)
-        beta = torch.softmax(self.mix_logit, dim=0)  # (scales + 1, genes)
+        beta = torch.softmax(self.mix_logit, dim=0)  # (scales [+ the kriged field] + the mean, genes)
         base = beta[-1] * b["prompt_mean"]  # (1, genes), set by ``slide_batch``
+        if "kriged" in b:  # ModelConfig.kriged_field: the prompts' kriging, one more member of the mixture
+            base = base + beta[len(FIELD_BANDWIDTHS)] * b["kriged"][sl]
         # weight of the k-th nearest prompt for each spot and gene: sum over scales of kernel weight x mixing weight
         w = torch.stack([torch.softmax(-0.5 * (dist / bw) ** 2, dim=1) for bw in FIELD_BANDWIDTHS], -1)  # (n, K, S)
         for k in range(idx.shape[1]):
-            base = base + (w[:, k] @ beta[:-1]) * y[idx[:, k]]
+            base = base + (w[:, k] @ beta[: len(FIELD_BANDWIDTHS)]) * y[idx[:, k]]
         return base
 
 
