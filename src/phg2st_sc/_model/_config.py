@@ -52,7 +52,8 @@ class ModelConfig:
         prompts) and when predicting (each cross-fitted pass kriges its own prompts only). An option, off by
         default: it lifts the network alone on smoothed targets (her2st +0.03 / +0.05 PCC at 10 / 20% random
         prompts, MOB +0.01 / +0.02) but the adaptive variant, whose in-context layer already kriges the prompts,
-        by +0.001 on average (docs/benchmarks.md); training costs a kriging per step.
+        by +0.001 on average (docs/benchmarks.md); training costs a kriging per step, and predicting with the
+        in-context layer holds one (spots x genes) float32 field per cross-fitted pass (six in all).
     """
 
     n_genes: int = 0

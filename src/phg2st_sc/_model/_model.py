@@ -250,14 +250,7 @@ class PHG2ST:
             check_attention_memory(adata.n_obs, self.config, training=False)
         self._check_members()
         slide = self.tensors(adata, prompt=prompt)
-        batch = slide_batch(
-            slide,
-            prompt,
-            np.zeros(slide.n, dtype=bool),
-            self.config["prompt_k"],
-            self.config.get("kriged_field", False),
-        )
-        batch = {k: v.to(device) for k, v in batch.items()}
+        batch = {k: v.to(device) for k, v in self._batch(slide, prompt).items()}
         adaptive = self.config["variant"] == "adaptive" and not network_only
         folds = self._fold_batches(slide, prompt, device, batch) if adaptive and self.config["use_prompts"] else None
         # the full pass and any cross-fitted ones share one pass of the image branches (the passes do not change
@@ -346,6 +339,11 @@ class PHG2ST:
         passes = self.module.forward_masks(folds[1], folds[2], chunk=PREDICT_CHUNK)
         return self._align(slide, prompt, folds[0], passes, folds[2], full)
 
+    def _batch(self, slide: Slide, prompt: np.ndarray) -> dict[str, torch.Tensor]:
+        """The network's input for predicting ``slide`` from ``prompt`` (no spot scored)."""
+        c = self.config
+        return slide_batch(slide, prompt, np.zeros(slide.n, dtype=bool), c["prompt_k"], c.get("kriged_field", False))
+
     def _fold_batches(
         self, slide: Slide, prompt: np.ndarray, device: str, shared: dict | None = None
     ) -> tuple[list[np.ndarray], list[dict], list[torch.Tensor]] | None:
@@ -364,13 +362,7 @@ class PHG2ST:
         for part in folds:
             mask = prompt.copy()
             mask[idx[part]] = False
-            batch = slide_batch(
-                slide,
-                mask,
-                np.zeros(slide.n, dtype=bool),
-                self.config["prompt_k"],
-                self.config.get("kriged_field", False),
-            )
+            batch = self._batch(slide, mask)
             shared = batches[0] if shared is None and batches else shared
             batches.append(
                 {k: v.to(device) if shared is None or k in PROMPT_KEYS else shared[k] for k, v in batch.items()}
