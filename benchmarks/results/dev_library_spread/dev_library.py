@@ -22,13 +22,12 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # benchmarks/
-import torch
-from dev_incontext import REP, dev_arguments, dev_setup, fold_models
+from dev_incontext import REP, dev_arguments, dev_setup, fold_models, layer_inputs
 from dev_spread import held_out_metrics
 
 from phg2st_sc._constants import Keys
 from phg2st_sc._model import _incontext as ic
-from phg2st_sc._utils import as_dense, spot_pitch
+from phg2st_sc._utils import as_dense
 from phg2st_sc.tl._evaluation import draw_prompts
 
 orig = ic._spot_inputs
@@ -59,17 +58,13 @@ for proto, test, targets, model in fold_models(secs, args.dataset, args.protocol
         a = targets[test].copy()
         draw_prompts(a, 0.1, seed, args.strategy, REP)
         prompt = a.obs[Keys.PROMPT].to_numpy(bool)
-        net, latent = model.predict(a, prompt, network_only=True)
-        with torch.inference_mode():
-            oof, tokens = model._cross_fitted(model.tensors(a, prompt=prompt), prompt, "cpu", (net, latent))
+        layer_args, layer_kw = layer_inputs(model, a, prompt)  # what the adaptive variant passes to the layer
+        _, latent, image, xy, _, _ = layer_args
         y = as_dense(a.X, dtype=np.float64)
         library = np.asarray(secs[test][a.obs_names].X.sum(1), dtype=float).ravel()
         loglib = np.log(np.maximum(library, 1.0))
-        xy = np.asarray(a.obsm[Keys.SPATIAL], dtype=float)
-        xy = xy / spot_pitch(xy)
-        image = np.asarray(a.obsm[REP], float)
         lat = latent.copy()
-        lat[prompt] = tokens
+        lat[prompt] = layer_kw["latent_at_prompts"]
         feats = ic._features(lat, image)
         lp_all, lp_cv = lib_pred(xy, feats, prompt, loglib[prompt])
         n, p = len(xy), int(prompt.sum())
@@ -82,16 +77,7 @@ for proto, test, targets, model in fold_models(secs, args.dataset, args.protocol
                 return np.hstack([parts[k] for k in inputs])
 
             ic._spot_inputs = si
-            pred, fit = ic.adapt(
-                net.astype(float),
-                latent,
-                image,
-                xy,
-                prompt,
-                y[prompt],
-                network_at_prompts=oof,
-                latent_at_prompts=tokens,
-            )
+            pred, fit = ic.adapt(*layer_args, **layer_kw)
             r = held_out_metrics(y, pred.astype(np.float64), fit.spread, ~prompt, library)
             r["lib_corr"] = float(np.corrcoef(lp_all[~prompt], loglib[~prompt])[0, 1])
             rows.append({"protocol": proto, "section": test, "seed": seed, "spot_scale": name, **r})
