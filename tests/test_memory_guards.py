@@ -112,3 +112,23 @@ def test_hypergraph_convolution_in_inference_gathers_slices_with_the_same_result
     with torch.enable_grad():  # training takes the single gather (autograd), whatever the size
         monkeypatch.setattr(_module, "INFERENCE_INCIDENCES", 97)
         assert torch.equal(conv(x, index, value, n).detach(), whole)
+
+
+def test_impute_refuses_kriged_fields_that_cannot_fit(monkeypatch, synthetic_section):
+    """`kriged_field`: one (spots x genes) float32 field per pass (the full one and the five cross-fitted ones)."""
+    a = synthetic_section()  # 81 spots
+    small = SMALL | {"config": SMALL["config"] | {"kriged_field": True}}
+    model = phg2st.tl.fit(a, variant="adaptive", max_epochs=1, validation=None, **small)
+    phg2st.tl.select_prompts(a, fraction=0.5)
+    before = a.copy()
+    fields = 6 * a.n_obs * len(model.genes) * 4
+    monkeypatch.setattr(_plan, "check_attention_memory", lambda *args, **kw: None)  # this guard alone
+    monkeypatch.setattr(_utils, "available_memory", lambda: int(fields / _utils.MEMORY_LIMIT) - 1)
+    with pytest.raises(phg2st.InsufficientMemoryError, match=r"81 spots with `kriged_field` \(6 passes"):
+        phg2st.tl.impute(a, model)
+    assert_adata_equal(a, before)
+    # the network alone makes one pass: a sixth of the memory
+    phg2st.tl.impute(a, model, in_context=False)
+    monkeypatch.setattr(_utils, "available_memory", lambda: int(fields / _utils.MEMORY_LIMIT) + 1)
+    phg2st.tl.impute(a, model)
+    assert np.isfinite(a.layers["phg2st"]).all()

@@ -552,17 +552,17 @@ def test_the_networks_kriged_field_is_the_prompts_exact_kriging(monkeypatch):
     assert moved[(d > 0) & (d < 1)].mean() > 4 * moved[d > 8].mean()
 
 
-@pytest.mark.parametrize("kriged_field", [False, True])
-def test_cross_fitted_passes_never_read_the_prompt_they_predict_with_the_kriged_field(
-    synthetic_section, kriged_field, tmp_path
-):
-    """With the kriged field in the network's input, each cross-fitted pass kriges its own prompts only."""
+def test_cross_fitted_passes_never_read_the_prompt_they_predict_with_the_kriged_field(synthetic_section, tmp_path):
+    """With the kriged field in the network's input, each cross-fitted pass kriges its own prompts only.
+
+    (Without the field: ``test_cross_fitted_network_predictions_never_read_the_prompt_they_predict``.)
+    """
     from _synthetic import SMALL
 
     a = synthetic_section()
-    small = SMALL | {"config": SMALL["config"] | {"kriged_field": kriged_field}}
+    small = SMALL | {"config": SMALL["config"] | {"kriged_field": True}}
     model = phg2st.tl.fit(a, variant="adaptive", max_epochs=1, validation=None, **small)
-    assert model.config["kriged_field"] is kriged_field
+    assert model.config["kriged_field"] is True
     prompt = np.zeros(a.n_obs, dtype=bool)
     prompt[::3] = True
     slide = model.tensors(a, prompt=prompt)
@@ -575,14 +575,14 @@ def test_cross_fitted_passes_never_read_the_prompt_they_predict_with_the_kriged_
     for before, after in zip(first, second, strict=True):
         np.testing.assert_allclose(before[0], after[0], atol=1e-5)
         assert not np.allclose(before, after, atol=1e-5)
-    if kriged_field:  # the setting travels with the model file; anything but a bool is refused
-        path = tmp_path / "kriged.pt"
-        model.save(path)
-        again = phg2st.PHG2ST.load(path)
-        assert again.config["kriged_field"] is True
-        np.testing.assert_array_equal(again.predict(a, prompt)[0], model.predict(a, prompt)[0])
-        with pytest.raises(TypeError, match="kriged_field"):
-            phg2st.tl.ModelConfig(kriged_field="yes")
-        for other in ({"variant": "paper"}, {"use_prompts": False}):
-            with pytest.raises(ValueError, match="kriged_field"):
-                phg2st.tl.ModelConfig(kriged_field=True, **other)
+    # the setting travels with the model file; anything but a bool is refused
+    path = tmp_path / "kriged.pt"
+    model.save(path)
+    again = phg2st.PHG2ST.load(path)
+    assert again.config["kriged_field"] is True
+    np.testing.assert_array_equal(again.predict(a, prompt)[0], model.predict(a, prompt)[0])
+    with pytest.raises(TypeError, match="kriged_field"):
+        phg2st.tl.ModelConfig(kriged_field="yes")
+    for other in ({"variant": "paper"}, {"use_prompts": False}):
+        with pytest.raises(ValueError, match="kriged_field"):
+            phg2st.tl.ModelConfig(kriged_field=True, **other)

@@ -53,7 +53,8 @@ class ModelConfig:
         default: it lifts the network alone on smoothed targets (her2st +0.03 / +0.05 PCC at 10 / 20% random
         prompts, MOB +0.01 / +0.02) but the adaptive variant, whose in-context layer already kriges the prompts,
         by +0.001 on average (docs/benchmarks.md); training costs a kriging per step, and predicting with the
-        in-context layer holds one (spots x genes) float32 field per cross-fitted pass (six in all).
+        in-context layer holds one (spots x genes) float32 field per pass (six in all; ``tl.impute`` refuses, before
+        writing anything, where they would not fit in the available memory).
     """
 
     n_genes: int = 0

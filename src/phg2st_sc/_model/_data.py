@@ -168,8 +168,7 @@ def kriged_prompts(pos: np.ndarray, y: np.ndarray, prompt: np.ndarray) -> np.nda
     z, xy_p = (yp - mu) / sd, np.asarray(pos[prompt], dtype=np.float64)
     sub = ic._fit_rows(len(xy_p))  # the prompts the kernel is chosen on (all up to the layer's FIT_SUBSET)
     cols = np.sort(np.argsort(yp.var(0), kind="stable")[-KERNEL_GENES:])
-    zk = z[:, cols] if len(sub) == len(z) else z[sub][:, cols] - z[sub][:, cols].mean(0)
-    ell, eta = ic.fit_kernel(xy_p[sub], zk)
+    ell, eta = ic.fit_kernel(xy_p[sub], ic.on_fit_rows(z, sub)[:, cols])
     m, out = z.mean(0), np.empty((len(pos), z.shape[1]), dtype=np.float32)
     for s in range(0, len(pos), ic.BLOCK):
         q = np.asarray(pos[s : s + ic.BLOCK], dtype=np.float64)

@@ -559,9 +559,7 @@ def adapt(
     # then nearly the prompts' mean; the longer kernel averages the nearby prompts as IDW does: docs/design.md)
     # (one likelihood pass for the residuals and the expression; the expression's kernel chosen twice from it)
     g = resid.shape[1]
-    # centred over the points the kernel is fitted on (z is centred over all prompts: the same below FIT_SUBSET)
-    z_fit = z if len(sub) == len(z) else z[sub] - z[sub].mean(0)
-    ll = _loglik(xy_p[sub], np.hstack([resid[sub] - resid[sub].mean(0), z_fit]))
+    ll = _loglik(xy_p[sub], np.hstack([resid[sub] - resid[sub].mean(0), on_fit_rows(z, sub)]))
     (ell, eta), (ell_y, eta_y) = _choose(ll[..., :g], per_gene), _choose(ll[..., g:], per_gene)
     ell_l, eta_l = _choose(ll[..., g:], per_gene, floor=spot_pitch(xy_p))  # the prompts' median spacing
     same = np.array_equal(ell_l, ell_y) and np.array_equal(eta_l, eta_y)  # the floor changed nothing
@@ -715,6 +713,15 @@ def combine(cv: dict[str, np.ndarray], target: np.ndarray, folds: list[np.ndarra
     if not w.any():
         w = np.array([float(c == "kriging") for c in names])
     return dict(zip(names, map(float, w), strict=True))
+
+
+def on_fit_rows(z: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Values ``z`` (centred over all their rows) at the rows a kernel is chosen on, centred over those rows.
+
+    ``z`` itself where ``rows`` are all of them (:func:`_fit_rows` below :data:`FIT_SUBSET`), so that the values
+    are the same bits whether or not a subset is taken.
+    """
+    return z if len(rows) == len(z) else z[rows] - z[rows].mean(0)
 
 
 def _fit_rows(n: int) -> np.ndarray:

@@ -157,9 +157,7 @@ class PHG2ST:
         L.seed_everything(seed, workers=True, verbose=False)
         plan = PHG2STPlan(self.config, lr=lr, step_size=step_size, gamma=gamma)
         plan.module.load_state_dict(self.module.state_dict())
-        train_set = TrainSlides(
-            slides, prompt_fraction, self.config["prompt_k"], seed, self.config.get("kriged_field", False)
-        )
+        train_set = TrainSlides(slides, prompt_fraction, self.config["prompt_k"], seed, self.config["kriged_field"])
         history = History()
         callbacks: list[Any] = [PromptDraws(train_set), history, TrainingState(history, fingerprint)]
         extra = trainer_kwargs.pop("callbacks", None) or []
@@ -169,7 +167,7 @@ class PHG2ST:
             val_loader = None
             if validation:
                 val_loader = DataLoader(
-                    FixedSlides(validation, self.config["prompt_k"], self.config.get("kriged_field", False)),
+                    FixedSlides(validation, self.config["prompt_k"], self.config["kriged_field"]),
                     batch_size=None,
                 )
                 callbacks.append(EarlyStopping(monitor="val_pcc", mode="max", patience=patience))
@@ -249,10 +247,15 @@ class PHG2ST:
         if torch.device(device).type == "cpu":
             check_attention_memory(adata.n_obs, self.config, training=False)
         self._check_members()
+        adaptive = self.config["variant"] == "adaptive" and not network_only
+        cross_fitted = adaptive and self.config["use_prompts"]
+        if self.config["kriged_field"]:
+            from phg2st_sc._model._incontext import CV_FOLDS
+
+            self._check_field_memory(adata.n_obs, 1 + CV_FOLDS * cross_fitted)
         slide = self.tensors(adata, prompt=prompt)
         batch = {k: v.to(device) for k, v in self._batch(slide, prompt).items()}
-        adaptive = self.config["variant"] == "adaptive" and not network_only
-        folds = self._fold_batches(slide, prompt, device, batch) if adaptive and self.config["use_prompts"] else None
+        folds = self._fold_batches(slide, prompt, device, batch) if cross_fitted else None
         # the full pass and any cross-fitted ones share one pass of the image branches (the passes do not change
         # them); inference skips the branch heads, which only the training loss reads. With several networks, each
         # makes its passes; their predictions (and cross-fitted predictions, each aligned on its own network's
@@ -295,6 +298,18 @@ class PHG2ST:
             )  # fmt: skip
             self.in_context_, self.spread_ = fit.record(), fit.spread
         return pred, latent
+
+    def _check_field_memory(self, n: int, passes: int) -> None:
+        """Refuse a prediction whose kriged prompt fields (one (spots x genes) float32 per pass) would not fit."""
+        from phg2st_sc._utils import check_memory
+
+        check_memory(
+            passes * n * len(self.genes) * 4,
+            f"Predicting {n} spots with `kriged_field` ({passes} passes, each with its own kriged prompt field of "
+            f"{len(self.genes)} genes)",
+            "predict where more memory is free, on fewer genes, or with a model trained without `kriged_field` "
+            "(ModelConfig.kriged_field; docs/benchmarks.md: it changes the adaptive variant within retraining noise)",
+        )
 
     def _check_members(self) -> None:
         """Refuse :attr:`members` that are not networks of this model's architecture."""
@@ -342,7 +357,7 @@ class PHG2ST:
     def _batch(self, slide: Slide, prompt: np.ndarray) -> dict[str, torch.Tensor]:
         """The network's input for predicting ``slide`` from ``prompt`` (no spot scored)."""
         c = self.config
-        return slide_batch(slide, prompt, np.zeros(slide.n, dtype=bool), c["prompt_k"], c.get("kriged_field", False))
+        return slide_batch(slide, prompt, np.zeros(slide.n, dtype=bool), c["prompt_k"], c["kriged_field"])
 
     def _fold_batches(
         self, slide: Slide, prompt: np.ndarray, device: str, shared: dict | None = None
