@@ -276,6 +276,21 @@ def available_memory() -> int:
 MEMORY_LIMIT = 0.8
 
 
+@contextmanager
+def keeping_threads() -> Iterator[None]:
+    """Run a block keeping the process's OpenMP thread count as it is.
+
+    scanpy's numba kernels (``normalize_total`` on sparse counts) start numba's OpenMP threading layer, which sets
+    the count to the number of cores on its first call. That count is torch's on the CPU (unless the process set its
+    own with ``torch.set_num_threads``), so without this ``OMP_NUM_THREADS`` would be overridden, and a model trained
+    after preparing targets would differ in its last bits from the same training in a process that did not.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=None, user_api="openmp"):  # sets nothing; restores every count on exit
+        yield
+
+
 def check_memory(nbytes: int, what: str, advice: str) -> None:
     """Refuse an allocation of ``nbytes`` that would not fit in the available memory, before it is attempted.
 

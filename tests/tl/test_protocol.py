@@ -118,3 +118,33 @@ def test_evaluate_errors(c2):
     ]:
         with pytest.raises(exc):
             phg2st.tl.evaluate(c2, **kwargs)
+
+
+def test_preparing_targets_keeps_the_thread_count_torch_trains_with():
+    """scanpy's numba kernels set the OpenMP thread count to the cores on their first call: kept as it was.
+
+    (Run in a fresh process: the first call is the one that changes it. Without the guard a model trained after
+    `prepare_targets` differed in its last bits from one trained in a process that had not called it.)
+    """
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import warnings
+        import numpy as np, torch, anndata as ad
+        from scipy import sparse
+        import phg2st_sc as phg2st
+        warnings.simplefilter("ignore")
+        a = ad.AnnData(sparse.csr_matrix(np.random.default_rng(0).poisson(0.5, (600, 3000)).astype(np.float32)))
+        a.obsm["spatial"] = np.random.default_rng(1).uniform(0, 100, (600, 2))
+        phg2st.tl.prepare_targets(a, "heldout", panel=None)
+        print("THREADS", torch.get_num_threads())
+        """
+    )
+    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="2")  # numba's layer would set 2
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "THREADS 1" in res.stdout, res.stdout

@@ -17,7 +17,7 @@ from phg2st_sc._constants import Keys
 from phg2st_sc._docs import inject_docs
 from phg2st_sc._errors import SmoothedTargetWarning
 from phg2st_sc._settings import settings
-from phg2st_sc._utils import get_table, write_slots
+from phg2st_sc._utils import get_table, keeping_threads, write_slots
 from phg2st_sc._validate import (
     check_choice,
     check_counts,
@@ -230,10 +230,11 @@ def prepare_targets(
         obsp=dict(adata.obsp),
         uns=deepcopy(dict(adata.uns)),
     )
-    if protocol.target_sum is not None:
-        sc.pp.normalize_total(work, target_sum=protocol.target_sum)
-    if protocol.log1p:
-        sc.pp.log1p(work)
+    with keeping_threads():  # scanpy's numba kernels would change torch's thread count
+        if protocol.target_sum is not None:
+            sc.pp.normalize_total(work, target_sum=protocol.target_sum)
+        if protocol.log1p:
+            sc.pp.log1p(work)
     if panel is not None:
         work = select_genes(work, panel, copy=True)
     else:
