@@ -32,6 +32,8 @@ def batch_for(model, adata, prompt):
 def test_forward_shapes_and_finite_loss(synthetic_section, variant):
     a = synthetic_section()
     model = phg2st.tl.fit(a, variant=variant, max_epochs=1, validation=None, **SMALL)
+    # the default training prompts are the variant's, those of every benchmark figure
+    assert model.training["prompt_fraction"] == {"propagated": [0.05, 0.3], "paper": 0.3}[variant]
     prompt = np.zeros(a.n_obs, dtype=bool)
     prompt[::7] = True
     b = batch_for(model, a, prompt)
@@ -47,7 +49,7 @@ def test_forward_shapes_and_finite_loss(synthetic_section, variant):
 @pytest.mark.parametrize("variant", ["propagated", "paper"])
 def test_overfits_one_batch(synthetic_section, variant):
     a = synthetic_section()
-    model = phg2st.tl.fit(a, variant=variant, max_epochs=1, validation=None, **SMALL)
+    model = phg2st.tl.fit(a, variant=variant, max_epochs=1, validation=None, prompt_fraction=0.3, **SMALL)
     prompt = np.zeros(a.n_obs, dtype=bool)
     prompt[::5] = True
     b = batch_for(model, a, prompt)
@@ -146,6 +148,7 @@ def test_impute_contract(synthetic_section):
 def test_bad_input(synthetic_section):
     a = synthetic_section()
     model = phg2st.tl.fit(a, max_epochs=1, **SMALL)
+    assert model.config["variant"] == "adaptive" and model.training["prompt_fraction"] == [0.05, 0.3]  # defaults
     c = synthetic_section(seed=4, name="S4")
     with pytest.raises(KeyError, match="select_prompts"):
         phg2st.tl.impute(c, model)

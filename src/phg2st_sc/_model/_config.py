@@ -15,6 +15,10 @@ import numpy as np
 from anndata import AnnData
 
 VARIANTS = ("propagated", "paper", "adaptive")
+#: Each variant's training prompts (``tl.fit``'s default ``prompt_fraction``): a fraction drawn per step from
+#: (0.05, 0.3) for the networks that propagate the prompts, which covers the 10% used at test time; the paper's 0.3.
+TRAINING_PROMPTS: dict[str, float | tuple[float, float]] = {"adaptive": (0.05, 0.3), "propagated": (0.05, 0.3),
+                                                            "paper": 0.3}  # fmt: skip
 
 
 @dataclass

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from phg2st_sc._constants import Keys
+from phg2st_sc._model._config import TRAINING_PROMPTS
 
 DEMO_GENES = ("KRT8", "COL3A1", "IGKC")  # luminal keratin, stromal collagen, immunoglobulin (in the 785 panel)
 ENCODER = "efficientnet_lite0"
@@ -18,7 +19,7 @@ SECTIONS = ("C2", "C3", "C4", "C5", "C6")
 # Fixed in advance for a 2-core CPU (not tuned on the demo section): tl.fit's defaults with smaller tokens and
 # fewer epochs; validation "auto": the last training section (C6) selects the epoch.
 DEMO_FIT = {"use_rep": REP, "config": {"hidden": 128}, "max_epochs": 100, "patience": 20, "accelerator": "cpu"}
-DEMO_PROMPTS = {"adaptive": (0.05, 0.3), "propagated": (0.05, 0.3), "paper": 0.3}
+DEMO_PROMPTS = TRAINING_PROMPTS  # (the name the CLI and benchmarks/gpu_check.py import)
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
