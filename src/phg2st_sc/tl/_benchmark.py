@@ -17,6 +17,7 @@ from anndata import AnnData
 
 from phg2st_sc._constants import Keys
 from phg2st_sc._errors import DataNotFoundError, MissingImageWarning
+from phg2st_sc._model._config import TRAINING_PROMPTS
 from phg2st_sc._settings import settings
 from phg2st_sc._validate import check_seed
 from phg2st_sc.tl._baselines import IMAGE_METHODS, METHODS
@@ -29,11 +30,16 @@ logger = logging.getLogger("phg2st_sc")
 #: `tl.fit`. The PHG2ST presets cover the two variants and the ablations of the paper's section 4.3.
 METHOD_PRESETS: dict[str, dict[str, Any]] = {
     **{m: {"method": m} for m in METHODS},
-    "phg2st": {"method": "phg2st", "variant": "propagated", "prompt_fraction": (0.05, 0.3)},
-    "phg2st_paper": {"method": "phg2st", "variant": "paper", "prompt_fraction": 0.3},
+    "phg2st": {"method": "phg2st", "variant": "propagated", "prompt_fraction": TRAINING_PROMPTS["propagated"]},
+    "phg2st_paper": {"method": "phg2st", "variant": "paper", "prompt_fraction": TRAINING_PROMPTS["paper"]},
     # ablations of the propagated network (without the adaptive variant's in-context layer)
     **{
-        f"phg2st_{name}": {"method": "phg2st", "variant": "propagated", "prompt_fraction": (0.05, 0.3), switch: False}
+        f"phg2st_{name}": {
+            "method": "phg2st",
+            "variant": "propagated",
+            "prompt_fraction": TRAINING_PROMPTS["propagated"],
+            switch: False,
+        }
         for name, switch in (
             ("no_spot_branch", "use_spot_branch"),
             ("no_neighbour_branch", "use_neighbour_branch"),
@@ -41,19 +47,19 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
             ("prompts_only", "use_image"),
         )
     },  # fmt: skip
-    "phg2st_adaptive": {"method": "phg2st", "variant": "adaptive", "prompt_fraction": (0.05, 0.3)},
+    "phg2st_adaptive": {"method": "phg2st", "variant": "adaptive", "prompt_fraction": TRAINING_PROMPTS["adaptive"]},
     # the adaptive variant without the image: a prompts-only network, its layer's ridge on the network's tokens only
     "phg2st_adaptive_prompts_only": {
         "method": "phg2st",
         "variant": "adaptive",
-        "prompt_fraction": (0.05, 0.3),
+        "prompt_fraction": TRAINING_PROMPTS["adaptive"],
         "use_image": False,
     },  # fmt: skip
     # the adaptive model's network alone (the same trained model: its in-context layer switched off)
     "phg2st_adaptive_network": {
         "method": "phg2st",
         "variant": "adaptive",
-        "prompt_fraction": (0.05, 0.3),
+        "prompt_fraction": TRAINING_PROMPTS["adaptive"],
         "impute": {"in_context": False},
     },
 }
