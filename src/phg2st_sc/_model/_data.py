@@ -53,10 +53,13 @@ def slide_from_adata(
     neighbours: bool,
     prompt: np.ndarray | None = None,
     name: str = "",
+    standardise: bool = False,
 ) -> Slide:
     """Collect a section's features, hypergraphs, positions and expression, checking every slot first.
 
     With ``prompt``, only the prompt spots' expression must be finite (the others are never read: NaN becomes 0).
+    With ``standardise``, the spots' features and the neighbour tiles' are standardised per feature by the
+    spots' mean and standard deviation over this section.
     """
     check_ready(adata, use_rep, hypergraph_key)
     x = get_representation(adata, use_rep, dtype=np.float32)
@@ -104,6 +107,13 @@ def slide_from_adata(
         tiles = np.zeros((1, x.shape[1]), dtype=np.float32)
         tile_index = np.zeros((n, 1), dtype=np.int64)
         nbr_index = np.zeros((2, 0), dtype=np.int64)
+    if standardise:
+        centre = x.mean(0, dtype=np.float64)
+        scale = x.std(0, dtype=np.float64)
+        scale = np.where(scale > 0, scale, 1.0)
+        x = ((x - centre) / scale).astype(np.float32)
+        if neighbours:
+            tiles = ((tiles - centre) / scale).astype(np.float32)
     missing = [g for g in genes if g not in adata.var_names]
     if missing:
         raise ValueError(
