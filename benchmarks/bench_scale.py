@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 FEATURES = 1024
+HIDDEN = 256  # the token size the documented figures were measured with (tl.fit's default until 2026-12-05)
 GRID = 5
 TILES_PER_S = 42.0  # efficientnet_lite0, fp32, this CPU, whole pipeline (benchmarks/bench_tiles.py)
 
@@ -155,7 +156,7 @@ def stage(args) -> dict:
         t = time.perf_counter()
         with _profiled(args.profile):
             model = phg2st.tl.fit(work, use_rep="X_synthetic", max_epochs=1, validation=None,
-                                  accelerator=args.accelerator, config={"attention_window": window})  # fmt: skip
+                                  accelerator=args.accelerator, config={"attention_window": window, "hidden": HIDDEN})  # fmt: skip
         rec["seconds"] = time.perf_counter() - t
         rec["epoch_seconds"] = float(pd.DataFrame(model.history_)["seconds"].iloc[-1])
     elif args.stage == "spot_branch":
@@ -169,7 +170,11 @@ def stage(args) -> dict:
         window = 10**9 if args.full_attention else 1024
         rec["attention"] = "full" if args.full_attention else "windows of 1024"
         cfg = ModelConfig(
-            n_genes=work.n_vars, feature_dim=FEATURES, attention_window=window, use_neighbour_branch=False
+            n_genes=work.n_vars,
+            feature_dim=FEATURES,
+            attention_window=window,
+            use_neighbour_branch=False,
+            hidden=HIDDEN,
         )
         model = PHG2ST(cfg, list(work.var_names), {"use_rep": "X_synthetic", "hypergraph_key": "phg2st", "layer": None})
         prompt = np.zeros(work.n_obs, dtype=bool)
@@ -186,7 +191,8 @@ def stage(args) -> dict:
             small = _slide(1000, args.genes, args.layout, seed=1, section="train")
             phg2st.pp.build_hypergraph(small, use_rep="X_synthetic", k=4)
             small = _targets(small)
-            model = phg2st.tl.fit(small, use_rep="X_synthetic", max_epochs=1, validation=None, accelerator="cpu")
+            model = phg2st.tl.fit(small, use_rep="X_synthetic", max_epochs=1, validation=None, accelerator="cpu",
+                                  config={"hidden": HIDDEN})  # fmt: skip
             path = Path(tmp) / "model.pt"
             model.save(path)
             del model, small

@@ -487,3 +487,27 @@ def test_several_networks_do_not_take_checkpoints(synthetic_section, tmp_path):
 
     with pytest.raises(ValueError, match="one training run's state"):
         phg2st.tl.fit([synthetic_section()], max_epochs=1, n_networks=2, callbacks=[EarlyStopping("val_pcc")], **SMALL)
+
+
+def test_defaults_train_the_benchmarked_network(synthetic_section, monkeypatch):
+    """`tl.fit`'s defaults are the network every benchmark figure measures: 128-d tokens, at most 100 epochs for the
+    adaptive and propagated variants (the paper variant: the paper's 200); an explicit value wins."""
+    from phg2st_sc._model._model import PHG2ST
+
+    a = synthetic_section()
+    asked = []
+    train = PHG2ST.train
+
+    def one_epoch(self, *args, **kwargs):  # record the limit fit asked for, train one epoch
+        asked.append(kwargs["max_epochs"])
+        return train(self, *args, **{**kwargs, "max_epochs": 1})
+
+    monkeypatch.setattr(PHG2ST, "train", one_epoch)
+    for variant, epochs in (("adaptive", 100), ("propagated", 100), ("paper", 200)):
+        model = phg2st.tl.fit(a, variant=variant, use_rep="X_tiny", validation=None, accelerator="cpu")
+        assert asked[-1] == epochs and model.training["max_epochs"] == epochs
+        assert model.config["hidden"] == 128
+    model = phg2st.tl.fit(a, use_rep="X_tiny", validation=None, accelerator="cpu", max_epochs=7, hidden=64)
+    assert asked[-1] == 7 and model.training["max_epochs"] == 7 and model.config["hidden"] == 64
+    with pytest.raises(ValueError, match="max_epochs"):
+        phg2st.tl.fit(a, use_rep="X_tiny", validation=None, accelerator="cpu", max_epochs=0)

@@ -41,8 +41,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    "none: .X as it is")  # fmt: skip
     p.add_argument("--variant", default="adaptive", choices=list(DEMO_PROMPTS),
                    help="model variant (default: adaptive; see tl.fit)")  # fmt: skip
-    p.add_argument("--max-epochs", type=int, default=None, help="default: tl.fit's 200")
-    p.add_argument("--hidden", type=int, default=None, help="token size (default: tl.fit's 256)")
+    p.add_argument("--max-epochs", type=int, default=None, help="default: tl.fit's (100; 200 for --variant paper)")
+    p.add_argument("--hidden", type=int, default=None, help="token size (default: tl.fit's 128)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights, prompts and split (default: 0)")
     p.add_argument("--accelerator", default="auto", help="auto, cpu, gpu, mps (Lightning)")
     p.add_argument("--devices", type=devices, default="auto", help="device count or list (Lightning)")
