@@ -151,6 +151,19 @@ def test_the_model_cache_key_ignores_the_embedding_cache_folder():
     assert _key_embed({"embed_kwargs": {"mpp": 0.5}}) != _key_embed(old_cli)
 
 
+def test_the_model_cache_key_holds_the_size_tl_fit_fills_in(monkeypatch):
+    """Settings that leave the token size or the epoch limit to `tl.fit` key them by the values it fills in (which
+    changed on 2026-12-05: a model trained under the old defaults is no hit); explicit settings keep their keys."""
+    from phg2st_sc._model import _config
+    from phg2st_sc.tl._benchmark import _size_defaults
+
+    assert _size_defaults({"variant": "adaptive"}) == {"hidden": 128, "max_epochs": 100}
+    assert _size_defaults({"variant": "paper", "config": {"hidden": 64}}) == {"max_epochs": 200}
+    assert _size_defaults({"config": phg2st.tl.ModelConfig(hidden=32), "max_epochs": 5}) == {}
+    monkeypatch.setitem(_config.MAX_EPOCHS, "adaptive", 200)  # other defaults: another key
+    assert _size_defaults({"variant": "adaptive"}) == {"hidden": 128, "max_epochs": 200}
+
+
 def test_a_model_cache_lets_a_second_run_only_evaluate(tmp_path, monkeypatch, synthetic_section):
     """Two runs with the same training and other prompt strategies: the second reads the models back (no fit) and
     its adaptive rows carry calibration metrics."""

@@ -507,7 +507,7 @@ def test_defaults_train_the_benchmarked_network(synthetic_section, monkeypatch):
         model = phg2st.tl.fit(a, variant=variant, use_rep="X_tiny", validation=None, accelerator="cpu")
         assert asked[-1] == epochs and model.training["max_epochs"] == epochs
         assert model.config["hidden"] == 128
-    model = phg2st.tl.fit(a, use_rep="X_tiny", validation=None, accelerator="cpu", max_epochs=7, hidden=64)
+    model = phg2st.tl.fit(a, use_rep="X_tiny", validation=None, accelerator="cpu", max_epochs=7, config={"hidden": 64})
     assert asked[-1] == 7 and model.training["max_epochs"] == 7 and model.config["hidden"] == 64
     with pytest.raises(ValueError, match="max_epochs"):
         phg2st.tl.fit(a, use_rep="X_tiny", validation=None, accelerator="cpu", max_epochs=0)

@@ -20,7 +20,8 @@ VARIANTS = ("propagated", "paper", "adaptive")
 TRAINING_PROMPTS: dict[str, float | tuple[float, float]] = {"adaptive": (0.05, 0.3), "propagated": (0.05, 0.3),
                                                             "paper": 0.3}  # fmt: skip
 #: Each variant's longest training (``tl.fit``'s default ``max_epochs``): 100 epochs for the networks that propagate
-#: the prompts, the setting of every benchmark figure (docs/design.md, sixteenth round); the paper's 200.
+#: the prompts, the setting of every accuracy figure of the adaptive variant (docs/design.md, sixteenth round; the
+#: first propagated tables trained up to 200); the paper's 200.
 MAX_EPOCHS: dict[str, int] = {"adaptive": 100, "propagated": 100, "paper": 200}
 
 
@@ -39,7 +40,7 @@ class ModelConfig:
         nothing adapted when imputing; ``"paper"``: as published.
     hidden, heads
         Token size and attention heads (``hidden`` a multiple of ``heads`` and of 4). 128, the size of every
-        benchmark figure: 256 scored 0.0006 PCC higher on average over her2st, MOB and a new patient, below the
+        accuracy figure: 256 scored 0.0006 PCC higher on average over her2st, MOB and a new patient, below the
         rule's +0.002 for twice the cost (docs/design.md, sixteenth round).
     spot_depth, neighbour_depth
         Transformer blocks of the spot branch, hypergraph blocks of the neighbour branch.

@@ -16,8 +16,8 @@ DEMO_GENES = ("KRT8", "COL3A1", "IGKC")  # luminal keratin, stromal collagen, im
 ENCODER = "efficientnet_lite0"
 REP = Keys.embedding(ENCODER)
 SECTIONS = ("C2", "C3", "C4", "C5", "C6")
-# Fixed in advance for a 2-core CPU (not tuned on the demo section): tl.fit's defaults with smaller tokens and
-# fewer epochs; validation "auto": the last training section (C6) selects the epoch.
+# Fixed in advance for a 2-core CPU (not tuned on the demo section), and since 2026-12-05 tl.fit's defaults too (the
+# sixteenth round, docs/design.md); validation "auto": the last training section (C6) selects the epoch.
 DEMO_FIT = {"use_rep": REP, "config": {"hidden": 128}, "max_epochs": 100, "patience": 20, "accelerator": "cpu"}
 DEMO_PROMPTS = TRAINING_PROMPTS  # (the name the CLI and benchmarks/gpu_check.py import)
 

@@ -474,6 +474,9 @@ def _trained(run: _Run, proto: Protocol, names: list[str], train: list[AnnData],
     what = {"dataset": run.record["dataset"], "train": names, "protocol": asdict(proto), "rep": run.rep,
             "encoder": run.record["encoder"], "embed": _key_embed(run.record), "panel": run.record["panel"],
             "fit": arguments}  # fmt: skip
+    defaults = _size_defaults(arguments)
+    if defaults:  # the size tl.fit fills in (it changed on 2026-12-05): a model trained with other defaults is no hit
+        what["defaults"] = defaults
     digest = hashlib.sha256(json.dumps(what, sort_keys=True, default=repr).encode()).hexdigest()[:16]
     path = run.model_cache / f"{proto.name}_{'+'.join(names)}_{digest}.pt"
     if path.exists():
@@ -483,6 +486,23 @@ def _trained(run: _Run, proto: Protocol, names: list[str], train: list[AnnData],
     run.model_cache.mkdir(parents=True, exist_ok=True)
     model.save(path)
     return model
+
+
+def _size_defaults(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The token size and epoch limit ``tl.fit`` fills in where ``arguments`` leave them out.
+
+    Part of the model-cache key only where they were left out, so keys of explicit settings stay as they were.
+    """
+    from phg2st_sc._model._config import MAX_EPOCHS, ModelConfig
+
+    config = arguments.get("config")
+    config = config.to_dict() if isinstance(config, ModelConfig) else dict(config or {})
+    out: dict[str, Any] = {}
+    if "hidden" not in config:
+        out["hidden"] = ModelConfig.hidden
+    if arguments.get("max_epochs") is None:
+        out["max_epochs"] = MAX_EPOCHS[arguments.get("variant") or config.get("variant") or ModelConfig.variant]
+    return out
 
 
 def _run_fold(run: _Run, fold: str, test_sections: list[str]) -> tuple[pd.DataFrame, list[pd.DataFrame]]:

@@ -259,8 +259,8 @@ def fit(
         share their values), which rewards memorising the section rather than generalising to new ones.
     max_epochs
         Upper bound of epochs (one epoch = every training section once). ``None`` (the default): the variant's,
-        the setting of every benchmark figure: 100 for ``"adaptive"`` and ``"propagated"``, 200 for ``"paper"`` (the
-        paper's).
+        the setting of every accuracy figure of the adaptive variant: 100 for ``"adaptive"`` and ``"propagated"``,
+        200 for ``"paper"`` (the paper's).
     lr, step_size, gamma
         Adam learning rate and its StepLR schedule (multiplied by ``gamma`` every ``step_size`` epochs).
     patience
