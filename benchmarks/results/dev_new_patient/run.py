@@ -19,7 +19,9 @@ Runs (``tl.benchmark``; the networks trained in the run and cached in ``OUT/mode
 - ``loso_c``: C2-C6 alone at the same resolution, leave one section out (what the resolution costs within C,
   against the full-resolution tables of docs/benchmarks.md).
 
-Usage: ``PHG2ST_DATA_DIR=../shared/data python run.py {new_patient,loso_c} --out DIR [--fit KEY=VALUE ...]``
+Usage: ``PHG2ST_DATA_DIR=../shared/data python run.py {new_patient,loso_c} --out DIR [--fit KEY=VALUE ...]``; with
+``--strategy blocks`` (prompts in five blocks) the rows go to ``DIR/<run>_blocks``, the networks read from the same
+``DIR/models``.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ def main() -> None:
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.3])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--fit", nargs="*", default=[], help="extra tl.fit settings KEY=VALUE (JSON values)")
+    ap.add_argument("--strategy", default="random", help="prompt strategy of tl.benchmark (random, blocks, ...)")
     args = ap.parse_args()
     out = Path(args.out)
     image_dir = out / "images"
@@ -90,7 +93,8 @@ def main() -> None:
     res = phg2st.tl.benchmark(
         adatas, folds=folds, methods=args.methods, panel="her2st_785", seeds=args.seeds,
         prompt_fractions=args.fractions, spots=["heldout"], embed_kwargs={"mpp": MPP, "cache_dir": str(out / "tiles")},
-        fit_kwargs=fit, out=out / args.run, model_cache=out / "models",
+        fit_kwargs=fit, out=out / (args.run if args.strategy == "random" else f"{args.run}_{args.strategy}"),
+        model_cache=out / "models", prompt_strategy=args.strategy,
     )  # fmt: skip
     print(res.summary.to_string())
 
