@@ -59,7 +59,8 @@ def at_2000px(section: str, image_dir: Path):
         img[img.max(-1) <= 12] = GLASS
         img[THUMBNAIL] = GLASS
     path = image_dir / f"{section}.png"
-    Image.fromarray(img).save(path)
+    if not path.exists() or not np.array_equal(np.asarray(Image.open(path)), img):  # rewriting it would change its
+        Image.fromarray(img).save(path)  # mtime, and with it the tile cache's key: every run would embed again
     a.obsm["spatial"] = a.obsm["spatial"] * scale
     d["metadata"] = dict(d["metadata"]) | {
         "source_image_path": str(path),

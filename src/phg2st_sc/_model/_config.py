@@ -15,6 +15,8 @@ import numpy as np
 from anndata import AnnData
 
 VARIANTS = ("propagated", "paper", "adaptive")
+#: The on/off settings of :class:`ModelConfig` (each must be a bool).
+SWITCHES = ("use_spot_branch", "use_neighbour_branch", "use_prompts", "use_image", "kriged_field", "section_norm")
 #: Each variant's training prompts (``tl.fit``'s default ``prompt_fraction``): a fraction drawn per step from
 #: (0.05, 0.3) for the networks that propagate the prompts, which covers the 10% used at test time; the paper's 0.3.
 TRAINING_PROMPTS: dict[str, float | tuple[float, float]] = {"adaptive": (0.05, 0.3), "propagated": (0.05, 0.3),
@@ -105,14 +107,7 @@ class ModelConfig:
             if value < low:
                 raise ValueError(f"`{name}` must be at least {low}, got {value}.")
             setattr(self, name, int(value))
-        for name in (
-            "use_spot_branch",
-            "use_neighbour_branch",
-            "use_prompts",
-            "use_image",
-            "kriged_field",
-            "section_norm",
-        ):
+        for name in SWITCHES:
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise TypeError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
             setattr(self, name, bool(getattr(self, name)))

@@ -102,7 +102,7 @@ class PHG2ST:
         slide = slide_from_adata(
             adata, self.genes, use_rep=spec.use_rep, hypergraph_key=spec.hypergraph_key, layer=spec.layer,
             neighbours=c["use_neighbour_branch"] and c["use_image"], prompt=prompt, name=name,
-            standardise=bool(c.get("section_norm", False)),
+            standardise=c["section_norm"],
         )  # fmt: skip
         if slide.x.shape[1] != c["feature_dim"]:
             raise ValueError(

@@ -55,7 +55,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    flags = {"variant": args.variant, "prompt_fraction": DEMO_PROMPTS[args.variant], "seed": args.seed,
+    flags = {"variant": args.variant, "seed": args.seed,  # training prompts: tl.fit's default, the variant's
              "accelerator": args.accelerator, "devices": args.devices, "hidden": args.hidden,
              "max_epochs": args.max_epochs, "checkpoint_dir": args.checkpoint_dir}  # fmt: skip
     return fit_settings(args.fit, **flags)

@@ -492,16 +492,18 @@ def _size_defaults(arguments: dict[str, Any]) -> dict[str, Any]:
     """The token size and epoch limit ``tl.fit`` fills in where ``arguments`` leave them out.
 
     Part of the model-cache key only where they were left out, so keys of explicit settings stay as they were.
+    The architecture is resolved as ``tl.fit`` resolves it (``variant`` against ``config``).
     """
     from phg2st_sc._model._config import MAX_EPOCHS, ModelConfig
+    from phg2st_sc.tl._fit import _architecture
 
-    config = arguments.get("config")
-    config = config.to_dict() if isinstance(config, ModelConfig) else dict(config or {})
+    arch, _ = _architecture(arguments.get("variant"), arguments.get("config"), {})
+    resolved = ModelConfig(**arch)
     out: dict[str, Any] = {}
-    if "hidden" not in config:
-        out["hidden"] = ModelConfig.hidden
+    if "hidden" not in arch:
+        out["hidden"] = resolved.hidden
     if arguments.get("max_epochs") is None:
-        out["max_epochs"] = MAX_EPOCHS[arguments.get("variant") or config.get("variant") or ModelConfig.variant]
+        out["max_epochs"] = MAX_EPOCHS[resolved.variant]
     return out
 
 
