@@ -348,6 +348,28 @@ def spot_pitch(coords: np.ndarray) -> float:
     return pitch if pitch > 0 else 1.0
 
 
+def inverse_distance(
+    xy_p: np.ndarray, y: np.ndarray, xy_q: np.ndarray, *, k: int = 6, power: float = 2.0
+) -> np.ndarray:
+    """Inverse-distance weighting of ``y`` (p, genes) at ``xy_q`` over the ``k`` nearest points of ``xy_p``.
+
+    Weights ``d ** -power``, normalised; a query at a point's position takes that point's value. The IDW baseline
+    and the adaptive variant's IDW component.
+    """
+    from scipy.spatial import cKDTree
+
+    k = min(k, len(xy_p))
+    dist, idx = cKDTree(xy_p).query(xy_q, k=k)
+    dist, idx = dist.reshape(len(xy_q), k), idx.reshape(len(xy_q), k)
+    with np.errstate(divide="ignore"):
+        w = dist ** (-power)
+    exact = dist[:, 0] == 0
+    w[exact] = 0.0
+    w[exact, 0] = 1.0
+    w /= w.sum(axis=1, keepdims=True)
+    return np.einsum("qk,qkg->qg", w, y[idx])
+
+
 def morton_order(p: np.ndarray, unit: float | None = None) -> np.ndarray:
     """The points ``p`` (n, 2) along a Z-order curve of square cells of side ``unit``.
 

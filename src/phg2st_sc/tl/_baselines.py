@@ -16,7 +16,16 @@ from scipy.spatial import cKDTree
 
 from phg2st_sc._constants import Keys
 from phg2st_sc._docs import inject_docs
-from phg2st_sc._utils import centre_scale, check_slots, get_table, spot_pitch, standardised, varying, write_slots
+from phg2st_sc._utils import (
+    centre_scale,
+    check_slots,
+    get_table,
+    inverse_distance,
+    spot_pitch,
+    standardised,
+    varying,
+    write_slots,
+)
 from phg2st_sc._validate import (
     check_choice,
     check_nonempty,
@@ -53,18 +62,10 @@ def predict_idw(
 ) -> np.ndarray:
     """Inverse-distance weighting over the ``k`` nearest prompts: weights ``d ** -power``, normalised.
 
-    A query spot at the position of a prompt takes that prompt's value.
+    A query spot at the position of a prompt takes that prompt's value (:func:`phg2st_sc._utils.inverse_distance`,
+    which the adaptive variant's layer uses as its IDW component).
     """
-    k = min(k, len(xy_prompt))
-    dist, idx = cKDTree(xy_prompt).query(xy_query, k=k)
-    dist, idx = dist.reshape(len(xy_query), k), idx.reshape(len(xy_query), k)
-    with np.errstate(divide="ignore"):
-        w = dist ** (-power)
-    exact = dist[:, 0] == 0
-    w[exact] = 0.0
-    w[exact, 0] = 1.0
-    w /= w.sum(axis=1, keepdims=True)
-    return np.einsum("qk,qkg->qg", w, y_prompt[idx])
+    return inverse_distance(xy_prompt, y_prompt, xy_query, k=k, power=power)
 
 
 def predict_gp(
