@@ -25,12 +25,12 @@ DRAW = ["fold", "section", "protocol", "prompt_fraction", "seed", "spots"]
 def merge(results: Path, new: Path, note: str) -> pd.DataFrame:
     old = pd.read_csv(results / "results.csv")
     fresh = pd.read_csv(new / "results.csv")
-    fresh = fresh[fresh[DRAW].apply(tuple, axis=1).isin(set(old[DRAW].apply(tuple, axis=1)))]
+    old_draw, fresh_draw = old[DRAW].apply(tuple, axis=1), fresh[DRAW].apply(tuple, axis=1)
+    on_old = fresh_draw.isin(set(old_draw))
+    fresh, fresh_draw = fresh[on_old], fresh_draw[on_old]
     methods = sorted(fresh.method.unique())
     for m in methods:  # every row of a replaced method must have its newer row
-        missing = set(old.loc[old.method == m, DRAW].apply(tuple, axis=1)) - set(
-            fresh.loc[fresh.method == m, DRAW].apply(tuple, axis=1)
-        )
+        missing = set(old_draw[old.method == m]) - set(fresh_draw[fresh.method == m])
         if missing:
             raise SystemExit(f"{len(missing)} draws of {m} in {results} are not in {new}: not merged")
     kept = old[~old.method.isin(methods)]

@@ -318,17 +318,19 @@ def varying(x: np.ndarray) -> np.ndarray:
     return np.ptp(x, axis=0) > 0 if len(x) else np.zeros(x.shape[1:], dtype=bool)
 
 
-def centre_scale(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def centre_scale(x: np.ndarray, dtype: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-column mean and standard deviation of ``x`` (rows); a constant column gets its value and 1, exactly.
 
     Constant means all values equal, not a standard deviation of 0: the mean of equal floats can be one unit in the
     last place off (0.1 repeated 60 times), and their standard deviation is then about 1e-17, which would blow the
-    column's rounding up to values of order one. The layer, the baselines and the designs standardise through here.
+    column's rounding up to values of order one. The layer, the baselines, the designs and the network's per-section
+    feature standardisation standardise through here. ``dtype``: the accumulator of the mean and standard deviation
+    (e.g. float64 for float32 features, without a float64 copy of them).
     """
     if not len(x):
         return np.zeros(x.shape[1:]), np.ones(x.shape[1:])
     varies = varying(x)
-    return np.where(varies, x.mean(0), x[0]), np.where(varies, x.std(0), 1.0)
+    return np.where(varies, x.mean(0, dtype=dtype), x[0]), np.where(varies, x.std(0, dtype=dtype), 1.0)
 
 
 def standardised(x: np.ndarray) -> np.ndarray:

@@ -31,10 +31,10 @@ def main() -> None:
                 mean = {m: cell[cell.method == m].pcc.mean() for m in ["idw", "gp", "stack"]}
                 new = cell[cell.method == "phg2st_adaptive"].set_index(["section", "seed"]).pcc
                 was = old[old.method == "phg2st_adaptive"].set_index(["section", "seed"]).pcc
+                change = new - was.reindex(new.index)  # per draw
                 cells.append({"group": group, "strategy": strategy, "targets": proto, "fraction": frac,
-                              "before": was.mean(), "after": new.mean(), "change": (new - was.reindex(new.index)).mean(),
-                              "draws_moved": int(((new - was.reindex(new.index)).abs() > 1e-4).sum()),
-                              "draws": len(new)} | mean)  # fmt: skip
+                              "before": was.mean(), "after": new.mean(), "change": change.mean(),
+                              "draws_moved": int((change.abs() > 1e-4).sum()), "draws": len(new)} | mean)  # fmt: skip
                 k = cell[cell.method == "phg2st_adaptive"].layer_kept.value_counts().to_dict()
                 kept.append({"group": group, "strategy": strategy, "targets": proto, "fraction": frac} | k)
     cells = pd.DataFrame(cells)

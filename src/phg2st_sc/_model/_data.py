@@ -13,7 +13,7 @@ from scipy.spatial import cKDTree
 from torch.utils.data import Dataset
 
 from phg2st_sc._constants import Keys
-from phg2st_sc._utils import as_dense, spot_pitch
+from phg2st_sc._utils import as_dense, centre_scale, spot_pitch
 from phg2st_sc._validate import check_ready, get_coordinates, get_representation
 
 
@@ -108,9 +108,7 @@ def slide_from_adata(
         tile_index = np.zeros((n, 1), dtype=np.int64)
         nbr_index = np.zeros((2, 0), dtype=np.int64)
     if standardise:
-        centre = x.mean(0, dtype=np.float64)
-        scale = x.std(0, dtype=np.float64)
-        scale = np.where(scale > 0, scale, 1.0)
+        centre, scale = centre_scale(x, dtype=np.float64)
         x = ((x - centre) / scale).astype(np.float32)
         if neighbours:
             tiles = ((tiles - centre) / scale).astype(np.float32)

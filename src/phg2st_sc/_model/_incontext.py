@@ -601,9 +601,10 @@ def adapt(
     # spread prompts (a design): the folds compare the components one design spacing from the prompts, where the
     # components that read the prompts look weaker than where they predict; the ridge, which does not, is left out
     ratio = spread_ratio(xy, prompt, folds)
-    names = [c for c in COMPONENTS if c != "ridge" or ratio <= SPREAD_RATIO]
+    spread = ratio > SPREAD_RATIO
+    names = [c for c in COMPONENTS if c != "ridge" or not spread]
     w = combine({c: (cv[c] - mu) / sd for c in names}, (y_prompt - mu) / sd, folds)
-    w, scores = _safeguard(w, {c: cv[c] for c in names}, y_prompt, folds, spread=ratio > SPREAD_RATIO)
+    w, scores = _safeguard(w, {c: cv[c] for c in names}, y_prompt, folds, spread=spread)
     w = {c: w.get(c, 0.0) for c in COMPONENTS}
     scores |= {"spread_ratio": ratio, "ridge_left_out": len(names) < len(COMPONENTS)}
     kernels = {"kriging": (ell, eta), "field": (ell_y, eta_y), "field_long": (ell_l, eta_l)}
@@ -726,12 +727,13 @@ def _safeguard(
     per_gene["combined"] = _pcc_genes(_within_folds(sum(w[c] * cv[c] for c in cv), folds), target)
     scores: dict[str, Any] = {c: float(v.mean()) for c, v in per_gene.items()}
     best = max(cv, key=lambda c: scores[c])
-    if not spread and not _clearly_better(per_gene[best], per_gene["combined"]):
+    if spread:  # the burden on the combination, and the network as the fallback
+        if _clearly_better(per_gene["combined"], per_gene[best]):
+            return w, scores | {"kept": "combination"}
+        if best != "network" and not _clearly_better(per_gene[best], per_gene["network"]):
+            best = "network"
+    elif not _clearly_better(per_gene[best], per_gene["combined"]):
         return w, scores | {"kept": "combination"}
-    if spread and _clearly_better(per_gene["combined"], per_gene[best]):
-        return w, scores | {"kept": "combination"}
-    if spread and best != "network" and not _clearly_better(per_gene[best], per_gene["network"]):
-        best = "network"
     return {c: float(c == best) for c in cv}, scores | {"kept": best}
 
 
