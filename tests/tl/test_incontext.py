@@ -623,3 +623,39 @@ def test_cross_fitted_passes_never_read_the_prompt_they_predict_with_the_kriged_
     for other in ({"variant": "paper"}, {"use_prompts": False}):
         with pytest.raises(ValueError, match="kriged_field"):
             phg2st.tl.ModelConfig(kriged_field=True, **other)
+
+
+def test_the_scale_is_the_least_absolute_deviations_slope():
+    """The combination's scale minimises the pooled absolute error (checked against a fine grid), is 1 without
+    deviations to scale, and is clipped to its range."""
+    rng = np.random.default_rng(3)
+    d = rng.normal(size=(60, 25))
+    r = 1.3 * d + 0.5 * rng.standard_t(2, size=d.shape)  # heavy-tailed errors: the median slope, not least squares
+    grid = np.linspace(*ic.SCALE_RANGE, 15001)
+    brute = grid[np.argmin([np.abs(r - s * d).sum() for s in grid])]
+    assert ic.lad_scale(r, d) == pytest.approx(brute, abs=2e-4) and abs(ic.lad_scale(r, d) - 1.0) > 0.1
+    assert ic.lad_scale(r, np.zeros_like(d)) == 1.0
+    assert ic.lad_scale(10 * d, d) == ic.SCALE_RANGE[1] and ic.lad_scale(-d, d) == ic.SCALE_RANGE[0]
+
+
+def test_the_scale_moves_no_genes_correlation_and_lowers_the_prompts_absolute_error(monkeypatch):
+    """The layer's scale is one number for every gene: each gene's PCC over the spots is what the unscaled
+    combination gives, while the cross-fitted absolute error over the prompts is no larger than at scale 1."""
+    xy, y = _field(n=240, genes=12, seed=4)
+    prompt = np.zeros(len(xy), dtype=bool)
+    prompt[::4] = True
+    net = 0.4 * (y - y.mean(0)) + y.mean(0) + np.random.default_rng(5).normal(scale=0.15, size=y.shape)
+    seen = []
+    real = ic.lad_scale
+    monkeypatch.setattr(ic, "lad_scale", lambda r, d: seen.append((r, d)) or real(r, d))
+    out, fit = ic.adapt(net, net[:, :4], None, xy, prompt, y[prompt])
+    monkeypatch.setattr(ic, "lad_scale", lambda r, d: 1.0)
+    plain, fit1 = ic.adapt(net, net[:, :4], None, xy, prompt, y[prompt])
+    scale = fit.cv_pcc["scale"]
+    assert scale != 1.0 and fit1.cv_pcc["scale"] == 1.0
+    assert fit.weights == pytest.approx({c: scale * v for c, v in fit1.weights.items()})
+    held = ~prompt
+    for g in range(y.shape[1]):
+        assert np.corrcoef(out[held, g], y[held, g])[0, 1] == pytest.approx(np.corrcoef(plain[held, g], y[held, g])[0, 1], abs=1e-5)  # fmt: skip
+    r, d = seen[0]
+    assert np.abs(r - scale * d).sum() <= np.abs(r - d).sum()

@@ -149,10 +149,13 @@ def test_benchmark_rows_carry_calibration_only_for_methods_with_uncertainty(synt
         row = by[("adaptive", which)]
         assert row["layer_kept"] == record["kept"] and row["layer_kept"]
         assert row["spread_ratio"] == record["spread_ratio"] > 0 and row["ridge_left_out"] == record["ridge_left_out"]
-    assert all(np.isnan(by[("idw", "heldout")][c]) for c in ("layer_kept", "spread_ratio", "ridge_left_out"))
+        assert row["layer_scale"] == record["scale"] and 0.5 <= row["layer_scale"] <= 2.0
+    assert all(
+        np.isnan(by[("idw", "heldout")][c]) for c in ("layer_kept", "spread_ratio", "ridge_left_out", "layer_scale")
+    )
     # too few prompts for the layer: it uses the network alone, and says so
     few, _ = evaluate_methods(a.copy(), {"adaptive": model_predictor(model)}, seeds=[0], fraction=8 / a.n_obs)
-    assert few[0]["layer_kept"] == "network" and np.isnan(few[0]["spread_ratio"])
+    assert few[0]["layer_kept"] == "network" and np.isnan(few[0]["spread_ratio"]) and np.isnan(few[0]["layer_scale"])
 
 
 def test_pl_spatial_shows_the_standard_deviation_beside_the_prediction(synthetic_section):

@@ -13,7 +13,10 @@ prompts-only network never reads; the baselines run here read no image):
   other C sections alone (as in the final runs) / on those and the 24 sections of the other patients (the decision
   of RULE.md). The C sections are listed last, so both use the same C section to select the epoch.
 
-Usage: ``PHG2ST_DATA_DIR=../shared/data python run.py {lopo,loso_c,loso_c_plus} --out DIR``
+Usage: ``PHG2ST_DATA_DIR=../shared/data python run.py {lopo,loso_c,loso_c_plus} --out DIR [--model-cache MODELS]``
+
+The networks are kept in ``DIR/models``, or in ``MODELS``: a later run of the layer on the same networks (a fresh
+``--out``, ``--model-cache`` the first run's ``DIR/models``) trains none.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ def main() -> None:
     ap.add_argument("run", choices=["lopo", "loso_c", "loso_c_plus"])
     ap.add_argument("--out", required=True)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--model-cache", default=None, help="where the networks are kept (default: OUT/models)")
     args = ap.parse_args()
     others = [s for s in HER2ST_SECTIONS if not s.startswith("C")]  # here: 24 sections of patients A, D-H
     if args.run == "lopo":
@@ -62,7 +66,7 @@ def main() -> None:
     res = phg2st.tl.benchmark(
         adatas, folds=folds, methods=methods, use_rep=REP, panel="her2st_785", seeds=args.seeds,
         prompt_fractions=[0.1], spots=["heldout"], fit_kwargs={"hidden": 128, "max_epochs": 100},
-        out=args.out, model_cache=f"{args.out}/models",
+        out=args.out, model_cache=args.model_cache or f"{args.out}/models",
     )  # fmt: skip
     print(res.summary.to_string())
 

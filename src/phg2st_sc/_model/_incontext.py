@@ -67,6 +67,7 @@ CV_FOLDS = 5  # folds of the prompts for the cross-fitted predictions that choos
 MIN_PROMPTS = 2 * CV_FOLDS  # below this, the network alone (re-centred on the prompts)
 SPOT_INPUTS = ("level",)  # what the spot scale reads beside the kriging variance ("features" too: docs/design.md)
 SPREAD_RATIO = 1.7  # prompts spread above this (:func:`spread_ratio`): the ridge is left out (docs/design.md)
+SCALE_RANGE = (0.5, 2.0)  # the combination's scale (:func:`lad_scale`) is clipped to this
 SCALE_PRIOR = 2.0  # pseudo-prompts of the typical gene's error variance in each gene's scale (uncertainty)
 BLOCK = 65536  # spots assembled at a time above this many (compact patches): no (spots x genes) float64 array
 FEATURE_BLOCK = 8192  # spots standardised at a time for the ridge's features, above BLOCK spots
@@ -606,7 +607,11 @@ def adapt(
     w = combine({c: (cv[c] - mu) / sd for c in names}, (y_prompt - mu) / sd, folds)
     w, scores = _safeguard(w, {c: cv[c] for c in names}, y_prompt, folds, spread=spread)
     w = {c: w.get(c, 0.0) for c in COMPONENTS}
-    scores |= {"spread_ratio": ratio, "ridge_left_out": len(names) < len(COMPONENTS)}
+    # one scale for the kept weights, shared by the genes (every gene's PCC unchanged): least squares on cross-fitted
+    # predictions shrinks towards the prompts' mean; the scale is chosen on the prompts' absolute errors
+    scale = lad_scale((y_prompt - mu)[sub], sum(w[c] * (cv[c] - mu) for c in names)[sub])
+    w = {c: scale * v for c, v in w.items()}
+    scores |= {"spread_ratio": ratio, "ridge_left_out": len(names) < len(COMPONENTS), "scale": scale}
     kernels = {"kriging": (ell, eta), "field": (ell_y, eta_y), "field_long": (ell_l, eta_l)}
     weight = {c: w[c] + (w["idw"] if c == "field_long" else 0.0) for c in kernels}  # IDW: the IDW-like field's
     kernel = kernels[max(kernels, key=weight.get)]  # the kriging that weighs most (ties: regression kriging)
@@ -735,6 +740,24 @@ def _safeguard(
     elif not _clearly_better(per_gene[best], per_gene["combined"]):
         return w, scores | {"kept": "combination"}
     return {c: float(c == best) for c in cv}, scores | {"kept": best}
+
+
+def lad_scale(r: np.ndarray, d: np.ndarray) -> float:
+    """The scale ``s`` in :data:`SCALE_RANGE` that minimises ``sum |r - s d|`` over every entry (pooled over genes).
+
+    ``r`` is the prompts' deviations from their mean and ``d`` the kept combination's cross-fitted deviations, both
+    (prompts, genes) in the targets' units. The least-absolute-deviations slope through the origin: the median of
+    the ratios ``r / d`` weighted by ``|d|``. 1 where ``d`` is zero throughout.
+    """
+    r, d = np.ravel(r), np.ravel(d)
+    keep = np.abs(d) > 1e-12
+    if not keep.any():
+        return 1.0
+    ratio, weight = r[keep] / d[keep], np.abs(d[keep])
+    order = np.argsort(ratio, kind="stable")
+    cum = np.cumsum(weight[order])
+    s = float(ratio[order][np.searchsorted(cum, 0.5 * cum[-1])])
+    return float(np.clip(s, *SCALE_RANGE))
 
 
 def combine(cv: dict[str, np.ndarray], target: np.ndarray, folds: list[np.ndarray]) -> dict[str, float]:

@@ -278,7 +278,7 @@ def benchmark(
     per fold, section, protocol, fraction, seed, method and kind of spots: the metrics; on held-out rows of methods
     with uncertainty ``coverage_80``, ``coverage_90``, ``width_90`` and ``error_ratio``; and for methods with the
     in-context layer what it chose on that draw: ``layer_kept`` (``"combination"`` or the component kept),
-    ``spread_ratio`` and ``ridge_left_out`` (see :func:`phg2st_sc.tl.impute`).
+    ``spread_ratio``, ``ridge_left_out`` and ``layer_scale`` (see :func:`phg2st_sc.tl.impute`).
 
     Examples
     --------

@@ -121,8 +121,9 @@ def uncertainty_metrics(adata: AnnData, layer: str) -> dict[str, float]:
 
 
 #: What the in-context layer chose on each draw (rows of methods with the layer; NaN for the others): the
-#: component or combination it kept, the prompts' spread ratio and whether the ridge was left out for it.
-LAYER_COLUMNS = ("layer_kept", "spread_ratio", "ridge_left_out")
+#: component or combination it kept, the prompts' spread ratio, whether the ridge was left out for it and the scale
+#: of the kept weights.
+LAYER_COLUMNS = ("layer_kept", "spread_ratio", "ridge_left_out", "layer_scale")
 
 
 def layer_choice(adata: AnnData, layer: str) -> dict[str, Any]:
@@ -131,7 +132,7 @@ def layer_choice(adata: AnnData, layer: str) -> dict[str, Any]:
     scores = record.get("cv_pcc", {}) if isinstance(record, dict) else {}
     # (NaN, not "", for what is missing: a results file read back gives the same table)
     return {"layer_kept": scores.get("kept", np.nan), "spread_ratio": float(scores.get("spread_ratio", np.nan)),
-            "ridge_left_out": scores.get("ridge_left_out", np.nan)}  # fmt: skip
+            "ridge_left_out": scores.get("ridge_left_out", np.nan), "layer_scale": float(scores.get("scale", np.nan))}  # fmt: skip
 
 
 #: How a benchmark's prompts are placed: at random (spots or five blocks) or designed (tl.design_prompts, spots or
