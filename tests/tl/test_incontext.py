@@ -638,9 +638,10 @@ def test_the_scale_is_the_least_absolute_deviations_slope():
     assert ic.lad_scale(10 * d, d) == ic.SCALE_RANGE[1] and ic.lad_scale(-d, d) == ic.SCALE_RANGE[0]
 
 
-def test_the_scale_moves_no_genes_correlation_and_lowers_the_prompts_absolute_error(monkeypatch):
-    """The layer's scale is one number for every gene: each gene's PCC over the spots is what the unscaled
-    combination gives, while the cross-fitted absolute error over the prompts is no larger than at scale 1."""
+def test_the_scale_moves_no_genes_correlation_and_is_fitted_on_the_prompts_alone(monkeypatch):
+    """The layer's scale is one number for every gene: the prediction's deviations from the prompts' mean are the
+    unscaled ones times it, so each gene's PCC over the spots is the unscaled combination's; and the scale is
+    :func:`lad_scale` of the prompts' deviations from their mean on the kept combination's cross-fitted ones."""
     xy, y = _field(n=240, genes=12, seed=4)
     prompt = np.zeros(len(xy), dtype=bool)
     prompt[::4] = True
@@ -648,14 +649,18 @@ def test_the_scale_moves_no_genes_correlation_and_lowers_the_prompts_absolute_er
     seen = []
     real = ic.lad_scale
     monkeypatch.setattr(ic, "lad_scale", lambda r, d: seen.append((r, d)) or real(r, d))
-    out, fit = ic.adapt(net, net[:, :4], None, xy, prompt, y[prompt])
-    monkeypatch.setattr(ic, "lad_scale", lambda r, d: 1.0)
-    plain, fit1 = ic.adapt(net, net[:, :4], None, xy, prompt, y[prompt])
-    scale = fit.cv_pcc["scale"]
-    assert scale != 1.0 and fit1.cv_pcc["scale"] == 1.0
-    assert fit.weights == pytest.approx({c: scale * v for c, v in fit1.weights.items()})
+    _, fit = ic.adapt(net, net[:, :4], None, xy, prompt, y[prompt])
+    r, d = seen[0]
+    assert fit.cv_pcc["scale"] == real(r, d) and d.shape == r.shape
+    np.testing.assert_allclose(r, y[prompt] - y[prompt].mean(0))  # the prompts' deviations, nothing held out
+    fits = {}
+    for scale in (1.0, 1.5):
+        monkeypatch.setattr(ic, "lad_scale", lambda r, d, s=scale: s)
+        fits[scale] = ic.adapt(net, net[:, :4], None, xy, prompt, y[prompt])
+    (plain, fit1), (out, fit15) = fits[1.0], fits[1.5]
+    assert fit15.weights == pytest.approx({c: 1.5 * v for c, v in fit1.weights.items()})
+    mu = y[prompt].mean(0)
+    np.testing.assert_allclose(out - mu, 1.5 * (plain - mu), rtol=1e-5, atol=1e-5)
     held = ~prompt
     for g in range(y.shape[1]):
         assert np.corrcoef(out[held, g], y[held, g])[0, 1] == pytest.approx(np.corrcoef(plain[held, g], y[held, g])[0, 1], abs=1e-5)  # fmt: skip
-    r, d = seen[0]
-    assert np.abs(r - scale * d).sum() <= np.abs(r - d).sum()

@@ -23,7 +23,10 @@ component refitted on the other folds. So the weights are chosen by the section'
 the spots it predicts. Where the prompts are spread (a design: :func:`spread_ratio` above :data:`SPREAD_RATIO`),
 the left-out prompts lie much farther from the others than the spots to predict from the prompts, the comparison
 under-rates the components that read the prompts, the ridge, which does not, is left out, and the safeguard keeps
-the burden of proof on the combination (:func:`_safeguard`).
+the burden of proof on the combination (:func:`_safeguard`). The kept weights are then multiplied by one scale,
+shared by the genes (:func:`lad_scale`, within :data:`SCALE_RANGE`): least squares on cross-fitted predictions,
+noisier than those made with every prompt, shrinks towards the prompts' mean, and the scale undoes part of that
+(never shrinking further); it moves no gene's correlation.
 
 **Within-fold comparison.** Before the weights are fitted, each fold's predictions and values are centred per gene
 on the fold's means. A pass that leaves a fold out has its own per-gene level (the other folds' mean, a refitted
@@ -67,7 +70,7 @@ CV_FOLDS = 5  # folds of the prompts for the cross-fitted predictions that choos
 MIN_PROMPTS = 2 * CV_FOLDS  # below this, the network alone (re-centred on the prompts)
 SPOT_INPUTS = ("level",)  # what the spot scale reads beside the kriging variance ("features" too: docs/design.md)
 SPREAD_RATIO = 1.7  # prompts spread above this (:func:`spread_ratio`): the ridge is left out (docs/design.md)
-SCALE_RANGE = (0.5, 2.0)  # the combination's scale (:func:`lad_scale`) is clipped to this
+SCALE_RANGE = (1.0, 2.0)  # the combination's scale (:func:`lad_scale`) is clipped to this: it only undoes shrinkage
 SCALE_PRIOR = 2.0  # pseudo-prompts of the typical gene's error variance in each gene's scale (uncertainty)
 BLOCK = 65536  # spots assembled at a time above this many (compact patches): no (spots x genes) float64 array
 FEATURE_BLOCK = 8192  # spots standardised at a time for the ridge's features, above BLOCK spots
