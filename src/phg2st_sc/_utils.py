@@ -350,6 +350,12 @@ def spot_pitch(coords: np.ndarray) -> float:
     return pitch if pitch > 0 else 1.0
 
 
+def fold_splits(n: int, folds: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each fold of ``n`` rows with the other folds' rows, ``(part, rest)``, in the folds' order (cross-fitting)."""
+    every = np.arange(n)
+    return [(part, np.setdiff1d(every, part)) for part in folds]
+
+
 def inverse_distance(
     xy_p: np.ndarray, y: np.ndarray, xy_q: np.ndarray, *, k: int = 6, power: float = 2.0
 ) -> np.ndarray:

@@ -664,3 +664,17 @@ def test_the_scale_moves_no_genes_correlation_and_is_fitted_on_the_prompts_alone
     held = ~prompt
     for g in range(y.shape[1]):
         assert np.corrcoef(out[held, g], y[held, g])[0, 1] == pytest.approx(np.corrcoef(plain[held, g], y[held, g])[0, 1], abs=1e-5)  # fmt: skip
+
+
+def test_fold_splits_partition_the_rows_in_the_folds_order():
+    """Each fold with every other row: disjoint, together all rows, ``rest`` sorted (the cross-fitting's split)."""
+    from phg2st_sc._utils import fold_splits
+
+    folds = ic.prompt_folds(23)
+    splits = fold_splits(23, folds)
+    assert len(splits) == len(folds) and all(
+        np.array_equal(part, f) for (part, _), f in zip(splits, folds, strict=True)
+    )
+    for part, rest in splits:
+        assert not set(part) & set(rest) and sorted([*part, *rest]) == list(range(23))
+        assert list(rest) == sorted(rest)

@@ -52,7 +52,15 @@ import numpy as np
 from scipy.optimize import nnls
 from scipy.spatial import cKDTree
 
-from phg2st_sc._utils import centre_scale, inverse_distance, morton_order, spot_pitch, standardised, varying
+from phg2st_sc._utils import (
+    centre_scale,
+    fold_splits,
+    inverse_distance,
+    morton_order,
+    spot_pitch,
+    standardised,
+    varying,
+)
 
 EXACT_MAX = 3000  # prompts up to which kriging is exact (a p x p matrix)
 LOCAL_K = 64  # prompts per spot for local kriging above that (at least: see LOCAL_GROUP)
@@ -222,8 +230,7 @@ def idw(xy_p: np.ndarray, y: np.ndarray, xy_q: np.ndarray) -> np.ndarray:
 def _idw_folds(xy_p: np.ndarray, y: np.ndarray, folds: list[np.ndarray]) -> np.ndarray:
     """Each fold's :func:`idw` from the other folds' prompts."""
     cv = np.empty_like(y, dtype=float)
-    for part in folds:
-        rest = np.setdiff1d(np.arange(len(y)), part)
+    for part, rest in fold_splits(len(y), folds):
         cv[part] = idw(xy_p[rest], y[rest], xy_p[part])
     return cv
 
@@ -269,8 +276,7 @@ def _krige_folds(
 ) -> np.ndarray:
     """The cross-fitted part of :func:`krige_cv`: each fold kriged around the mean of the other folds from them."""
     cv = np.empty_like(r, dtype=float)
-    for part in folds:
-        rest = np.setdiff1d(np.arange(len(r)), part)
+    for part, rest in fold_splits(len(r), folds):
         m = r[rest].mean(0)
         cv[part] = m + krige(xy_p[rest], r[rest] - m, xy_p[part], ell, eta, systems)
     return cv
@@ -383,8 +389,7 @@ def _cv_kriging_sd(
 ) -> np.ndarray:
     """The kriging standard deviation at each prompt from the other folds (as its cross-fitted error was made)."""
     v_cv = np.empty(len(xy_p))
-    for part in folds:
-        rest = np.setdiff1d(np.arange(len(xy_p)), part)
+    for part, rest in fold_splits(len(xy_p), folds):
         v_cv[part] = kriging_variance(xy_p[rest], xy_p[part], ell, eta, systems)
     return np.sqrt(v_cv)
 
@@ -474,10 +479,10 @@ def _ridge_penalty(f_p: np.ndarray, y: np.ndarray, folds: list[np.ndarray]) -> t
     """:func:`ridge_cv`'s cross-fitted predictions at the prompts and its penalty."""
     sd = centre_scale(y)[1]
     best = (np.inf, RIDGE_ALPHAS[0], None)
+    splits = fold_splits(len(y), folds)
     for alpha in RIDGE_ALPHAS:
         cv = np.empty_like(y, dtype=float)
-        for part in folds:
-            rest = np.setdiff1d(np.arange(len(y)), part)
+        for part, rest in splits:
             mu_x, beta, mu_y = _ridge(f_p[rest], y[rest], alpha)
             cv[part] = mu_y + (f_p[part] - mu_x) @ beta
         err = float((_within_folds((y - cv) / sd, folds) ** 2).sum())
@@ -691,8 +696,7 @@ def spread_distances(xy: np.ndarray, prompt: np.ndarray, folds: list[np.ndarray]
     mask[prompt] = True
     xy_p, rest = xy[prompt], np.flatnonzero(~mask)
     d_cv = np.empty(len(xy_p))
-    for part in folds:
-        others = np.setdiff1d(np.arange(len(xy_p)), part)
+    for part, others in fold_splits(len(xy_p), folds):
         d_cv[part] = cKDTree(xy_p[others]).query(xy_p[part])[0]
     d_q = cKDTree(xy_p).query(xy[rest[_fit_rows(len(rest))]])[0] if len(rest) else np.empty(0)
     return d_cv, d_q

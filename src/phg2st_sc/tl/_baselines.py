@@ -19,6 +19,7 @@ from phg2st_sc._docs import inject_docs
 from phg2st_sc._utils import (
     centre_scale,
     check_slots,
+    fold_splits,
     get_table,
     inverse_distance,
     spot_pitch,
@@ -192,8 +193,7 @@ def predict_stack(
     rng = np.random.default_rng(seed)
     sd = centre_scale(y_prompt)[1]
     cols_idw, cols_ridge, target = [], [], []
-    for test in _folds(p, n_folds, rng):
-        train = np.setdiff1d(np.arange(p), test)
+    for test, train in fold_splits(p, _folds(p, n_folds, rng)):
         if len(train) < 2:
             continue
         mu = y_prompt[train].mean(axis=0)
