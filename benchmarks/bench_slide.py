@@ -44,6 +44,7 @@ import numpy as np
 
 FEATURES = 1024
 GRID = 5
+HIDDEN = 256  # the token size the documented figures were measured with (tl.fit's default until 2026-12-05)
 
 
 class Memory:
@@ -136,10 +137,10 @@ def main() -> None:
                 c = slide(args.crop_n, args.genes, 100 + i, f"crop{i}", args.bin_um)
                 phg2st.pp.build_hypergraph(c, use_rep="X_synthetic")
                 crops.append(phg2st.tl.prepare_targets(c, "heldout"))
-        with step("train: tl.fit", steps, memory):  # 256-d tokens: the size its figures were measured with
+        with step("train: tl.fit", steps, memory):
             model = phg2st.tl.fit(crops, use_rep="X_synthetic", max_epochs=args.epochs, validation=None,
                                   accelerator="gpu" if args.device.startswith("cuda") else "cpu",
-                                  config={"hidden": 256})  # fmt: skip
+                                  config={"hidden": HIDDEN})  # fmt: skip
         model.save(args.train_only)
         memory.stop()
         Path(args.train_only + ".json").write_text(json.dumps(steps))
