@@ -636,6 +636,16 @@ def test_the_scale_is_the_least_absolute_deviations_slope():
     assert ic.lad_scale(r, d) == pytest.approx(brute, abs=2e-4) and abs(ic.lad_scale(r, d) - 1.0) > 0.1
     assert ic.lad_scale(r, np.zeros_like(d)) == 1.0
     assert ic.lad_scale(10 * d, d) == ic.SCALE_RANGE[1] and ic.lad_scale(-d, d) == ic.SCALE_RANGE[0]
+    # a tie at half the weight: a minimiser all the same
+    tie_r, tie_d = np.array([1.2, 1.8]), np.ones(2)
+    assert np.abs(tie_r - ic.lad_scale(tie_r, tie_d) * tie_d).sum() == pytest.approx(0.6)
+    # entries that are not finite are left out; nothing finite: 1
+    r_bad, d_bad = r.copy(), d.copy()
+    r_bad[0, 0], d_bad[1, 1] = np.nan, np.inf
+    keep = np.ones(r.shape, dtype=bool)
+    keep[0, 0] = keep[1, 1] = False
+    assert ic.lad_scale(r_bad, d_bad) == ic.lad_scale(r[keep], d[keep])
+    assert ic.lad_scale(np.full(3, np.nan), np.ones(3)) == 1.0
 
 
 def test_the_scale_moves_no_genes_correlation_and_is_fitted_on_the_prompts_alone(monkeypatch):
@@ -652,13 +662,24 @@ def test_the_scale_moves_no_genes_correlation_and_is_fitted_on_the_prompts_alone
     _, fit = ic.adapt(net, net[:, :4], None, xy, prompt, y[prompt])
     r, d = seen[0]
     assert fit.cv_pcc["scale"] == real(r, d) and d.shape == r.shape
-    np.testing.assert_allclose(r, y[prompt] - y[prompt].mean(0))  # the prompts' deviations, nothing held out
+    mu = y[prompt].mean(0)
+    np.testing.assert_allclose(r, y[prompt] - mu)  # the prompts' deviations, nothing held out
+    # with IDW kept alone, what the scale reads is IDW's cross-fitted deviations at the prompts
+    keep = ic._safeguard
+    monkeypatch.setattr(
+        ic, "_safeguard", lambda w, cv, *a, **k: ({c: float(c == "idw") for c in cv}, keep(w, cv, *a, **k)[1])
+    )
+    ic.adapt(net, net[:, :4], None, xy, prompt, y[prompt])
+    folds = ic.prompt_folds(int(prompt.sum()))
+    np.testing.assert_allclose(seen[1][1], ic._idw_folds(xy[prompt], y[prompt], folds) - mu)
+    monkeypatch.setattr(ic, "_safeguard", keep)
     fits = {}
     for scale in (1.0, 1.5):
         monkeypatch.setattr(ic, "lad_scale", lambda r, d, s=scale: s)
         fits[scale] = ic.adapt(net, net[:, :4], None, xy, prompt, y[prompt])
     (plain, fit1), (out, fit15) = fits[1.0], fits[1.5]
     assert fit15.weights == pytest.approx({c: 1.5 * v for c, v in fit1.weights.items()})
+    assert not np.allclose(fit15.spread.gene_scale, fit1.spread.gene_scale)  # the intervals read the scaled errors
     mu = y[prompt].mean(0)
     np.testing.assert_allclose(out - mu, 1.5 * (plain - mu), rtol=1e-5, atol=1e-5)
     held = ~prompt
@@ -677,4 +698,4 @@ def test_fold_splits_partition_the_rows_in_the_folds_order():
     )
     for part, rest in splits:
         assert not set(part) & set(rest) and sorted([*part, *rest]) == list(range(23))
-        assert list(rest) == sorted(rest)
+        assert list(rest) == sorted(rest) and rest.dtype == part.dtype == np.int64

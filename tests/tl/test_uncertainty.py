@@ -149,7 +149,7 @@ def test_benchmark_rows_carry_calibration_only_for_methods_with_uncertainty(synt
         row = by[("adaptive", which)]
         assert row["layer_kept"] == record["kept"] and row["layer_kept"]
         assert row["spread_ratio"] == record["spread_ratio"] > 0 and row["ridge_left_out"] == record["ridge_left_out"]
-        assert row["layer_scale"] == record["scale"] and 0.5 <= row["layer_scale"] <= 2.0
+        assert row["layer_scale"] == record["scale"] and ic.SCALE_RANGE[0] <= row["layer_scale"] <= ic.SCALE_RANGE[1]
     assert all(
         np.isnan(by[("idw", "heldout")][c]) for c in ("layer_kept", "spread_ratio", "ridge_left_out", "layer_scale")
     )

@@ -2,8 +2,8 @@
 
 Usage: ``python compare.py BEFORE AFTER`` (folders with ``{new_patient,her2st,mob}_{random,blocks}/results.csv``;
 BEFORE is ``../dev_combination_first/after``). Prints each cell's mean held-out MAE, CCC and PCC of the adaptive
-variant before and after, the scales the layer chose, the coverage of the random cells, the group means and the
-decision.
+variant before and after, the coverage of the random cells, the group means and the decision. (The scales the
+layer chose are not in these rows: the ``layer_scale`` column came later.)
 """
 
 from __future__ import annotations

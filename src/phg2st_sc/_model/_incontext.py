@@ -617,7 +617,7 @@ def adapt(
     w = {c: w.get(c, 0.0) for c in COMPONENTS}
     # one scale for the kept weights, shared by the genes (every gene's PCC unchanged): least squares on cross-fitted
     # predictions shrinks towards the prompts' mean; the scale is chosen on the prompts' absolute errors
-    scale = lad_scale((y_prompt - mu)[sub], sum(w[c] * (cv[c] - mu) for c in names)[sub])
+    scale = lad_scale(y_prompt[sub] - mu, sum(w[c] * (cv[c][sub] - mu) for c in names))
     w = {c: scale * v for c, v in w.items()}
     scores |= {"spread_ratio": ratio, "ridge_left_out": len(names) < len(COMPONENTS), "scale": scale}
     kernels = {"kriging": (ell, eta), "field": (ell_y, eta_y), "field_long": (ell_l, eta_l)}
@@ -754,17 +754,18 @@ def lad_scale(r: np.ndarray, d: np.ndarray) -> float:
 
     ``r`` is the prompts' deviations from their mean and ``d`` the kept combination's cross-fitted deviations, both
     (prompts, genes) in the targets' units. The least-absolute-deviations slope through the origin: the median of
-    the ratios ``r / d`` weighted by ``|d|``. 1 where ``d`` is zero throughout.
+    the ratios ``r / d`` weighted by ``|d|`` (float64; entries that are not finite are left out). 1 where ``d``
+    is zero throughout.
     """
-    r, d = np.ravel(r), np.ravel(d)
-    keep = np.abs(d) > 1e-12
+    r, d = np.ravel(r).astype(np.float64), np.ravel(d).astype(np.float64)
+    keep = np.isfinite(r) & np.isfinite(d) & (d != 0)
     if not keep.any():
         return 1.0
     ratio, weight = r[keep] / d[keep], np.abs(d[keep])
     order = np.argsort(ratio, kind="stable")
     cum = np.cumsum(weight[order])
     s = float(ratio[order][np.searchsorted(cum, 0.5 * cum[-1])])
-    return float(np.clip(s, *SCALE_RANGE))
+    return float(np.clip(s, *SCALE_RANGE)) if np.isfinite(s) else 1.0
 
 
 def combine(cv: dict[str, np.ndarray], target: np.ndarray, folds: list[np.ndarray]) -> dict[str, float]:

@@ -525,7 +525,8 @@ def impute(
         (``cv_pcc['kept']``: ``"combination"`` or one component), the prompts' spread (``cv_pcc['spread_ratio']``),
         whether the ridge was left out for it (``cv_pcc['ridge_left_out']``) and the one scale of the kept weights,
         shared by the genes (``cv_pcc['scale']``: the least-absolute-deviations slope of the prompts on the kept
-        combination's cross-fitted prediction, within 1-2; the weights given include it); with uncertainty,
+        combination's cross-fitted prediction, within 1-2; the weights given include it; absent with too few prompts
+        for the layer, where the network alone is used); with uncertainty,
         ``uncertainty``: the coverage and the conformal quantiles at 50, 80, 90 and 95% (``quantiles``; an interval of that coverage is the
         prediction ± quantile x standard deviation).
     ``.layers['{{layer_added}}_std']``, ``.layers['{{layer_added}}_lo']``, ``.layers['{{layer_added}}_hi']``
