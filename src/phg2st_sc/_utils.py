@@ -356,8 +356,13 @@ def fold_splits(n: int, folds: list[np.ndarray]) -> list[tuple[np.ndarray, np.nd
     return [(part, np.setdiff1d(every, part)) for part in folds]
 
 
+#: Inverse-distance weighting's defaults, shared by the IDW baseline, the stack and the adaptive layer's component.
+IDW_K = 6
+IDW_POWER = 2.0
+
+
 def inverse_distance(
-    xy_p: np.ndarray, y: np.ndarray, xy_q: np.ndarray, *, k: int = 6, power: float = 2.0
+    xy_p: np.ndarray, y: np.ndarray, xy_q: np.ndarray, *, k: int = IDW_K, power: float = IDW_POWER
 ) -> np.ndarray:
     """Inverse-distance weighting of ``y`` (p, genes) at ``xy_q`` over the ``k`` nearest points of ``xy_p``.
 

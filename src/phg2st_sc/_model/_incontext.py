@@ -7,8 +7,9 @@ Numpy only (no torch). Six components:
   marginal likelihood of the prompts' residuals (amplitude profiled out);
 - *the prompt field*: the same kriging of the expression itself (the prompts alone), and *the long prompt field*,
   the same with the length scale at least the prompts' median nearest-neighbour distance;
-- *inverse-distance weighting* of the prompts (:func:`idw`: the :data:`IDW_K` nearest, weights ``d ** -2``, as the
-  IDW baseline), the normalised local average that kriging at a high noise ratio is not;
+- *inverse-distance weighting* of the prompts (:func:`~phg2st_sc._utils.inverse_distance` with the IDW baseline's
+  defaults: the 6 nearest, weights ``d ** -2``), the normalised local average that kriging at a high noise ratio
+  is not;
 - *in-section ridge*: ridge regression from the network's latent tokens and the image features to expression,
   fitted on the section's prompts (intercept unpenalised, penalty by cross-validation);
 - the network's prediction itself, re-centred on the prompts' mean (a per-gene offset).
@@ -72,8 +73,6 @@ LENGTH_SCALES = np.geomspace(0.5, 30.0, 16)  # spot pitches
 NOISE_RATIOS = np.geomspace(1e-3, 1e2, 16)  # noise variance / signal variance
 RIDGE_ALPHAS = np.geomspace(1e-2, 1e5, 15)
 COMPONENTS = ("network", "kriging", "field", "field_long", "idw", "ridge")
-IDW_K = 6  # prompts inverse-distance weighting averages (the IDW baseline's k and power)
-IDW_POWER = 2.0
 CV_FOLDS = 5  # folds of the prompts for the cross-fitted predictions that choose the weights and the penalty
 MIN_PROMPTS = 2 * CV_FOLDS  # below this, the network alone (re-centred on the prompts)
 SPOT_INPUTS = ("level",)  # what the spot scale reads beside the kriging variance ("features" too: docs/design.md)
@@ -218,20 +217,11 @@ def prompt_folds(p: int) -> list[np.ndarray]:
     return np.array_split(np.random.default_rng(0).permutation(p), CV_FOLDS)
 
 
-def idw(xy_p: np.ndarray, y: np.ndarray, xy_q: np.ndarray) -> np.ndarray:
-    """Inverse-distance weighting of ``y`` (p, genes) at ``xy_q`` over the :data:`IDW_K` nearest of ``xy_p``.
-
-    Weights ``d ** -IDW_POWER``, normalised; a query at a prompt's position takes that prompt's value (the IDW
-    baseline's function and settings).
-    """
-    return inverse_distance(xy_p, y, xy_q, k=IDW_K, power=IDW_POWER)
-
-
 def _idw_folds(xy_p: np.ndarray, y: np.ndarray, folds: list[np.ndarray]) -> np.ndarray:
-    """Each fold's :func:`idw` from the other folds' prompts."""
+    """Each fold's IDW (:func:`~phg2st_sc._utils.inverse_distance`, the baseline's) from the other folds' prompts."""
     cv = np.empty_like(y, dtype=float)
     for part, rest in fold_splits(len(y), folds):
-        cv[part] = idw(xy_p[rest], y[rest], xy_p[part])
+        cv[part] = inverse_distance(xy_p[rest], y[rest], xy_p[part])
     return cv
 
 
@@ -656,7 +646,7 @@ def adapt(
             preds["field_long"] = preds["field"] if same and "field" in preds else (
                 mu + (mean_z + krige(xy_p, z - mean_z, xy_b, ell_l, eta_l, local)) * sd)  # fmt: skip
         if keep_components or w["idw"]:
-            preds["idw"] = idw(xy_p, y_prompt, xy_b)
+            preds["idw"] = inverse_distance(xy_p, y_prompt, xy_b)
         if keep_components or w["ridge"]:
             preds["ridge"] = ridge_fit[2] + (feats[rows] - ridge_fit[0]) @ ridge_fit[1]
         out[rows] = mu + sum(w[c] * (preds[c] - mu) for c in COMPONENTS if c in preds)

@@ -17,6 +17,8 @@ from scipy.spatial import cKDTree
 from phg2st_sc._constants import Keys
 from phg2st_sc._docs import inject_docs
 from phg2st_sc._utils import (
+    IDW_K,
+    IDW_POWER,
     centre_scale,
     check_slots,
     fold_splits,
@@ -59,7 +61,7 @@ def predict_mean(y_prompt: np.ndarray, n_query: int) -> np.ndarray:
 
 
 def predict_idw(
-    xy_prompt: np.ndarray, y_prompt: np.ndarray, xy_query: np.ndarray, *, k: int = 6, power: float = 2.0
+    xy_prompt: np.ndarray, y_prompt: np.ndarray, xy_query: np.ndarray, *, k: int = IDW_K, power: float = IDW_POWER
 ) -> np.ndarray:
     """Inverse-distance weighting over the ``k`` nearest prompts: weights ``d ** -power``, normalised.
 
@@ -177,8 +179,8 @@ def predict_stack(
     xy_query: np.ndarray,
     f_query: np.ndarray,
     *,
-    k: int = 6,
-    power: float = 2.0,
+    k: int = IDW_K,
+    power: float = IDW_POWER,
     n_folds: int = 5,
     seed: int = 0,
 ) -> tuple[np.ndarray, tuple[float, float]]:
@@ -218,8 +220,8 @@ def baseline(
     prompt_key: str = Keys.PROMPT,
     layer: str | None = None,
     layer_added: str | None = None,
-    k: int = 6,
-    power: float = 2.0,
+    k: int = IDW_K,
+    power: float = IDW_POWER,
     use_rep: str | None = None,
     n_pcs: int | None = 64,
     spatial_key: str = Keys.SPATIAL,
