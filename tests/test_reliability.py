@@ -276,7 +276,10 @@ def test_impute_never_writes_non_finite_predictions(sections, model):
 
 # -- checkpoints after every epoch, and interrupts -----------------------------------------------------------------------
 def _train_until_killed(paths, folder: Path, kill_at: int, run: dict) -> subprocess.CompletedProcess:
-    """Train in a child process that SIGKILLs itself at the start of epoch ``kill_at``."""
+    """Train in a child process that SIGKILLs itself at the start of epoch ``kill_at``.
+
+    Its temporary files go below ``folder``'s parent (a killed process cannot remove its temporary folder).
+    """
     script = textwrap.dedent(
         f"""
         import os, signal, warnings
@@ -294,7 +297,10 @@ def _train_until_killed(paths, folder: Path, kill_at: int, run: dict) -> subproc
         phg2st.tl.fit(sections, checkpoint_dir={str(folder)!r}, callbacks=[Kill()], **{run!r})
         """
     )
-    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    tmp = folder.parent / "tmp"
+    tmp.mkdir(exist_ok=True)
+    env = dict(os.environ, TMPDIR=str(tmp))
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=env)
 
 
 class Epochs(L.Callback):

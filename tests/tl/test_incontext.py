@@ -222,7 +222,7 @@ def test_too_few_prompts_give_the_network_alone_recentred():
     out, fit = ic.adapt(net, net[:, :3], None, xy, prompt, y[prompt])
     np.testing.assert_allclose(out, net - net[prompt].mean(0) + y[prompt].mean(0))
     assert (
-        fit.weights == {"network": 1.0, "kriging": 0.0, "field": 0.0, "field_long": 0.0, "idw": 0.0, "ridge": 0.0}
+        fit.weights == {c: float(c == "network") for c in ic.COMPONENTS}
         and "fewer than" in fit.cv_pcc["note"]
         and fit.cv_pcc["kept"] == "network"
     )
@@ -281,7 +281,9 @@ def test_the_prediction_is_the_weighted_combination_of_its_components():
 def test_on_unstructured_targets_the_layer_stays_with_the_network():
     """Spatially unstructured targets: the field and the ridge can add nothing, so whatever the layer keeps (the
     combination, mostly the network and its regression kriging, whose residuals have no spatial structure), its
-    prediction is the network's at the held-out spots; on a smooth field the combination or a kriging component
+    prediction is close to the network's at the held-out spots and no less accurate (the low-rank components take
+    a little weight on this draw: the correlation with the network is above 0.85 per gene, 0.95 on average, and
+    the held-out PCC is within 0.01 of the network's); on a smooth field the combination or a kriging component
     is kept."""
     rng = np.random.default_rng(9)
     xy = rng.uniform(0, 15, size=(300, 2))
@@ -293,7 +295,13 @@ def test_on_unstructured_targets_the_layer_stays_with_the_network():
     out, fit = ic.adapt(signal, latent, None, xy, prompt, y[prompt])
     assert fit.cv_pcc["kept"] in ("combination", "network", "kriging") and min(fit.weights.values()) >= 0
     net = signal - signal[prompt].mean(0) + y[prompt].mean(0)
-    assert min(np.corrcoef(out[~prompt, g], net[~prompt, g])[0, 1] for g in range(40)) > 0.97
+    corr = [np.corrcoef(out[~prompt, g], net[~prompt, g])[0, 1] for g in range(40)]
+    assert min(corr) > 0.85 and np.mean(corr) > 0.95
+
+    def held_out_pcc(pred):
+        return np.mean([np.corrcoef(pred[~prompt, g], y[~prompt, g])[0, 1] for g in range(40)])
+
+    assert held_out_pcc(out) > held_out_pcc(net) - 0.01
     xy, y = _field(n=300, seed=10, genes=20, noise=0.05)
     _, fit = ic.adapt(np.zeros_like(y), latent, None, xy, prompt, y[prompt])
     assert fit.cv_pcc["kept"] in ("combination", "field", "kriging") and fit.cv_pcc["field"] > 0.8
@@ -500,8 +508,36 @@ def test_spread_prompts_leave_the_ridge_out(monkeypatch):
     assert fit.cv_pcc["ridge_left_out"] and fit.weights["ridge"] == 0.0 and fit.cv_pcc["spread_ratio"] > 2.0
     assert seen == [False, True]
     mu = y[lattice].mean(0)
-    np.testing.assert_allclose(out, mu + sum(fit.weights[c] * (fit.components[c] - mu) for c in ic.COMPONENTS),
+    np.testing.assert_allclose(out, mu + sum(fit.weights[c] * (fit.components[c] - mu) for c in fit.components),
                                rtol=1e-5, atol=1e-5)  # fmt: skip
+
+
+def test_the_low_rank_components_only_where_prompts_are_spread_as_random_ones():
+    """Random prompts: both low-rank components are cross-fitted and compared. Prompts in blocks (the spread ratio
+    below CLUSTER_RATIO) and on a lattice (above SPREAD_RATIO): left out, their weight 0, not computed."""
+    rng = np.random.default_rng(14)
+    g = np.arange(30.0)
+    xy = np.column_stack([np.repeat(g, 30), np.tile(g, 30)])
+    latent = rng.normal(size=(900, 6))
+    shared = np.sin(xy[:, 0] / 4.0) + np.cos(xy[:, 1] / 5.0)
+    y = shared[:, None] * rng.uniform(0.5, 1.5, size=12) + rng.normal(size=(900, 12))
+    lattice = (xy[:, 0] % 3 == 1) & (xy[:, 1] % 3 == 1)
+    block = (xy[:, 0] < 10) & (xy[:, 1] < 10)
+    random = np.zeros(900, dtype=bool)
+    random[rng.choice(900, 100, replace=False)] = True
+    ratios = {k: ic.spread_ratio(xy, m, ic.prompt_folds(int(m.sum()))) for k, m in
+              {"random": random, "block": block, "lattice": lattice}.items()}  # fmt: skip
+    assert ratios["block"] < ic.CLUSTER_RATIO < ratios["random"] < ic.SPREAD_RATIO < ratios["lattice"]
+    network = np.zeros_like(y)
+    _, fit = ic.adapt(network, latent, None, xy, random, y[random], keep_components=True)
+    assert set(ic.LOW_RANK_COMPONENTS) <= set(fit.cv_pcc) and set(ic.LOW_RANK_COMPONENTS) <= set(fit.components)
+    assert fit.weights["field_lowrank"] + fit.weights["kriging_lowrank"] > 0  # one shared pattern under noise
+    assert not fit.cv_pcc["ridge_left_out"]
+    for mask, ridge_out in ((block, False), (lattice, True)):  # the ridge: left out for spread prompts only
+        _, fit = ic.adapt(network, latent, None, xy, mask, y[mask], keep_components=True)
+        assert all(fit.weights[c] == 0.0 and c not in fit.cv_pcc and c not in fit.components
+                   for c in ic.LOW_RANK_COMPONENTS)  # fmt: skip
+        assert fit.cv_pcc["ridge_left_out"] is ridge_out and ("ridge" in fit.cv_pcc) is not ridge_out
 
 
 def test_genes_without_variation_do_not_move_the_shared_kernel():
@@ -699,3 +735,82 @@ def test_fold_splits_partition_the_rows_in_the_folds_order():
     for part, rest in splits:
         assert not set(part) & set(rest) and sorted([*part, *rest]) == list(range(23))
         assert list(rest) == sorted(rest) and rest.dtype == part.dtype == np.int64
+
+
+def test_low_rank_kriging_of_every_pattern_is_kriging_of_every_gene():
+    """With as many patterns as genes the low-rank field is each gene's own kriging (one kernel); with fewer it is
+    the leading patterns' kriging mapped back through their loadings, the patterns being the principal components."""
+    from sklearn.decomposition import PCA
+
+    xy, y = _field(n=80, genes=6, seed=11)
+    q = np.random.default_rng(1).uniform(0, 12, size=(25, 2))
+    m = y.mean(0)
+    np.testing.assert_allclose(ic.krige_low_rank(xy, y, q, 6, 2.0, 0.1), m + ic.krige(xy, y - m, q, 2.0, 0.1),
+                               atol=1e-10)  # fmt: skip
+    pca = PCA(2, svd_solver="full").fit(y)
+    t = pca.transform(y)
+    ours = ic.krige_low_rank(xy, y, q, 2, 2.0, 0.1)
+    np.testing.assert_allclose(ours, m + ic.krige(xy, t, q, 2.0, 0.1) @ pca.components_, atol=1e-10)
+    mean, scores, basis = ic.low_rank(np.ones((10, 4)), 3)  # no pattern at all: the mean everywhere
+    assert scores.shape == (10, 0) and basis.shape == (0, 4)
+    np.testing.assert_allclose(ic.krige_low_rank(xy[:10], np.ones((10, 4)), q, 3, 2.0, 0.1), np.ones((25, 4)))
+
+
+def test_low_rank_cross_fits_find_their_patterns_without_the_fold():
+    """A fold's cross-fitted low-rank prediction reads neither its values nor their patterns: changing the fold
+    changes nothing there, and it equals the low-rank kriging of the other folds alone."""
+    xy, y = _field(n=60, genes=8, seed=12)
+    folds = ic.prompt_folds(60)
+    changed = y.copy()
+    changed[folds[0]] += np.random.default_rng(3).normal(scale=5.0, size=(len(folds[0]), y.shape[1]))
+    before, after = (ic._krige_low_rank_folds(xy, v, 3, 2.0, 0.05, folds, None) for v in (y, changed))
+    np.testing.assert_allclose(before[folds[0]], after[folds[0]], atol=1e-10)
+    assert not np.allclose(before[folds[1]], after[folds[1]])
+    rest = np.setdiff1d(np.arange(60), folds[2])
+    np.testing.assert_allclose(before[folds[2]], ic.krige_low_rank(xy[rest], y[rest], xy[folds[2]], 3, 2.0, 0.05))
+
+
+def test_the_low_rank_field_borrows_a_shared_pattern_across_noisy_genes():
+    """Many genes that share one spatial pattern under heavy noise: the low-rank field recovers each gene's pattern
+    at held-out spots better than kriging each gene alone."""
+    rng = np.random.default_rng(13)
+    xy = rng.uniform(0, 20, size=(400, 2))
+    pattern = np.sin(xy[:, 0] / 3.0) + np.cos(xy[:, 1] / 4.0)
+    loadings = rng.uniform(0.5, 1.5, size=60)
+    y = pattern[:, None] * loadings + rng.normal(scale=3.0, size=(400, 60))
+    prompt = np.zeros(400, dtype=bool)
+    prompt[::8] = True
+    z = y[prompt] - y[prompt].mean(0)
+    ell, eta = ic.fit_kernel(xy[prompt], z / z.std(0))
+    per_gene = ic.krige(xy[prompt], z, xy, ell, eta)
+    low = ic.krige_low_rank(xy[prompt], y[prompt], xy, 1, *ic._low_rank_kernel(xy[prompt], z, 1, np.arange(50)))
+
+    def pcc(pred):
+        return np.mean([np.corrcoef(pred[~prompt, g], pattern[~prompt])[0, 1] for g in range(60)])
+
+    assert pcc(low) > pcc(per_gene) + 0.1 and pcc(low) > 0.8
+
+
+def test_the_intervals_read_a_genes_kernel_when_a_low_rank_component_weighs_most(monkeypatch):
+    """The low-rank kernels are fitted to patterns whose noise is averaged over the genes (a far lower noise ratio
+    than a gene's); the spread's kriging variance must not take one. With every weight on the expression's patterns,
+    the variance uses the prompt field's kernel (the per-gene counterpart)."""
+    rng = np.random.default_rng(15)
+    xy = rng.uniform(0, 25, size=(600, 2))
+    shared = np.sin(xy[:, 0] / 4.0) + np.cos(xy[:, 1] / 5.0)
+    y = shared[:, None] * rng.uniform(0.5, 1.5, size=40) + 2.0 * rng.normal(size=(600, 40))
+    prompt = np.zeros(600, dtype=bool)
+    prompt[rng.choice(600, 120, replace=False)] = True
+    low_rank_kernels, variance_kernels, chosen = [], [], []
+    lrk, kv, choose = ic._low_rank_kernel, ic.kriging_variance, ic._choose
+    monkeypatch.setattr(ic, "_low_rank_kernel", lambda *a: low_rank_kernels.append(lrk(*a)) or low_rank_kernels[-1])
+    monkeypatch.setattr(ic, "kriging_variance", lambda xp, xq, ell, eta, *a: variance_kernels.append((ell, eta))
+                        or kv(xp, xq, ell, eta, *a))  # fmt: skip
+    monkeypatch.setattr(ic, "_choose", lambda *a, **k: chosen.append(choose(*a, **k)) or chosen[-1])
+    monkeypatch.setattr(ic, "combine", lambda cv, *a: {c: float(c == "field_lowrank") for c in cv})
+    monkeypatch.setattr(ic, "_safeguard", lambda w, *a, **k: (w, {"kept": "combination"}))
+    _, fit = ic.adapt(np.zeros_like(y), rng.normal(size=(600, 4)), None, xy, prompt, y[prompt])
+    assert fit.weights["field_lowrank"] > 0 and sum(fit.weights.values()) == fit.weights["field_lowrank"]
+    field_kernel = (float(np.median(chosen[1][0])), float(np.median(chosen[1][1])))  # (residuals, expression, ...)
+    assert low_rank_kernels[0][1] < field_kernel[1]  # the patterns' noise ratio is far below a gene's
+    assert set(variance_kernels) == {field_kernel}

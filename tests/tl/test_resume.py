@@ -45,7 +45,10 @@ def full(sections, tmp_path_factory):
 
 
 def _kill_and_resume(paths, folder, hook: str) -> subprocess.CompletedProcess:
-    """Train in a child process that SIGKILLs itself at ``hook`` of epoch 3 (checkpoints of epochs 0-2 exist)."""
+    """Train in a child process that SIGKILLs itself at ``hook`` of epoch 3 (checkpoints of epochs 0-2 exist).
+
+    Its temporary files go below ``folder``'s parent (a killed process cannot remove its temporary folder).
+    """
     script = textwrap.dedent(
         f"""
         import os, signal, warnings
@@ -64,7 +67,10 @@ def _kill_and_resume(paths, folder, hook: str) -> subprocess.CompletedProcess:
         print("not killed")
         """
     )
-    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    tmp = folder.parent / "tmp"
+    tmp.mkdir(exist_ok=True)
+    env = dict(os.environ, TMPDIR=str(tmp))
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=env)
 
 
 @pytest.mark.parametrize("hook", ["on_train_epoch_start", "on_train_batch_end"])  # between epochs, mid-epoch

@@ -1,6 +1,6 @@
 """The in-context layer: adapt a network's prediction to a new section through that section's own prompts.
 
-Numpy only (no torch). Six components:
+Numpy only (no torch). Eight components:
 
 - *regression kriging*: the network's prediction plus simple kriging of its residuals at the prompts; one
   squared-exponential kernel shared by all genes, its length scale and noise ratio chosen per section by the
@@ -12,7 +12,11 @@ Numpy only (no torch). Six components:
   is not;
 - *in-section ridge*: ridge regression from the network's latent tokens and the image features to expression,
   fitted on the section's prompts (intercept unpenalised, penalty by cross-validation);
-- the network's prediction itself, re-centred on the prompts' mean (a per-gene offset).
+- the network's prediction itself, re-centred on the prompts' mean (a per-gene offset);
+- *the genes' shared patterns*: the prompts' standardised expression, and the network's standardised residuals at
+  the prompts, each reduced to its :data:`LOW_RANK` leading principal components, those kriged with one kernel of
+  their own and mapped back through each gene's loadings (:func:`krige_low_rank`; for the residuals, added to the
+  network): a pattern that averages hundreds of genes is kriged from far less counting noise than one gene.
 
 A final non-negative combination, one weight per component shared by all genes, is fitted on the components'
 cross-fitted predictions at the prompts, and kept unless its best component clearly beats it there (by more than
@@ -24,7 +28,10 @@ component refitted on the other folds. So the weights are chosen by the section'
 the spots it predicts. Where the prompts are spread (a design: :func:`spread_ratio` above :data:`SPREAD_RATIO`),
 the left-out prompts lie much farther from the others than the spots to predict from the prompts, the comparison
 under-rates the components that read the prompts, the ridge, which does not, is left out, and the safeguard keeps
-the burden of proof on the combination (:func:`_safeguard`). The kept weights are then multiplied by one scale,
+the burden of proof on the combination (:func:`_safeguard`). The low-rank components are used only where the prompts are
+spread as random ones: where they are clustered (blocks: the ratio below :data:`CLUSTER_RATIO`) the folds compare
+the components inside the blocks while the spots lie outside them, and on spread designs they cost smoothed targets
+(docs/design.md, the twenty-second round and the mends after it). The kept weights are then multiplied by one scale,
 shared by the genes (:func:`lad_scale`, within :data:`SCALE_RANGE`): least squares on cross-fitted predictions,
 noisier than those made with every prompt, shrinks towards the prompts' mean, and the scale undoes part of that
 (never shrinking further); it moves no gene's correlation.
@@ -72,11 +79,15 @@ FIT_SUBSET = (
 LENGTH_SCALES = np.geomspace(0.5, 30.0, 16)  # spot pitches
 NOISE_RATIOS = np.geomspace(1e-3, 1e2, 16)  # noise variance / signal variance
 RIDGE_ALPHAS = np.geomspace(1e-2, 1e5, 15)
-COMPONENTS = ("network", "kriging", "field", "field_long", "idw", "ridge")
+COMPONENTS = ("network", "kriging", "field", "field_long", "idw", "ridge", "field_lowrank", "kriging_lowrank")
+LOW_RANK = 3  # shared spatial patterns kriged by the low-rank components (docs/design.md, twenty-first round)
 CV_FOLDS = 5  # folds of the prompts for the cross-fitted predictions that choose the weights and the penalty
 MIN_PROMPTS = 2 * CV_FOLDS  # below this, the network alone (re-centred on the prompts)
 SPOT_INPUTS = ("level",)  # what the spot scale reads beside the kriging variance ("features" too: docs/design.md)
 SPREAD_RATIO = 1.7  # prompts spread above this (:func:`spread_ratio`): the ridge is left out (docs/design.md)
+CLUSTER_RATIO = 0.55  # prompts clustered below this (blocks): the low-rank components are left out (docs/design.md)
+# (and above SPREAD_RATIO: the low-rank components only where the prompts are spread as random ones)
+LOW_RANK_COMPONENTS = ("field_lowrank", "kriging_lowrank")
 SCALE_RANGE = (1.0, 2.0)  # the combination's scale (:func:`lad_scale`) is clipped to this: it only undoes shrinkage
 SCALE_PRIOR = 2.0  # pseudo-prompts of the typical gene's error variance in each gene's scale (uncertainty)
 BLOCK = 65536  # spots assembled at a time above this many (compact patches): no (spots x genes) float64 array
@@ -270,6 +281,53 @@ def _krige_folds(
         m = r[rest].mean(0)
         cv[part] = m + krige(xy_p[rest], r[rest] - m, xy_p[part], ell, eta, systems)
     return cv
+
+
+def low_rank(r: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The mean of ``r`` (p, genes), the scores (p, k) and the basis (k, genes) of its ``rank`` leading patterns.
+
+    The principal components of the centred values; ``k`` is ``rank`` or fewer where the values have fewer
+    non-zero singular values.
+    """
+    mean = r.mean(0)
+    u, s, vt = np.linalg.svd(r - mean, full_matrices=False)
+    k = int(min(rank, (s > 1e-10 * s[0]).sum())) if s.size and s[0] > 0 else 0
+    return mean, u[:, :k] * s[:k], vt[:k]
+
+
+def krige_low_rank(
+    xy_p: np.ndarray, r: np.ndarray, xy_q: np.ndarray, rank: int, ell: float, eta: float, systems: dict | None = None
+) -> np.ndarray:
+    """Kriging of the ``rank`` leading patterns of ``r`` (p, genes) around its mean, at ``xy_q``: (nq, genes).
+
+    The genes' shared spatial patterns (:func:`low_rank`) are kriged with one kernel, and each gene is its mean plus
+    its loadings times the kriged patterns: on noisy targets the patterns, which average many genes, are kriged
+    from far less noise than any gene alone.
+    """
+    mean, t, basis = low_rank(r, rank)
+    if not len(basis):
+        return np.repeat(mean[None, :], len(xy_q), axis=0)
+    return mean + krige(xy_p, t, xy_q, ell, eta, systems) @ basis
+
+
+def _krige_low_rank_folds(
+    xy_p: np.ndarray, r: np.ndarray, rank: int, ell: float, eta: float, folds: list[np.ndarray], systems: dict | None
+) -> np.ndarray:
+    """:func:`krige_low_rank` cross-fitted: each fold from the other folds' patterns, found without it."""
+    cv = np.empty_like(r, dtype=float)
+    for part, rest in fold_splits(len(r), folds):
+        cv[part] = krige_low_rank(xy_p[rest], r[rest], xy_p[part], rank, ell, eta, systems)
+    return cv
+
+
+def _low_rank_kernel(xy_p: np.ndarray, r: np.ndarray, rank: int, sub: np.ndarray) -> tuple[float, float]:
+    """One kernel for the ``rank`` leading patterns of ``r``, by marginal likelihood (each pattern standardised)."""
+    _, t, _ = low_rank(r, rank)
+    if not t.shape[1]:
+        return float(LENGTH_SCALES[0]), float(NOISE_RATIOS[-1])
+    t = t / np.where(t.std(0) > 0, t.std(0), 1.0)
+    ell, eta = _choose(_loglik(xy_p[sub], on_fit_rows(t, sub)), per_gene=False)
+    return float(ell[0]), float(eta[0])
 
 
 def _krige_one(
@@ -600,8 +658,24 @@ def adapt(
     # spread prompts (a design): the folds compare the components one design spacing from the prompts, where the
     # components that read the prompts look weaker than where they predict; the ridge, which does not, is left out
     ratio = spread_ratio(xy, prompt, folds)
-    spread = ratio > SPREAD_RATIO
-    names = [c for c in COMPONENTS if c != "ridge" or not spread]
+    spread, clustered = ratio > SPREAD_RATIO, ratio < CLUSTER_RATIO
+    names = [
+        c
+        for c in COMPONENTS
+        if (c != "ridge" or not spread) and (c not in LOW_RANK_COMPONENTS or not (clustered or spread))
+    ]
+    # the genes' shared spatial patterns, of the expression and of the network's residuals (twenty-first to
+    # twenty-third rounds); only where the prompts are spread as random ones: with clustered prompts (blocks) the
+    # folds compare them inside the blocks while the spots lie outside, and on spread designs they cost smoothed
+    # targets up to 0.025 (docs/design.md)
+    lr_kernels = {}
+    if not (clustered or spread):
+        lr_kernels = {"field_lowrank": _low_rank_kernel(xy_p, z, LOW_RANK, sub),
+                      "kriging_lowrank": _low_rank_kernel(xy_p, resid, LOW_RANK, sub)}  # fmt: skip
+        cv["field_lowrank"] = mu + sd * _krige_low_rank_folds(
+            xy_p, z, LOW_RANK, *lr_kernels["field_lowrank"], folds, systems)  # fmt: skip
+        cv["kriging_lowrank"] = at_prompts + sd * _krige_low_rank_folds(
+            xy_p, resid, LOW_RANK, *lr_kernels["kriging_lowrank"], folds, systems)  # fmt: skip
     w = combine({c: (cv[c] - mu) / sd for c in names}, (y_prompt - mu) / sd, folds)
     w, scores = _safeguard(w, {c: cv[c] for c in names}, y_prompt, folds, spread=spread)
     w = {c: w.get(c, 0.0) for c in COMPONENTS}
@@ -609,13 +683,15 @@ def adapt(
     # predictions shrinks towards the prompts' mean; the scale is chosen on the prompts' absolute errors
     scale = lad_scale(y_prompt[sub] - mu, sum(w[c] * (cv[c][sub] - mu) for c in names))
     w = {c: scale * v for c, v in w.items()}
-    scores |= {"spread_ratio": ratio, "ridge_left_out": len(names) < len(COMPONENTS), "scale": scale}
+    scores |= {"spread_ratio": ratio, "ridge_left_out": "ridge" not in names, "scale": scale}
+    # the spread's kernel is a gene's (the low-rank kernels are the patterns', whose noise is averaged over genes):
+    # a low-rank component's weight counts towards its per-gene counterpart, IDW's towards the IDW-like field
     kernels = {"kriging": (ell, eta), "field": (ell_y, eta_y), "field_long": (ell_l, eta_l)}
-    weight = {c: w[c] + (w["idw"] if c == "field_long" else 0.0) for c in kernels}  # IDW: the IDW-like field's
+    weight = {c: w[c] + w.get(f"{c}_lowrank", 0.0) + (w["idw"] if c == "field_long" else 0.0) for c in kernels}
     kernel = kernels[max(kernels, key=weight.get)]  # the kriging that weighs most (ties: regression kriging)
     # compared within folds as the weights were (a pass's level is an artefact of leaving its fold out), each fold's
     # centred errors rescaled by sqrt(m / (m - 1)) so that their variance is that of an error, not of its deviation
-    combined_cv = sum(w[c] * (cv[c] - mu) for c in COMPONENTS)  # the combination's cross-fitted prediction - mu
+    combined_cv = sum(w[c] * (cv[c] - mu) for c in names)  # the combination's cross-fitted prediction - mu
     errors = _within_folds(y_prompt - mu - combined_cv, folds)
     for part in folds:
         errors[part] *= np.sqrt(len(part) / max(len(part) - 1, 1))
@@ -632,7 +708,7 @@ def adapt(
     mean_r, mean_z = resid.mean(0), z.mean(0)
     out = np.empty(network.shape, dtype=np.float32)
     spot_var = np.empty(len(xy))
-    kept = {c: np.empty(network.shape) for c in COMPONENTS} if keep_components else None
+    kept = {c: np.empty(network.shape) for c in cv} if keep_components else None  # (low-rank: not when clustered)
     for rows in _blocks(xy):
         local: dict = {}  # this block's systems: the kriging and its variance share them
         xy_b = xy[rows]
@@ -649,11 +725,18 @@ def adapt(
             preds["idw"] = inverse_distance(xy_p, y_prompt, xy_b)
         if keep_components or w["ridge"]:
             preds["ridge"] = ridge_fit[2] + (feats[rows] - ridge_fit[0]) @ ridge_fit[1]
+        if (keep_components and lr_kernels) or w["field_lowrank"]:
+            preds["field_lowrank"] = mu + sd * krige_low_rank(
+                xy_p, z, xy_b, LOW_RANK, *lr_kernels["field_lowrank"], local
+            )
+        if (keep_components and lr_kernels) or w["kriging_lowrank"]:
+            preds["kriging_lowrank"] = net_b + sd * krige_low_rank(
+                xy_p, resid, xy_b, LOW_RANK, *lr_kernels["kriging_lowrank"], local)  # fmt: skip
         out[rows] = mu + sum(w[c] * (preds[c] - mu) for c in COMPONENTS if c in preds)
         factor = _spot_factor(spot_model, _spot_inputs(((out[rows] - mu) / sd).mean(1), feats[rows]))
         spot_var[rows] = kriging_variance(xy_p, xy_b, ell_s, eta_s, local) * factor**2
         if kept is not None:
-            for c in COMPONENTS:
+            for c in kept:
                 kept[c][rows] = preds[c]
     sp = Spread(gene_scale, np.sqrt(spot_var), conformal)
     return out, InContextFit(w, float(np.median(ell)), float(np.median(eta)), alpha, scores, kept, sp)

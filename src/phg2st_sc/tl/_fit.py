@@ -227,8 +227,8 @@ def fit(
         its network on her2st and MOB, random and block prompts, raw and smoothed targets): the ``"propagated"``
         network (every spot attends to its nearest prompts and refines the interpolated prompt field), its
         prediction adapted to each section through the section's own prompts when imputing (regression kriging of the network's cross-fitted residuals with a
-        kernel fitted per section, the kriging of the prompts alone with that kernel and with one no shorter than the prompts' spacing, a ridge on the network's latent tokens and the
-        image features, and a non-negative combination of these and the network chosen on 5-fold cross-fitted
+        kernel fitted per section, the kriging of the prompts alone with that kernel and with one no shorter than the prompts' spacing, inverse-distance weighting, a ridge on the network's latent tokens and the
+        image features, the kriging of the genes' 3 leading shared patterns (of the expression and of the residuals), and a non-negative combination of these and the network chosen on 5-fold cross-fitted
         predictions at the prompts, kept only where it clearly beats its best component; see the design notes and
         the benchmarks). ``"propagated"``: that network alone. ``"paper"``: the published design, where a prompt informs only itself (see
         the design notes). A shortcut for ``config``'s field of that name.
