@@ -803,7 +803,8 @@ def test_the_intervals_read_a_genes_kernel_when_a_low_rank_component_weighs_most
     prompt[rng.choice(600, 120, replace=False)] = True
     low_rank_kernels, variance_kernels, chosen = [], [], []
     lrk, kv, choose = ic._low_rank_kernel, ic.kriging_variance, ic._choose
-    monkeypatch.setattr(ic, "_low_rank_kernel", lambda *a: low_rank_kernels.append(lrk(*a)) or low_rank_kernels[-1])
+    monkeypatch.setattr(ic, "_low_rank_kernel", lambda *a, **k: low_rank_kernels.append(lrk(*a, **k))
+                        or low_rank_kernels[-1])  # fmt: skip
     monkeypatch.setattr(ic, "kriging_variance", lambda xp, xq, ell, eta, *a: variance_kernels.append((ell, eta))
                         or kv(xp, xq, ell, eta, *a))  # fmt: skip
     monkeypatch.setattr(ic, "_choose", lambda *a, **k: chosen.append(choose(*a, **k)) or chosen[-1])
@@ -814,3 +815,18 @@ def test_the_intervals_read_a_genes_kernel_when_a_low_rank_component_weighs_most
     field_kernel = (float(np.median(chosen[1][0])), float(np.median(chosen[1][1])))  # (residuals, expression, ...)
     assert low_rank_kernels[0][1] < field_kernel[1]  # the patterns' noise ratio is far below a gene's
     assert set(variance_kernels) == {field_kernel}
+
+
+def test_large_low_rank_patterns_come_from_a_randomised_svd_equal_to_the_exact_one(monkeypatch):
+    """Above EXACT_SVD_FLOPS the leading patterns come from randomised subspace iteration: the same mean, and the
+    same rank-3 reconstruction (scores times basis) as the exact SVD's, on expression with a few strong patterns
+    under noise."""
+    rng = np.random.default_rng(16)
+    r = rng.normal(size=(400, 3)) @ (rng.normal(size=(3, 300)) * [[6.0], [4.0], [3.0]]) + rng.normal(size=(400, 300))
+    exact = ic.low_rank(r, 3)
+    monkeypatch.setattr(ic, "EXACT_SVD_FLOPS", 0)
+    fast = ic.low_rank(r, 3)
+    np.testing.assert_array_equal(fast[0], exact[0])
+    assert fast[1].shape == (400, 3) and fast[2].shape == (3, 300)
+    np.testing.assert_allclose(fast[1] @ fast[2], exact[1] @ exact[2], atol=1e-8)
+    np.testing.assert_allclose(np.abs(fast[1]), np.abs(exact[1]), atol=1e-8)  # each pattern up to its sign

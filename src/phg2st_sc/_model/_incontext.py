@@ -88,6 +88,7 @@ SPREAD_RATIO = 1.7  # prompts spread above this (:func:`spread_ratio`): the ridg
 CLUSTER_RATIO = 0.55  # prompts clustered below this (blocks): the low-rank components are left out (docs/design.md)
 # (and above SPREAD_RATIO: the low-rank components only where the prompts are spread as random ones)
 LOW_RANK_COMPONENTS = ("field_lowrank", "kriging_lowrank")
+EXACT_SVD_FLOPS = 1e9  # p * genes * min(p, genes) up to which the low-rank patterns come from an exact SVD
 SCALE_RANGE = (1.0, 2.0)  # the combination's scale (:func:`lad_scale`) is clipped to this: it only undoes shrinkage
 SCALE_PRIOR = 2.0  # pseudo-prompts of the typical gene's error variance in each gene's scale (uncertainty)
 BLOCK = 65536  # spots assembled at a time above this many (compact patches): no (spots x genes) float64 array
@@ -287,12 +288,35 @@ def low_rank(r: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
     """The mean of ``r`` (p, genes), the scores (p, k) and the basis (k, genes) of its ``rank`` leading patterns.
 
     The principal components of the centred values; ``k`` is ``rank`` or fewer where the values have fewer
-    non-zero singular values.
+    non-zero singular values. An exact SVD up to :data:`EXACT_SVD_FLOPS` (``p * genes * min(p, genes)``; every
+    benchmark section), above it a randomised one (:func:`_leading_svd`), so that a slide with tens of thousands
+    of prompts and genes costs ``p * genes * (rank + 10)`` per iteration instead.
     """
     mean = r.mean(0)
-    u, s, vt = np.linalg.svd(r - mean, full_matrices=False)
+    centred = r - mean
+    p, g = centred.shape
+    if p * g * min(p, g) <= EXACT_SVD_FLOPS:
+        u, s, vt = np.linalg.svd(centred, full_matrices=False)
+    else:
+        u, s, vt = _leading_svd(centred, rank)
     k = int(min(rank, (s > 1e-10 * s[0]).sum())) if s.size and s[0] > 0 else 0
     return mean, u[:, :k] * s[:k], vt[:k]
+
+
+def _leading_svd(a: np.ndarray, rank: int, oversample: int = 10, iterations: int = 4):
+    """The ``rank`` leading singular triplets of ``a`` by randomised subspace iteration (a fixed seed).
+
+    ``rank + oversample`` random directions, ``iterations`` power iterations re-orthonormalised each time, then the
+    exact SVD of the small projection: for the leading few components of a large matrix, equal to the exact SVD's
+    up to rounding where their singular values are separated from the rest (tested).
+    """
+    width = min(rank + oversample, *a.shape)
+    q, _ = np.linalg.qr(a @ np.random.default_rng(0).standard_normal((a.shape[1], width)))
+    for _ in range(iterations):
+        q, _ = np.linalg.qr(a.T @ q)
+        q, _ = np.linalg.qr(a @ q)
+    ub, s, vt = np.linalg.svd(q.T @ a, full_matrices=False)
+    return (q @ ub)[:, :rank], s[:rank], vt[:rank]
 
 
 def krige_low_rank(
@@ -304,7 +328,12 @@ def krige_low_rank(
     its loadings times the kriged patterns: on noisy targets the patterns, which average many genes, are kriged
     from far less noise than any gene alone.
     """
-    mean, t, basis = low_rank(r, rank)
+    return _krige_patterns(xy_p, low_rank(r, rank), xy_q, ell, eta, systems)
+
+
+def _krige_patterns(xy_p: np.ndarray, patterns: tuple, xy_q: np.ndarray, ell: float, eta: float, systems: dict | None):
+    """:func:`krige_low_rank` from the patterns :func:`low_rank` returned (found once, kriged block by block)."""
+    mean, t, basis = patterns
     if not len(basis):
         return np.repeat(mean[None, :], len(xy_q), axis=0)
     return mean + krige(xy_p, t, xy_q, ell, eta, systems) @ basis
@@ -320,9 +349,14 @@ def _krige_low_rank_folds(
     return cv
 
 
-def _low_rank_kernel(xy_p: np.ndarray, r: np.ndarray, rank: int, sub: np.ndarray) -> tuple[float, float]:
-    """One kernel for the ``rank`` leading patterns of ``r``, by marginal likelihood (each pattern standardised)."""
-    _, t, _ = low_rank(r, rank)
+def _low_rank_kernel(
+    xy_p: np.ndarray, r: np.ndarray, rank: int, sub: np.ndarray, patterns: tuple | None = None
+) -> tuple[float, float]:
+    """One kernel for the ``rank`` leading patterns of ``r``, by marginal likelihood (each pattern standardised).
+
+    ``patterns``: :func:`low_rank` of ``r`` if already found.
+    """
+    _, t, _ = low_rank(r, rank) if patterns is None else patterns
     if not t.shape[1]:
         return float(LENGTH_SCALES[0]), float(NOISE_RATIOS[-1])
     t = t / np.where(t.std(0) > 0, t.std(0), 1.0)
@@ -668,10 +702,11 @@ def adapt(
     # twenty-third rounds); only where the prompts are spread as random ones: with clustered prompts (blocks) the
     # folds compare them inside the blocks while the spots lie outside, and on spread designs they cost smoothed
     # targets up to 0.025 (docs/design.md)
-    lr_kernels = {}
+    lr_kernels, patterns = {}, {}
     if not (clustered or spread):
-        lr_kernels = {"field_lowrank": _low_rank_kernel(xy_p, z, LOW_RANK, sub),
-                      "kriging_lowrank": _low_rank_kernel(xy_p, resid, LOW_RANK, sub)}  # fmt: skip
+        patterns = {"field_lowrank": low_rank(z, LOW_RANK), "kriging_lowrank": low_rank(resid, LOW_RANK)}
+        lr_kernels = {"field_lowrank": _low_rank_kernel(xy_p, z, LOW_RANK, sub, patterns["field_lowrank"]),
+                      "kriging_lowrank": _low_rank_kernel(xy_p, resid, LOW_RANK, sub, patterns["kriging_lowrank"])}  # fmt: skip
         cv["field_lowrank"] = mu + sd * _krige_low_rank_folds(
             xy_p, z, LOW_RANK, *lr_kernels["field_lowrank"], folds, systems)  # fmt: skip
         cv["kriging_lowrank"] = at_prompts + sd * _krige_low_rank_folds(
@@ -709,6 +744,8 @@ def adapt(
     out = np.empty(network.shape, dtype=np.float32)
     spot_var = np.empty(len(xy))
     kept = {c: np.empty(network.shape) for c in cv} if keep_components else None  # (low-rank: not when clustered)
+    # the prompts' cross-fitted (prompts x genes) arrays are not needed below: freed before the spots' blocks
+    del cv, field_cv, plain_cv, long_cv, ridge_cv_p, combined_cv, errors
     for rows in _blocks(xy):
         local: dict = {}  # this block's systems: the kriging and its variance share them
         xy_b = xy[rows]
@@ -726,12 +763,12 @@ def adapt(
         if keep_components or w["ridge"]:
             preds["ridge"] = ridge_fit[2] + (feats[rows] - ridge_fit[0]) @ ridge_fit[1]
         if (keep_components and lr_kernels) or w["field_lowrank"]:
-            preds["field_lowrank"] = mu + sd * krige_low_rank(
-                xy_p, z, xy_b, LOW_RANK, *lr_kernels["field_lowrank"], local
+            preds["field_lowrank"] = mu + sd * _krige_patterns(
+                xy_p, patterns["field_lowrank"], xy_b, *lr_kernels["field_lowrank"], local
             )
         if (keep_components and lr_kernels) or w["kriging_lowrank"]:
-            preds["kriging_lowrank"] = net_b + sd * krige_low_rank(
-                xy_p, resid, xy_b, LOW_RANK, *lr_kernels["kriging_lowrank"], local)  # fmt: skip
+            preds["kriging_lowrank"] = net_b + sd * _krige_patterns(
+                xy_p, patterns["kriging_lowrank"], xy_b, *lr_kernels["kriging_lowrank"], local)  # fmt: skip
         out[rows] = mu + sum(w[c] * (preds[c] - mu) for c in COMPONENTS if c in preds)
         factor = _spot_factor(spot_model, _spot_inputs(((out[rows] - mu) / sd).mean(1), feats[rows]))
         spot_var[rows] = kriging_variance(xy_p, xy_b, ell_s, eta_s, local) * factor**2
