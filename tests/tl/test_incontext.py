@@ -783,7 +783,9 @@ def test_the_low_rank_field_borrows_a_shared_pattern_across_noisy_genes():
     z = y[prompt] - y[prompt].mean(0)
     ell, eta = ic.fit_kernel(xy[prompt], z / z.std(0))
     per_gene = ic.krige(xy[prompt], z, xy, ell, eta)
-    low = ic.krige_low_rank(xy[prompt], y[prompt], xy, 1, *ic._low_rank_kernel(xy[prompt], z, 1, np.arange(50)))
+    low = ic.krige_low_rank(
+        xy[prompt], y[prompt], xy, 1, *ic._low_rank_kernel(xy[prompt], ic.low_rank(z, 1), np.arange(50))
+    )
 
     def pcc(pred):
         return np.mean([np.corrcoef(pred[~prompt, g], pattern[~prompt])[0, 1] for g in range(60)])

@@ -39,7 +39,7 @@ def low_rank(xy_p: np.ndarray, z: np.ndarray, xy: np.ndarray, rank: int, genes_k
         ell, eta = ic.fit_kernel(xy_p, z - z.mean(0))
         kernel = (float(ell[0]), float(eta[0]))
     else:
-        kernel = ic._low_rank_kernel(xy_p, z, rank, np.arange(len(z)))
+        kernel = ic._low_rank_kernel(xy_p, ic.low_rank(z, rank), np.arange(len(z)))
     return ic.krige_low_rank(xy_p, z, xy, rank, *kernel)
 
 

@@ -88,6 +88,8 @@ SPREAD_RATIO = 1.7  # prompts spread above this (:func:`spread_ratio`): the ridg
 CLUSTER_RATIO = 0.55  # prompts clustered below this (blocks): the low-rank components are left out (docs/design.md)
 # (and above SPREAD_RATIO: the low-rank components only where the prompts are spread as random ones)
 LOW_RANK_COMPONENTS = ("field_lowrank", "kriging_lowrank")
+# the per-gene kriging whose kernel stands for a component without one of its own, when the spread's kernel is chosen
+KERNEL_OF = {"field_lowrank": "field", "kriging_lowrank": "kriging", "idw": "field_long"}
 EXACT_SVD_FLOPS = 1e9  # p * genes * min(p, genes) up to which the low-rank patterns come from an exact SVD
 SCALE_RANGE = (1.0, 2.0)  # the combination's scale (:func:`lad_scale`) is clipped to this: it only undoes shrinkage
 SCALE_PRIOR = 2.0  # pseudo-prompts of the typical gene's error variance in each gene's scale (uncertainty)
@@ -349,14 +351,12 @@ def _krige_low_rank_folds(
     return cv
 
 
-def _low_rank_kernel(
-    xy_p: np.ndarray, r: np.ndarray, rank: int, sub: np.ndarray, patterns: tuple | None = None
-) -> tuple[float, float]:
-    """One kernel for the ``rank`` leading patterns of ``r``, by marginal likelihood (each pattern standardised).
+def _low_rank_kernel(xy_p: np.ndarray, patterns: tuple, sub: np.ndarray) -> tuple[float, float]:
+    """One kernel for the scores of ``patterns`` (:func:`low_rank`), each standardised, by marginal likelihood.
 
-    ``patterns``: :func:`low_rank` of ``r`` if already found.
+    Chosen on the prompts ``sub`` (:func:`_fit_rows`), as the layer's other kernels are.
     """
-    _, t, _ = low_rank(r, rank) if patterns is None else patterns
+    _, t, _ = patterns
     if not t.shape[1]:
         return float(LENGTH_SCALES[0]), float(NOISE_RATIOS[-1])
     t = t / np.where(t.std(0) > 0, t.std(0), 1.0)
@@ -705,8 +705,7 @@ def adapt(
     lr_kernels, patterns = {}, {}
     if not (clustered or spread):
         patterns = {"field_lowrank": low_rank(z, LOW_RANK), "kriging_lowrank": low_rank(resid, LOW_RANK)}
-        lr_kernels = {"field_lowrank": _low_rank_kernel(xy_p, z, LOW_RANK, sub, patterns["field_lowrank"]),
-                      "kriging_lowrank": _low_rank_kernel(xy_p, resid, LOW_RANK, sub, patterns["kriging_lowrank"])}  # fmt: skip
+        lr_kernels = {c: _low_rank_kernel(xy_p, patterns[c], sub) for c in LOW_RANK_COMPONENTS}
         cv["field_lowrank"] = mu + sd * _krige_low_rank_folds(
             xy_p, z, LOW_RANK, *lr_kernels["field_lowrank"], folds, systems)  # fmt: skip
         cv["kriging_lowrank"] = at_prompts + sd * _krige_low_rank_folds(
@@ -722,7 +721,7 @@ def adapt(
     # the spread's kernel is a gene's (the low-rank kernels are the patterns', whose noise is averaged over genes):
     # a low-rank component's weight counts towards its per-gene counterpart, IDW's towards the IDW-like field
     kernels = {"kriging": (ell, eta), "field": (ell_y, eta_y), "field_long": (ell_l, eta_l)}
-    weight = {c: w[c] + w.get(f"{c}_lowrank", 0.0) + (w["idw"] if c == "field_long" else 0.0) for c in kernels}
+    weight = {c: w[c] + sum(w[e] for e, base in KERNEL_OF.items() if base == c) for c in kernels}
     kernel = kernels[max(kernels, key=weight.get)]  # the kriging that weighs most (ties: regression kriging)
     # compared within folds as the weights were (a pass's level is an artefact of leaving its fold out), each fold's
     # centred errors rescaled by sqrt(m / (m - 1)) so that their variance is that of an error, not of its deviation
