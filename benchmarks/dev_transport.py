@@ -99,9 +99,9 @@ def without_ridge() -> Iterator[None]:
     def drop(cv: dict) -> dict:
         return {c: v for c, v in cv.items() if c != "ridge"}
 
-    _incontext.combine = lambda cv, target, folds: combine(drop(cv), target, folds) | {"ridge": 0.0}
-    _incontext._safeguard = lambda w, cv, y, folds: (
-        lambda out: (out[0] | {"ridge": 0.0}, out[1]))(safeguard(drop(w), drop(cv), y, folds))  # fmt: skip
+    _incontext.combine = lambda cv, target, folds, **k: combine(drop(cv), target, folds, **k) | {"ridge": 0.0}
+    _incontext._safeguard = lambda w, cv, y, folds, **k: (
+        lambda out: (out[0] | {"ridge": 0.0}, out[1]))(safeguard(drop(w), drop(cv), y, folds, **k))  # fmt: skip
     try:
         yield
     finally:

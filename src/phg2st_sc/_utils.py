@@ -359,6 +359,7 @@ def fold_splits(n: int, folds: list[np.ndarray]) -> list[tuple[np.ndarray, np.nd
 #: Inverse-distance weighting's defaults, shared by the IDW baseline, the stack and the adaptive layer's component.
 IDW_K = 6
 IDW_POWER = 2.0
+IDW_CHUNK = 8192  # queries weighted at a time (their neighbours' values are k x genes each)
 
 
 def inverse_distance(
@@ -380,7 +381,10 @@ def inverse_distance(
     w[exact] = 0.0
     w[exact, 0] = 1.0
     w /= w.sum(axis=1, keepdims=True)
-    return np.einsum("qk,qkg->qg", w, y[idx])
+    out = np.empty((len(xy_q), y.shape[1]), dtype=np.result_type(w, y))
+    for s in range(0, len(xy_q), IDW_CHUNK):  # the neighbours' values (queries, k, genes) a chunk at a time
+        out[s : s + IDW_CHUNK] = np.einsum("qk,qkg->qg", w[s : s + IDW_CHUNK], y[idx[s : s + IDW_CHUNK]])
+    return out
 
 
 def morton_order(p: np.ndarray, unit: float | None = None) -> np.ndarray:

@@ -72,6 +72,38 @@ def test_the_long_prompt_field_is_kriging_with_the_kernel_floored_at_the_prompt_
     np.testing.assert_allclose(fit.components["field_long"], expected, rtol=1e-6, atol=1e-8)
 
 
+def test_weights_from_components_standardised_one_at_a_time_are_those_of_the_standardised_components():
+    """``combine(..., standardise=(mu, sd))`` (the layer's call: a slide's components are 190 MB each at 60,000
+    prompts and 400 genes, so none is standardised before it is read) gives the weights of the components
+    standardised beforehand, to the last bit."""
+    rng = np.random.default_rng(4)
+    y = rng.normal(loc=3.0, scale=2.0, size=(60, 7))
+    mu, sd = centre_scale(y)
+    folds = ic.prompt_folds(60)
+    cv = {c: y + rng.normal(scale=s, size=y.shape) for c, s in (("network", 1.0), ("field", 2.0), ("idw", 0.7))}
+    before = ic.combine({c: (v - mu) / sd for c, v in cv.items()}, (y - mu) / sd, folds)
+    assert ic.combine(cv, (y - mu) / sd, folds, standardise=(mu, sd)) == before
+    assert sum(v > 0 for v in before.values()) >= 2  # (a combination, not one component)
+
+
+def test_inverse_distance_in_chunks_of_queries_is_the_same_to_the_last_bit(monkeypatch):
+    """IDW weighs its queries a chunk at a time (their neighbours' values, queries x k x genes, are 1.3 GB for a block
+    of 65,536 spots and 400 genes in one piece): every chunk size gives the same values."""
+    from phg2st_sc import _utils
+
+    rng = np.random.default_rng(5)
+    xy_p, y, xy_q = rng.uniform(0, 9, size=(50, 2)), rng.normal(size=(50, 4)), rng.uniform(0, 9, size=(103, 2))
+    xy_q[:3] = xy_p[:3]  # queries at a prompt take its value
+    whole = _utils.inverse_distance(xy_p, y, xy_q)
+    monkeypatch.setattr(_utils, "IDW_CHUNK", 7)
+    np.testing.assert_array_equal(_utils.inverse_distance(xy_p, y, xy_q), whole)
+    np.testing.assert_array_equal(whole[:3], y[:3])
+    dist = np.linalg.norm(xy_q[50, None] - xy_p, axis=1)
+    near = np.argsort(dist)[:6]
+    w = dist[near] ** -2.0
+    np.testing.assert_allclose(whole[50], w @ y[near] / w.sum(), rtol=1e-12)
+
+
 def test_the_idw_component_is_the_idw_baseline_and_its_cross_fit_never_reads_its_own_fold():
     """The layer's IDW is the baseline's (6 nearest prompts, weights d ** -2, a prompt's own position its value);
     each fold's cross-fitted IDW is the IDW of the other folds, unmoved by the fold's own values."""
@@ -810,7 +842,7 @@ def test_the_intervals_read_a_genes_kernel_when_a_low_rank_component_weighs_most
     monkeypatch.setattr(ic, "kriging_variance", lambda xp, xq, ell, eta, *a: variance_kernels.append((ell, eta))
                         or kv(xp, xq, ell, eta, *a))  # fmt: skip
     monkeypatch.setattr(ic, "_choose", lambda *a, **k: chosen.append(choose(*a, **k)) or chosen[-1])
-    monkeypatch.setattr(ic, "combine", lambda cv, *a: {c: float(c == "field_lowrank") for c in cv})
+    monkeypatch.setattr(ic, "combine", lambda cv, *a, **k: {c: float(c == "field_lowrank") for c in cv})
     monkeypatch.setattr(ic, "_safeguard", lambda w, *a, **k: (w, {"kept": "combination"}))
     _, fit = ic.adapt(np.zeros_like(y), rng.normal(size=(600, 4)), None, xy, prompt, y[prompt])
     assert fit.weights["field_lowrank"] > 0 and sum(fit.weights.values()) == fit.weights["field_lowrank"]

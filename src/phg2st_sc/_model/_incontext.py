@@ -53,6 +53,7 @@ prompts is formed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,7 +122,10 @@ class Spread:
 
     def std(self) -> np.ndarray:
         """The predictive standard deviation, (n, genes) float32."""
-        return (self.spot_scale[:, None] * self.gene_scale[None, :]).astype(np.float32)
+        out = np.empty((len(self.spot_scale), len(self.gene_scale)), dtype=np.float32)
+        for s in range(0, len(out), BLOCK):  # formed in float64 a block of spots at a time, as one product would be
+            out[s : s + BLOCK] = self.spot_scale[s : s + BLOCK, None] * self.gene_scale[None, :]
+        return out
 
     def quantile(self, coverage: float) -> float:
         """The conformal quantile: the pooled scores' order statistic ``ceil((N + 1) coverage)`` of N.
@@ -233,9 +237,21 @@ def prompt_folds(p: int) -> list[np.ndarray]:
 
 def _idw_folds(xy_p: np.ndarray, y: np.ndarray, folds: list[np.ndarray]) -> np.ndarray:
     """Each fold's IDW (:func:`~phg2st_sc._utils.inverse_distance`, the baseline's) from the other folds' prompts."""
-    cv = np.empty_like(y, dtype=float)
-    for part, rest in fold_splits(len(y), folds):
-        cv[part] = inverse_distance(xy_p[rest], y[rest], xy_p[part])
+    return _cross_fit(y.shape, folds, lambda part, rest: inverse_distance(xy_p[rest], y[rest], xy_p[part]))
+
+
+def _cross_fit(
+    shape: tuple[int, ...], folds: list[np.ndarray], predict: Callable[[np.ndarray, np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """An array of ``shape`` (float64; one row per prompt) whose rows of each fold are ``predict(part, rest)``.
+
+    ``part`` is the fold's prompts and ``rest`` the other folds' (:func:`~phg2st_sc._utils.fold_splits`): the
+    layer's cross-fitted kriging, IDW, kriging variance and prompt distances (the ridge's penalty search splits
+    once for all its penalties).
+    """
+    cv = np.empty(shape)
+    for part, rest in fold_splits(shape[0], folds):
+        cv[part] = predict(part, rest)
     return cv
 
 
@@ -279,11 +295,12 @@ def _krige_folds(
     xy_p: np.ndarray, r: np.ndarray, ell: Any, eta: Any, folds: list[np.ndarray], systems: dict | None = None
 ) -> np.ndarray:
     """The cross-fitted part of :func:`krige_cv`: each fold kriged around the mean of the other folds from them."""
-    cv = np.empty_like(r, dtype=float)
-    for part, rest in fold_splits(len(r), folds):
+
+    def predict(part: np.ndarray, rest: np.ndarray) -> np.ndarray:
         m = r[rest].mean(0)
-        cv[part] = m + krige(xy_p[rest], r[rest] - m, xy_p[part], ell, eta, systems)
-    return cv
+        return m + krige(xy_p[rest], r[rest] - m, xy_p[part], ell, eta, systems)
+
+    return _cross_fit(r.shape, folds, predict)
 
 
 def low_rank(r: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -345,10 +362,9 @@ def _krige_low_rank_folds(
     xy_p: np.ndarray, r: np.ndarray, rank: int, ell: float, eta: float, folds: list[np.ndarray], systems: dict | None
 ) -> np.ndarray:
     """:func:`krige_low_rank` cross-fitted: each fold from the other folds' patterns, found without it."""
-    cv = np.empty_like(r, dtype=float)
-    for part, rest in fold_splits(len(r), folds):
-        cv[part] = krige_low_rank(xy_p[rest], r[rest], xy_p[part], rank, ell, eta, systems)
-    return cv
+    return _cross_fit(
+        r.shape, folds, lambda part, rest: krige_low_rank(xy_p[rest], r[rest], xy_p[part], rank, ell, eta, systems)
+    )
 
 
 def _low_rank_kernel(xy_p: np.ndarray, patterns: tuple, sub: np.ndarray) -> tuple[float, float]:
@@ -470,10 +486,9 @@ def _cv_kriging_sd(
     xy_p: np.ndarray, folds: list[np.ndarray], ell: float, eta: float, systems: dict | None
 ) -> np.ndarray:
     """The kriging standard deviation at each prompt from the other folds (as its cross-fitted error was made)."""
-    v_cv = np.empty(len(xy_p))
-    for part, rest in fold_splits(len(xy_p), folds):
-        v_cv[part] = kriging_variance(xy_p[rest], xy_p[part], ell, eta, systems)
-    return np.sqrt(v_cv)
+    return np.sqrt(
+        _cross_fit((len(xy_p),), folds, lambda part, rest: kriging_variance(xy_p[rest], xy_p[part], ell, eta, systems))
+    )
 
 
 def _calibrate_spread(errors: np.ndarray, u_cv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -686,6 +701,7 @@ def adapt(
         latent = latent.copy()
         latent[prompt] = latent_at_prompts
     feats = _features(latent, image)
+    del latent  # (this call's copy, where the prompts' tokens were replaced)
     ridge_cv_p, alpha = _ridge_penalty(feats[prompt], y_prompt, folds)
     cv = {"network": at_prompts, "kriging": at_prompts + field_cv * sd, "field": mu + plain_cv * sd,
           "field_long": mu + long_cv * sd, "idw": _idw_folds(xy_p, y_prompt, folds), "ridge": ridge_cv_p}  # fmt: skip
@@ -710,7 +726,7 @@ def adapt(
             xy_p, z, LOW_RANK, *lr_kernels["field_lowrank"], folds, systems)  # fmt: skip
         cv["kriging_lowrank"] = at_prompts + sd * _krige_low_rank_folds(
             xy_p, resid, LOW_RANK, *lr_kernels["kriging_lowrank"], folds, systems)  # fmt: skip
-    w = combine({c: (cv[c] - mu) / sd for c in names}, (y_prompt - mu) / sd, folds)
+    w = combine({c: cv[c] for c in names}, (y_prompt - mu) / sd, folds, standardise=(mu, sd))
     w, scores = _safeguard(w, {c: cv[c] for c in names}, y_prompt, folds, spread=spread)
     w = {c: w.get(c, 0.0) for c in COMPONENTS}
     # one scale for the kept weights, shared by the genes (every gene's PCC unchanged): least squares on cross-fitted
@@ -749,31 +765,41 @@ def adapt(
         local: dict = {}  # this block's systems: the kriging and its variance share them
         xy_b = xy[rows]
         net_b = np.asarray(network[rows], dtype=np.float64) + offset
-        preds = {"network": net_b}
-        if keep_components or w["kriging"]:
-            preds["kriging"] = net_b + (mean_r + krige(xy_p, resid - mean_r, xy_b, ell, eta, local)) * sd
-        if keep_components or w["field"]:
-            preds["field"] = mu + (mean_z + krige(xy_p, z - mean_z, xy_b, ell_y, eta_y, local)) * sd
-        if keep_components or w["field_long"]:
-            preds["field_long"] = preds["field"] if same and "field" in preds else (
-                mu + (mean_z + krige(xy_p, z - mean_z, xy_b, ell_l, eta_l, local)) * sd)  # fmt: skip
-        if keep_components or w["idw"]:
-            preds["idw"] = inverse_distance(xy_p, y_prompt, xy_b)
-        if keep_components or w["ridge"]:
-            preds["ridge"] = ridge_fit[2] + (feats[rows] - ridge_fit[0]) @ ridge_fit[1]
-        if (keep_components and lr_kernels) or w["field_lowrank"]:
-            preds["field_lowrank"] = mu + sd * _krige_patterns(
-                xy_p, patterns["field_lowrank"], xy_b, *lr_kernels["field_lowrank"], local
-            )
-        if (keep_components and lr_kernels) or w["kriging_lowrank"]:
-            preds["kriging_lowrank"] = net_b + sd * _krige_patterns(
-                xy_p, patterns["kriging_lowrank"], xy_b, *lr_kernels["kriging_lowrank"], local)  # fmt: skip
-        out[rows] = mu + sum(w[c] * (preds[c] - mu) for c in COMPONENTS if c in preds)
+        # the combination mu + sum_c w_c (component_c - mu), summed in COMPONENTS order as each component is made
+        # (the same additions as one sum over all of them) and each dropped once added: a block holds the running
+        # sum and one or two components, not all eight
+        total: Any = 0
+        field_b = None  # the field, kept for the long field where their kernels agree
+        for c in COMPONENTS:
+            if not (c == "network" or keep_components or w[c]) or (c in LOW_RANK_COMPONENTS and not lr_kernels):
+                continue
+            if c == "network":
+                value = net_b
+            elif c == "kriging":
+                value = net_b + (mean_r + krige(xy_p, resid - mean_r, xy_b, ell, eta, local)) * sd
+            elif c == "field" or (c == "field_long" and not (same and field_b is not None)):
+                e, t = (ell_y, eta_y) if c == "field" else (ell_l, eta_l)
+                value = mu + (mean_z + krige(xy_p, z - mean_z, xy_b, e, t, local)) * sd
+            elif c == "field_long":
+                value = field_b
+            elif c == "idw":
+                value = inverse_distance(xy_p, y_prompt, xy_b)
+            elif c == "ridge":
+                value = ridge_fit[2] + (feats[rows] - ridge_fit[0]) @ ridge_fit[1]
+            else:  # the low-rank components: the patterns kriged, mapped back through the loadings
+                value = sd * _krige_patterns(xy_p, patterns[c], xy_b, *lr_kernels[c], local)
+                value += mu if c == "field_lowrank" else net_b
+            total = total + w[c] * (value - mu)
+            if c == "field":
+                field_b = value
+            if kept is not None:
+                kept[c][rows] = value
+            del value
+        del field_b, net_b
+        out[rows] = mu + total
+        del total
         factor = _spot_factor(spot_model, _spot_inputs(((out[rows] - mu) / sd).mean(1), feats[rows]))
         spot_var[rows] = kriging_variance(xy_p, xy_b, ell_s, eta_s, local) * factor**2
-        if kept is not None:
-            for c in kept:
-                kept[c][rows] = preds[c]
     sp = Spread(gene_scale, np.sqrt(spot_var), conformal)
     return out, InContextFit(w, float(np.median(ell)), float(np.median(eta)), alpha, scores, kept, sp)
 
@@ -804,9 +830,7 @@ def spread_distances(xy: np.ndarray, prompt: np.ndarray, folds: list[np.ndarray]
     mask = np.zeros(len(xy), dtype=bool)
     mask[prompt] = True
     xy_p, rest = xy[prompt], np.flatnonzero(~mask)
-    d_cv = np.empty(len(xy_p))
-    for part, others in fold_splits(len(xy_p), folds):
-        d_cv[part] = cKDTree(xy_p[others]).query(xy_p[part])[0]
+    d_cv = _cross_fit((len(xy_p),), folds, lambda part, rest: cKDTree(xy_p[rest]).query(xy_p[part])[0])
     d_q = cKDTree(xy_p).query(xy[rest[_fit_rows(len(rest))]])[0] if len(rest) else np.empty(0)
     return d_cv, d_q
 
@@ -877,16 +901,29 @@ def lad_scale(r: np.ndarray, d: np.ndarray) -> float:
     return float(np.clip(s, *SCALE_RANGE)) if np.isfinite(s) else 1.0
 
 
-def combine(cv: dict[str, np.ndarray], target: np.ndarray, folds: list[np.ndarray]) -> dict[str, float]:
+def combine(
+    cv: dict[str, np.ndarray],
+    target: np.ndarray,
+    folds: list[np.ndarray],
+    standardise: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, float]:
     """Non-negative weights, one per component, from cross-fitted predictions compared within folds.
 
     ``cv`` maps each component to its cross-fitted predictions (p, genes) and ``target`` is the measured values,
-    both standardised per gene; a per-fold, per-gene constant added to a component changes nothing. If no
-    component earns a weight, regression kriging alone.
+    both standardised per gene (or ``cv`` in the targets' units and ``standardise`` their per-gene mean and
+    standard deviation, applied one component at a time); a per-fold, per-gene constant added to a component
+    changes nothing. If no component earns a weight, regression kriging alone.
+
+    The least-squares design (p x genes rows, one column per component) is filled one column at a time: on a
+    slide of 60,000 prompts and 400 genes each column is 190 MB, and the solver copies the design once more.
     """
     names = list(cv)
-    design = np.column_stack([_within_folds(cv[c], folds).ravel() for c in names])
+    design = np.empty((target.size, len(names)))
+    for j, c in enumerate(names):
+        design[:, j] = _within_folds(cv[c] if standardise is None else (cv[c] - standardise[0]) / standardise[1],
+                                     folds).ravel()  # fmt: skip
     w, _ = nnls(design, _within_folds(target, folds).ravel())
+    del design
     if not w.any():
         w = np.array([float(c == "kriging") for c in names])
     return dict(zip(names, map(float, w), strict=True))
