@@ -864,3 +864,46 @@ def test_large_low_rank_patterns_come_from_a_randomised_svd_equal_to_the_exact_o
     assert fast[1].shape == (400, 3) and fast[2].shape == (3, 300)
     np.testing.assert_allclose(fast[1] @ fast[2], exact[1] @ exact[2], atol=1e-8)
     np.testing.assert_allclose(np.abs(fast[1]), np.abs(exact[1]), atol=1e-8)  # each pattern up to its sign
+
+
+def test_a_component_that_inflates_the_combination_at_the_spots_is_left_out(monkeypatch):
+    """A weight fitted where a component barely varies at the prompts (with a dozen prompts of noise, the field's
+    cross-fitted predictions were the folds' means to 1e-9 and NNLS gave it a weight of 19,799: held-out values
+    spread 34 times the measured ones) is caught at a sample of the spots: the component is left out, the weights
+    fitted again, and the prediction spreads no more than its components do."""
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 25, size=(600, 2))
+    net = (rng.normal(size=(600, 30)) * 0.3 + 1.0).astype(np.float32)
+    y = rng.normal(size=(600, 30)) + 1.0  # noise: nothing to find
+    prompt = np.zeros(600, dtype=bool)
+    prompt[rng.choice(600, 12, replace=False)] = True
+    combine, calls = ic.combine, []
+
+    def absurd_first(cv, *a, **k):  # the first fit as in that case: all the weight on a near-constant field
+        calls.append(list(cv))
+        return {c: 2e4 * (c == "field") for c in cv} if len(calls) == 1 else combine(cv, *a, **k)
+
+    monkeypatch.setattr(ic, "combine", absurd_first)
+    monkeypatch.setattr(ic, "_safeguard", lambda w, *a, **k: (w, {"kept": "combination"}))
+    out, fit = ic.adapt(net, rng.normal(size=(600, 4)), None, xy, prompt, y[prompt])
+    record = fit.record()["cv_pcc"]
+    assert record["inflating"] == ["field"] and fit.weights["field"] == 0.0
+    assert "field" not in calls[1]  # refitted without it
+    held, sd = ~prompt, y[prompt].std(0)
+    assert (out[held].std(0) / sd).mean() < 1.0  # (with the weight kept: 34)
+    # a combination that does not inflate is left as it is
+    at = {"a": rng.normal(size=(50, 3)), "b": rng.normal(size=(50, 3))}
+    assert ic._inflating(at, {"a": 0.6, "b": 0.7}, np.zeros(3), np.ones(3)) is None
+    assert ic._inflating(at, {"a": 0.6, "b": 9.0}, np.zeros(3), np.ones(3)) == "b"
+    assert ic._inflating(at, {"a": 0.0, "b": 0.0}, np.zeros(3), np.ones(3)) is None
+
+
+def test_the_inflation_check_changes_nothing_where_no_component_inflates():
+    """Where no component inflates the combination (a structured section, the network and the prompt field of use) the
+    check records nothing and keeps the weights."""
+    xy, y = _field(n=400, genes=6, seed=9, noise=0.3)
+    prompt = np.zeros(len(xy), dtype=bool)
+    prompt[::5] = True
+    net = y + np.random.default_rng(4).normal(scale=0.4, size=y.shape)
+    out, fit = ic.adapt(net, net[:, :3], None, xy, prompt, y[prompt])
+    assert "inflating" not in fit.record()["cv_pcc"]

@@ -93,6 +93,7 @@ LOW_RANK_COMPONENTS = ("field_lowrank", "kriging_lowrank")
 KERNEL_OF = {"field_lowrank": "field", "kriging_lowrank": "kriging", "idw": "field_long"}
 EXACT_SVD_FLOPS = 1e9  # p * genes * min(p, genes) up to which the low-rank patterns come from an exact SVD
 SCALE_RANGE = (1.0, 2.0)  # the combination's scale (:func:`lad_scale`) is clipped to this: it only undoes shrinkage
+MAX_INFLATION = 3.0  # the combination's spread at the spots over its widest component's, above which it is refitted
 SCALE_PRIOR = 2.0  # pseudo-prompts of the typical gene's error variance in each gene's scale (uncertainty)
 BLOCK = 65536  # spots assembled at a time above this many (compact patches): no (spots x genes) float64 array
 FEATURE_BLOCK = 8192  # spots standardised at a time for the ridge's features, above BLOCK spots
@@ -729,6 +730,55 @@ def adapt(
     w = combine({c: cv[c] for c in names}, (y_prompt - mu) / sd, folds, standardise=(mu, sd))
     w, scores = _safeguard(w, {c: cv[c] for c in names}, y_prompt, folds, spread=spread)
     w = {c: w.get(c, 0.0) for c in COMPONENTS}
+    ridge_fit = _ridge(feats[prompt], y_prompt, alpha) if keep_components or "ridge" in names else None
+    mean_r, mean_z = resid.mean(0), z.mean(0)
+
+    def components(rows: np.ndarray, wanted: Any, local: dict):
+        """``(name, prediction)`` at the spots ``rows`` for the components in ``wanted``, in COMPONENTS order."""
+        xy_b = xy[rows]
+        net_b = np.asarray(network[rows], dtype=np.float64) + offset
+        field_b = None  # the field, kept for the long field where their kernels agree
+        for c in COMPONENTS:
+            if c not in wanted or (c in LOW_RANK_COMPONENTS and not lr_kernels):
+                continue
+            if c == "network":
+                value = net_b
+            elif c == "kriging":
+                value = net_b + (mean_r + krige(xy_p, resid - mean_r, xy_b, ell, eta, local)) * sd
+            elif c == "field" or (c == "field_long" and not (same and field_b is not None)):
+                e, t = (ell_y, eta_y) if c == "field" else (ell_l, eta_l)
+                value = mu + (mean_z + krige(xy_p, z - mean_z, xy_b, e, t, local)) * sd
+            elif c == "field_long":
+                value = field_b
+            elif c == "idw":
+                value = inverse_distance(xy_p, y_prompt, xy_b)
+            elif c == "ridge":
+                value = ridge_fit[2] + (feats[rows] - ridge_fit[0]) @ ridge_fit[1]
+            else:  # the low-rank components: the patterns kriged, mapped back through the loadings
+                value = sd * _krige_patterns(xy_p, patterns[c], xy_b, *lr_kernels[c], local)
+                value += mu if c == "field_lowrank" else net_b
+            if c == "field":
+                field_b = value
+            yield c, value
+            del value
+
+    # a weight fitted where a component barely varies (its cross-fitted predictions nearly the folds' means: a field
+    # with the largest noise ratio, few prompts of noise) can multiply what it does vary at the spots many times:
+    # the weights are checked at a fixed sample of the spots to predict, and the component that inflates the
+    # combination most is left out and the weights fitted again until it is not inflated (docs/design.md)
+    sample = np.flatnonzero(~prompt)
+    sample = np.sort(sample[_fit_rows(len(sample))])
+    at_sample = dict(components(sample, names, {})) if len(sample) else {}
+    dropped: list[str] = []
+    while (worst := _inflating(at_sample, w, mu, sd)) is not None:
+        dropped.append(worst)
+        rest = [c for c in names if c not in dropped]
+        w = combine({c: cv[c] for c in rest}, (y_prompt - mu) / sd, folds, standardise=(mu, sd)) if rest else {}
+        w, scores = _safeguard(w, {c: cv[c] for c in rest}, y_prompt, folds, spread=spread) if rest else (
+            {}, {"kept": "network"})  # fmt: skip
+        w = {c: w.get(c, 0.0) for c in COMPONENTS} | ({} if rest else {"network": 1.0})
+    if dropped:
+        scores["inflating"] = dropped
     # one scale for the kept weights, shared by the genes (every gene's PCC unchanged): least squares on cross-fitted
     # predictions shrinks towards the prompts' mean; the scale is chosen on the prompts' absolute errors
     scale = lad_scale(y_prompt[sub] - mu, sum(w[c] * (cv[c][sub] - mu) for c in names))
@@ -754,8 +804,6 @@ def adapt(
     gene_scale, conformal = _calibrate_spread(errors, u_cv * factor_cv)
     # every spot's prediction, one compact block of spots at a time (one block up to BLOCK spots); the components
     # without weight are not computed
-    ridge_fit = _ridge(feats[prompt], y_prompt, alpha) if keep_components or w["ridge"] else None
-    mean_r, mean_z = resid.mean(0), z.mean(0)
     out = np.empty(network.shape, dtype=np.float32)
     spot_var = np.empty(len(xy))
     kept = {c: np.empty(network.shape) for c in cv} if keep_components else None  # (low-rank: not when clustered)
@@ -763,45 +811,51 @@ def adapt(
     del cv, field_cv, plain_cv, long_cv, ridge_cv_p, combined_cv, errors
     for rows in _blocks(xy):
         local: dict = {}  # this block's systems: the kriging and its variance share them
-        xy_b = xy[rows]
-        net_b = np.asarray(network[rows], dtype=np.float64) + offset
         # the combination mu + sum_c w_c (component_c - mu), summed in COMPONENTS order as each component is made
         # (the same additions as one sum over all of them) and each dropped once added: a block holds the running
         # sum and one or two components, not all eight
         total: Any = 0
-        field_b = None  # the field, kept for the long field where their kernels agree
-        for c in COMPONENTS:
-            if not (c == "network" or keep_components or w[c]) or (c in LOW_RANK_COMPONENTS and not lr_kernels):
-                continue
-            if c == "network":
-                value = net_b
-            elif c == "kriging":
-                value = net_b + (mean_r + krige(xy_p, resid - mean_r, xy_b, ell, eta, local)) * sd
-            elif c == "field" or (c == "field_long" and not (same and field_b is not None)):
-                e, t = (ell_y, eta_y) if c == "field" else (ell_l, eta_l)
-                value = mu + (mean_z + krige(xy_p, z - mean_z, xy_b, e, t, local)) * sd
-            elif c == "field_long":
-                value = field_b
-            elif c == "idw":
-                value = inverse_distance(xy_p, y_prompt, xy_b)
-            elif c == "ridge":
-                value = ridge_fit[2] + (feats[rows] - ridge_fit[0]) @ ridge_fit[1]
-            else:  # the low-rank components: the patterns kriged, mapped back through the loadings
-                value = sd * _krige_patterns(xy_p, patterns[c], xy_b, *lr_kernels[c], local)
-                value += mu if c == "field_lowrank" else net_b
+        wanted = [c for c in COMPONENTS if c == "network" or keep_components or w[c]]
+        for c, value in components(rows, wanted, local):
             total = total + w[c] * (value - mu)
-            if c == "field":
-                field_b = value
             if kept is not None:
                 kept[c][rows] = value
             del value
-        del field_b, net_b
         out[rows] = mu + total
         del total
         factor = _spot_factor(spot_model, _spot_inputs(((out[rows] - mu) / sd).mean(1), feats[rows]))
-        spot_var[rows] = kriging_variance(xy_p, xy_b, ell_s, eta_s, local) * factor**2
+        spot_var[rows] = kriging_variance(xy_p, xy[rows], ell_s, eta_s, local) * factor**2
     sp = Spread(gene_scale, np.sqrt(spot_var), conformal)
     return out, InContextFit(w, float(np.median(ell)), float(np.median(eta)), alpha, scores, kept, sp)
+
+
+def inflation(
+    at: dict[str, np.ndarray], w: dict[str, float], mu: np.ndarray, sd: np.ndarray
+) -> tuple[float, dict[str, float]]:
+    """How far the combination spreads at some spots beyond its components, and each one's weighted spread there.
+
+    ``at`` holds each component's prediction at a sample of the spots to predict. In units of the prompts' standard
+    deviation per gene, a spread is each gene's standard deviation over those spots, averaged over genes. The
+    ratio is the combination's spread over the largest of its weighted components' spreads and of the prompts' (1):
+    a non-negative combination of predictions of the same values, with weights summing to about one, spreads no
+    wider than its widest component. 0 and no component where no weight is given.
+    """
+    weighted = [c for c in at if w.get(c, 0.0)]
+    if not weighted:
+        return 0.0, {}
+    spread = {c: float(((at[c] - mu) / sd).std(0).mean()) for c in weighted}
+    combined = float(sum(w[c] * ((at[c] - mu) / sd) for c in weighted).std(0).mean())
+    ratio = combined / max(1.0, *spread.values()) if np.isfinite(combined) else 0.0
+    return ratio, {c: w[c] * spread[c] for c in weighted}
+
+
+def _inflating(at: dict[str, np.ndarray], w: dict[str, float], mu: np.ndarray, sd: np.ndarray) -> str | None:
+    """The component to leave out: the largest weighted spread where :func:`inflation` exceeds the bound.
+
+    ``None`` where the ratio is at most :data:`MAX_INFLATION`.
+    """
+    ratio, weighted = inflation(at, w, mu, sd)
+    return max(weighted, key=weighted.get) if ratio > MAX_INFLATION else None
 
 
 def mean_ratio(d_cv: np.ndarray, d_q: np.ndarray) -> float:
