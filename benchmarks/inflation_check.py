@@ -6,8 +6,8 @@ the prompts as the network's passes are) and noise for its tokens. For each draw
 the bound (:func:`_incontext.inflation`, the first check of the call) and the components it left out; where it
 left one out, the held-out PCC and MAE with the check and without it (no bound)::
 
-    PHG2ST_DATA_DIR=../shared/data .venv/bin/python benchmarks/inflation_check.py her2st --out inflation_her2st.csv
-    PHG2ST_DATA_DIR=../shared/data .venv/bin/python benchmarks/inflation_check.py mob --out inflation_mob.csv
+    PHG2ST_DATA_DIR=../shared/data .venv/bin/python benchmarks/inflation_check.py her2st --out her2st.csv
+    PHG2ST_DATA_DIR=../shared/data .venv/bin/python benchmarks/inflation_check.py mob --out mob.csv
 """
 
 from __future__ import annotations

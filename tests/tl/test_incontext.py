@@ -887,7 +887,7 @@ def test_a_component_that_inflates_the_combination_at_the_spots_is_left_out(monk
     monkeypatch.setattr(ic, "_safeguard", lambda w, *a, **k: (w, {"kept": "combination"}))
     out, fit = ic.adapt(net, rng.normal(size=(600, 4)), None, xy, prompt, y[prompt])
     record = fit.record()["cv_pcc"]
-    assert record["inflating"] == ["field"] and fit.weights["field"] == 0.0
+    assert record["inflating"] == "field" and fit.weights["field"] == 0.0
     assert "field" not in calls[1]  # refitted without it
     held, sd = ~prompt, y[prompt].std(0)
     assert (out[held].std(0) / sd).mean() < 1.0  # (with the weight kept: 34)
@@ -896,6 +896,41 @@ def test_a_component_that_inflates_the_combination_at_the_spots_is_left_out(monk
     assert ic._inflating(at, {"a": 0.6, "b": 0.7}, np.zeros(3), np.ones(3)) is None
     assert ic._inflating(at, {"a": 0.6, "b": 9.0}, np.zeros(3), np.ones(3)) == "b"
     assert ic._inflating(at, {"a": 0.0, "b": 0.0}, np.zeros(3), np.ones(3)) is None
+    # spreads are read in units of the prompts' standard deviation per gene: components far smaller than it are
+    # not inflated by a weight that keeps them small, and far larger ones are
+    small, large = np.full(3, 100.0), np.full(3, 0.01)
+    assert ic._inflating(at, {"a": 0.6, "b": 9.0}, np.zeros(3), small) is None
+    assert ic.inflation(at, {"a": 0.6, "b": 9.0}, np.zeros(3), large)[0] == pytest.approx(
+        ic.inflation(at, {"a": 0.6, "b": 9.0}, np.zeros(3), np.ones(3))[0]
+    )
+
+
+def test_the_check_can_leave_the_network_out_on_a_spread_design(monkeypatch):
+    """On a design the safeguard's fallback is the network: the refit without an inflating network still gives the
+    weights of the remaining components (it read the network's scores and failed). And where nothing earns a
+    weight and kriging was left out, the weights fall back to the network, never to nothing."""
+    g = np.arange(30.0)
+    xy = np.column_stack([np.repeat(g, 30), np.tile(g, 30)])
+    rng = np.random.default_rng(3)
+    y = np.sin(xy[:, :1] / 4.0 + np.arange(5)) + 0.3 * rng.normal(size=(900, 5))
+    lattice = (xy[:, 0] % 3 == 1) & (xy[:, 1] % 3 == 1)
+    network = (y + rng.normal(size=y.shape)).astype(np.float32)
+    combine, safeguard, calls = ic.combine, ic._safeguard, []
+
+    def inflated_first(cv, *a, **k):
+        calls.append(list(cv))
+        return {c: 2e4 * (c == "network") for c in cv} if len(calls) == 1 else combine(cv, *a, **k)
+
+    monkeypatch.setattr(ic, "combine", inflated_first)
+    monkeypatch.setattr(ic, "_safeguard", lambda w, *a, **k: (w, {"kept": "combination"}) if len(calls) == 1
+                        else safeguard(w, *a, **k))  # fmt: skip
+    out, fit = ic.adapt(network, rng.normal(size=(900, 4)), None, xy, lattice, y[lattice])
+    assert fit.cv_pcc["spread_ratio"] > ic.SPREAD_RATIO and "network" not in calls[1]
+    assert fit.cv_pcc["inflating"] == "network" and fit.weights["network"] == 0.0
+    assert sum(fit.weights.values()) > 0 and np.isfinite(out).all()
+    target = rng.normal(size=(40, 3))
+    opposed = {"network": -target, "field": -2 * target}  # no non-negative weight helps: NNLS gives none
+    assert ic.combine(opposed, target, ic.prompt_folds(40)) == {"network": 1.0, "field": 0.0}
 
 
 def test_the_inflation_check_changes_nothing_where_no_component_inflates():
@@ -907,3 +942,26 @@ def test_the_inflation_check_changes_nothing_where_no_component_inflates():
     net = y + np.random.default_rng(4).normal(scale=0.4, size=y.shape)
     out, fit = ic.adapt(net, net[:, :3], None, xy, prompt, y[prompt])
     assert "inflating" not in fit.record()["cv_pcc"]
+
+
+def test_the_check_reads_compact_patches_of_a_large_slide():
+    """Above FIT_SUBSET spots to predict, the check reads runs of LOCAL_GROUP consecutive spots along the Z-order
+    curve (they share their local systems, as a block's spots do), never a prompt, the same every call."""
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(0, 200, size=(20_000, 2))
+    prompt = rng.random(20_000) < 0.1
+    sample = ic._check_sample(xy, prompt)
+    assert len(sample) == (ic.FIT_SUBSET // ic.LOCAL_GROUP) * ic.LOCAL_GROUP and not prompt[sample].any()
+    np.testing.assert_array_equal(sample, ic._check_sample(xy, prompt))
+    gap = np.median(_nearest_distance(xy[sample]))
+    assert gap < 0.5 * np.median(_nearest_distance(xy[rng.choice(np.flatnonzero(~prompt), len(sample))]))
+    small = np.zeros(500, dtype=bool)
+    small[::7] = True
+    np.testing.assert_array_equal(ic._check_sample(rng.uniform(size=(500, 2)), small), np.flatnonzero(~small))
+
+
+def _nearest_distance(points):
+    """Each point's distance to its nearest other point."""
+    from scipy.spatial import cKDTree
+
+    return cKDTree(points).query(points, k=2)[0][:, 1]

@@ -522,8 +522,9 @@ def impute(
         (``n_networks``, :func:`fit`'s); for the adaptive variant,
         ``in_context``: the combination weights, kernel and ridge penalty chosen on this section's prompts, the
         cross-fitted PCC of each component and of the combination over the prompts (``cv_pcc``) and what was kept
-        (``cv_pcc['kept']``: ``"combination"`` or one component; ``cv_pcc['inflating']``: components left out for
-        inflating the combination at the spots, where any), the prompts' spread (``cv_pcc['spread_ratio']``),
+        (``cv_pcc['kept']``: ``"combination"`` or one component; ``cv_pcc['inflating']``: the components left out for
+        inflating the combination at the spots, comma-separated, where any; the cross-fitted PCCs are then those of
+        the refit), the prompts' spread (``cv_pcc['spread_ratio']``),
         whether the ridge was left out for it (``cv_pcc['ridge_left_out']``) and the one scale of the kept weights,
         shared by the genes (``cv_pcc['scale']``: the least-absolute-deviations slope of the prompts on the kept
         combination's cross-fitted prediction, within 1-2; the weights given include it; absent with too few prompts
