@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import gc
 import io
 import json
 import os
@@ -75,7 +76,14 @@ class Memory:
 
 @contextlib.contextmanager
 def step(name: str, record: list, memory: Memory, profile_dir: str | None = None):
-    """Time one step and its peak resident memory; print and append a row to ``record``."""
+    """Time one step and its peak resident memory; print and append a row to ``record``.
+
+    Python's cyclic garbage collector runs first: an AnnData is in a reference cycle (its layers and obsm hold their
+    parent), so one a step replaced (``prepare_targets`` returns a new one) is freed only when the collector runs,
+    and whether that fell inside ``impute`` moved its peak by 3.4 GiB between two runs of the same code (13.15 and
+    16.56 GiB). Collected before each step, the figures are the steps' own.
+    """
+    gc.collect()
     memory.reset()
     before = memory.rss()
     prof = cProfile.Profile() if profile_dir else None
