@@ -727,9 +727,19 @@ def adapt(
             xy_p, z, LOW_RANK, *lr_kernels["field_lowrank"], folds, systems)  # fmt: skip
         cv["kriging_lowrank"] = at_prompts + sd * _krige_low_rank_folds(
             xy_p, resid, LOW_RANK, *lr_kernels["kriging_lowrank"], folds, systems)  # fmt: skip
-    w = combine({c: cv[c] for c in names}, (y_prompt - mu) / sd, folds, standardise=(mu, sd))
-    w, scores = _safeguard(w, {c: cv[c] for c in names}, y_prompt, folds, spread=spread)
-    w = {c: w.get(c, 0.0) for c in COMPONENTS}
+
+    def fit_weights(kept: list[str], cv: dict[str, np.ndarray]) -> tuple[dict[str, float], dict[str, Any]]:
+        """The weights of every component (0 outside ``kept``) and the safeguard's scores.
+
+        From the cross-fitted predictions ``cv``, passed rather than read from the call, which frees them later.
+        """
+        if not kept:  # (every component left out by the inflation check below)
+            return {c: float(c == "network") for c in COMPONENTS}, {"kept": "network"}
+        fitted = combine({c: cv[c] for c in kept}, (y_prompt - mu) / sd, folds, standardise=(mu, sd))
+        fitted, found = _safeguard(fitted, {c: cv[c] for c in kept}, y_prompt, folds, spread=spread)
+        return {c: fitted.get(c, 0.0) for c in COMPONENTS}, found
+
+    w, scores = fit_weights(names, cv)
     ridge_fit = _ridge(feats[prompt], y_prompt, alpha) if keep_components or "ridge" in names else None
     mean_r, mean_z = resid.mean(0), z.mean(0)
 
@@ -771,11 +781,7 @@ def adapt(
     dropped: list[str] = []
     while (worst := _inflating(at_sample, w, mu, sd)) is not None:
         dropped.append(worst)
-        rest = [c for c in names if c not in dropped]
-        w = combine({c: cv[c] for c in rest}, (y_prompt - mu) / sd, folds, standardise=(mu, sd)) if rest else {}
-        w, scores = _safeguard(w, {c: cv[c] for c in rest}, y_prompt, folds, spread=spread) if rest else (
-            {}, {"kept": "network"})  # fmt: skip
-        w = {c: w.get(c, 0.0) for c in COMPONENTS} | ({} if rest else {"network": 1.0})
+        w, scores = fit_weights([c for c in names if c not in dropped], cv)
     if dropped:
         scores["inflating"] = ",".join(dropped)
     # one scale for the kept weights, shared by the genes (every gene's PCC unchanged): least squares on cross-fitted
