@@ -53,7 +53,8 @@ def run(data: Path, out: str | None, epochs: int) -> None:
     import torch
 
     import phg2st_sc as phg2st
-    from phg2st_sc.cli import DEMO_FIT, DEMO_PROMPTS
+    from phg2st_sc._model._config import TRAINING_PROMPTS
+    from phg2st_sc.cli import DEMO_FIT
 
     phg2st.settings.progress = False
     rows: list = []
@@ -62,7 +63,7 @@ def run(data: Path, out: str | None, epochs: int) -> None:
           cpu_threads=torch.get_num_threads())  # fmt: skip
     sec = {s: ad.read_h5ad(data / f"{s}.h5ad") for s in SECTIONS}
     train = [sec[s] for s in ("C3", "C4", "C5", "C6")]
-    fit_kw = {**DEMO_FIT, "max_epochs": epochs, "prompt_fraction": DEMO_PROMPTS["propagated"]}
+    fit_kw = {**DEMO_FIT, "max_epochs": epochs, "prompt_fraction": TRAINING_PROMPTS["propagated"]}
     for accel in ("gpu", "cpu") if torch.cuda.is_available() else ("cpu",):
         t0 = time.perf_counter()
         model = phg2st.tl.fit(train, **{**fit_kw, "accelerator": accel})

@@ -933,15 +933,39 @@ def test_the_check_can_leave_the_network_out_on_a_spread_design(monkeypatch):
     assert ic.combine(opposed, target, ic.prompt_folds(40)) == {"network": 1.0, "field": 0.0}
 
 
-def test_the_inflation_check_changes_nothing_where_no_component_inflates():
+def test_the_inflation_check_changes_nothing_where_no_component_inflates(monkeypatch):
     """Where no component inflates the combination (a structured section, the network and the prompt field of use) the
-    check records nothing and keeps the weights."""
+    check records nothing and keeps the weights: the prediction, weights and spread are those with no bound at all,
+    to the last bit, and the ratio it measured is far from the bound."""
     xy, y = _field(n=400, genes=6, seed=9, noise=0.3)
     prompt = np.zeros(len(xy), dtype=bool)
     prompt[::5] = True
     net = y + np.random.default_rng(4).normal(scale=0.4, size=y.shape)
+    ratios = []
+    measure = ic.inflation
+    monkeypatch.setattr(ic, "inflation", lambda *a: (lambda r: ratios.append(r[0]) or r)(measure(*a)))
     out, fit = ic.adapt(net, net[:, :3], None, xy, prompt, y[prompt])
     assert "inflating" not in fit.record()["cv_pcc"]
+    assert len(ratios) == 1 and 0.0 < ratios[0] < 0.5 * ic.MAX_INFLATION
+    monkeypatch.setattr(ic, "MAX_INFLATION", np.inf)
+    unbounded, free = ic.adapt(net, net[:, :3], None, xy, prompt, y[prompt])
+    np.testing.assert_array_equal(out, unbounded)
+    assert fit.weights == free.weights and sum(v > 0 for v in fit.weights.values()) >= 2
+    np.testing.assert_array_equal(fit.spread.std(), free.spread.std())
+
+
+def test_the_inflation_check_stops_once_every_component_is_left_out(monkeypatch):
+    """A bound that even a single component exceeds (below one) leaves each component out once and then stops, with
+    the network alone (re-centred and scaled), rather than refitting the same fallback for ever."""
+    xy, y = _field(n=300, genes=4, seed=3, noise=0.3)
+    prompt = np.zeros(len(xy), dtype=bool)
+    prompt[::4] = True
+    net = y + np.random.default_rng(2).normal(scale=0.4, size=y.shape)
+    monkeypatch.setattr(ic, "MAX_INFLATION", 0.0)
+    out, fit = ic.adapt(net, net[:, :2], None, xy, prompt, y[prompt])
+    left_out = fit.record()["cv_pcc"]["inflating"].split(",")
+    assert len(left_out) == len(set(left_out)) >= 2 and "network" in left_out
+    assert {c for c, v in fit.weights.items() if v} == {"network"} and np.isfinite(out).all()
 
 
 def test_the_check_reads_compact_patches_of_a_large_slide():
@@ -965,3 +989,4 @@ def _nearest_distance(points):
     from scipy.spatial import cKDTree
 
     return cKDTree(points).query(points, k=2)[0][:, 1]
+

@@ -779,7 +779,7 @@ def adapt(
     sample = _check_sample(xy, prompt)
     at_sample = dict(components(sample, names, {})) if len(sample) else {}
     dropped: list[str] = []
-    while (worst := _inflating(at_sample, w, mu, sd)) is not None:
+    while len(dropped) < len(names) and (worst := _inflating(at_sample, w, mu, sd)) is not None:
         dropped.append(worst)
         w, scores = fit_weights([c for c in names if c not in dropped], cv)
     if dropped:

@@ -17,7 +17,7 @@ from phg2st_sc.tl._protocol import PROTOCOLS
 
 from . import benchmark, demo, embed, fit, impute
 from ._common import expand_paths, one_line, stem
-from .demo import DEMO_FIT, DEMO_PROMPTS, prepare_sections
+from .demo import DEMO_FIT, prepare_sections
 
 COMMANDS = {"demo": demo, "benchmark": benchmark, "embed": embed, "fit": fit, "impute": impute}
 PROTOCOL_NAMES = tuple(PROTOCOLS)
@@ -92,4 +92,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.progress = progress
 
 
-__all__ = ["main", "COMMANDS", "ENCODERS", "PROTOCOL_NAMES", "DEMO_FIT", "DEMO_PROMPTS", "prepare_sections"]
+__all__ = ["main", "COMMANDS", "ENCODERS", "PROTOCOL_NAMES", "DEMO_FIT", "prepare_sections"]

@@ -19,7 +19,6 @@ SECTIONS = ("C2", "C3", "C4", "C5", "C6")
 # Fixed in advance for a 2-core CPU (not tuned on the demo section), and since 2026-12-05 tl.fit's defaults too (the
 # sixteenth round, docs/design.md); validation "auto": the last training section (C6) selects the epoch.
 DEMO_FIT = {"use_rep": REP, "config": {"hidden": 128}, "max_epochs": 100, "patience": 20, "accelerator": "cpu"}
-DEMO_PROMPTS = TRAINING_PROMPTS  # (the name the CLI and benchmarks/gpu_check.py import)
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -118,10 +117,10 @@ def _run_protocol(protocol: str, embedded: dict, section: str, train: list[str],
         warnings.simplefilter("ignore", phg2st.SmoothedTargetWarning)
         targets = {s: phg2st.tl.prepare_targets(a, protocol, panel="her2st_785") for s, a in embedded.items()}
     models = {}
-    for variant in DEMO_PROMPTS:
+    for variant in TRAINING_PROMPTS:
         t = time.perf_counter()
         fit_kwargs = {**DEMO_FIT, **({"max_epochs": epochs} if epochs else {})}
-        model = phg2st.tl.fit([targets[s] for s in train], variant=variant, prompt_fraction=DEMO_PROMPTS[variant],
+        model = phg2st.tl.fit([targets[s] for s in train], variant=variant, prompt_fraction=TRAINING_PROMPTS[variant],
                               **fit_kwargs)  # fmt: skip
         models[f"PHG2ST {variant}"] = model
         print(f"  [{protocol}] trained {variant!r} in {time.perf_counter() - t:.0f} s "

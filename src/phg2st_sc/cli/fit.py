@@ -7,8 +7,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from phg2st_sc._model._config import TRAINING_PROMPTS
+
 from ._common import INPUTS_HELP, batch_parser, devices, fit_settings, one_line, read_sections, require_ready, say
-from .demo import DEMO_PROMPTS, REP
+from .demo import REP
 
 DESCRIPTION = """\
 Train PHG2ST on sections embedded by `phg2st embed` and save the model to OUT (written atomically).
@@ -39,7 +41,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--protocol", default="heldout", choices=[*PROTOCOLS, "none"],
                    help="target normalisation (tl.PROTOCOLS; default: heldout, i.e. normalize_total 1e4 + log1p); "
                    "none: .X as it is")  # fmt: skip
-    p.add_argument("--variant", default="adaptive", choices=list(DEMO_PROMPTS),
+    p.add_argument("--variant", default="adaptive", choices=list(TRAINING_PROMPTS),
                    help="model variant (default: adaptive; see tl.fit)")  # fmt: skip
     p.add_argument("--max-epochs", type=int, default=None, help="default: tl.fit's (100; 200 for --variant paper)")
     p.add_argument("--hidden", type=int, default=None, help="token size (default: tl.fit's 128)")
