@@ -4,7 +4,8 @@ Leave one section out on her2st C2-C6 or MOB1-4, the propagated network under th
 variant's), trained once per fold and target and kept in ``OUT/models`` (the names of ``dev_incontext.py``, so
 its networks can be reused). For each prompt seed the layer runs once per choice of the spot scale's inputs
 (``_incontext.SPOT_INPUTS``: none, i.e. the kriging standard deviation alone; the predicted level; the features'
-principal components; both); the predictions are the same, only the spread differs. Scored on held-out spots as
+principal components; both; the level read from the network's prediction or in the targets' units,
+``_incontext.LEVEL``; ``--choices`` runs some of them); the predictions are the same, only the spread differs. Scored on held-out spots as
 ``phg2st benchmark`` scores it (``tl._evaluation.uncertainty_metrics``: coverage of the 80% and 90% intervals, the
 90% interval's width, the error ratio of the 20% least against the 20% most certain spots), with the error ratio
 of a ranking by the held-out spots' true library sizes beside them (a reference that reads their counts, not a
@@ -12,6 +13,8 @@ method).
 
     PHG2ST_DATA_DIR=../shared/data .venv/bin/python benchmarks/dev_spread.py her2st --out dev_spread_her2st
     PHG2ST_DATA_DIR=../shared/data .venv/bin/python benchmarks/dev_spread.py mob --out dev_spread_mob
+    PHG2ST_DATA_DIR=../shared/data .venv/bin/python benchmarks/dev_spread.py mob --choices level \
+        "network's level" "level in the targets' units" --out dev_level_mob
 """
 
 from __future__ import annotations
@@ -27,11 +30,13 @@ from phg2st_sc._model import _incontext
 from phg2st_sc._utils import as_dense, spot_pitch
 from phg2st_sc.tl._evaluation import draw_prompts
 
-CHOICES = {
-    "kriging sd alone": (),
-    "level": ("level",),
-    "features": ("features",),
-    "level + features": ("level", "features"),
+CHOICES = {  # what the spot scale reads, and where the level is read from (``_incontext.LEVEL``)
+    "kriging sd alone": ((), "combination"),
+    "level": (("level",), "combination"),
+    "features": (("features",), "combination"),
+    "level + features": (("level", "features"), "combination"),
+    "network's level": (("level",), "network"),
+    "level in the targets' units": (("level",), "units"),
 }
 
 
@@ -57,7 +62,9 @@ def held_out_metrics(y: np.ndarray, out: np.ndarray, spread, held: np.ndarray, l
 def main() -> None:
     ap = dev_arguments(__doc__)
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.1])
+    ap.add_argument("--choices", nargs="+", choices=list(CHOICES), default=list(CHOICES), help="spot scales run")
     args = ap.parse_args()
+    choices = args.choices
     t0 = time.perf_counter()
     out, secs = dev_setup(args)
     rows = []
@@ -75,15 +82,15 @@ def main() -> None:
                 y = as_dense(a.X, dtype=np.float64)
                 library = np.asarray(secs[test][a.obs_names].X.sum(1), dtype=float).ravel()
                 xy = np.asarray(a.obsm[Keys.SPATIAL], dtype=float)
-                for name, inputs in CHOICES.items():
-                    _incontext.SPOT_INPUTS = inputs
+                for name in choices:
+                    _incontext.SPOT_INPUTS, _incontext.LEVEL = CHOICES[name]
                     pred, fit = _incontext.adapt(net.astype(float), latent, np.asarray(a.obsm[REP], float),
                                                  xy / spot_pitch(xy), prompt, y[prompt], network_at_prompts=oof,
                                                  latent_at_prompts=tokens)  # fmt: skip
                     r = held_out_metrics(y, pred.astype(np.float64), fit.spread, ~prompt, library)
                     rows.append({"protocol": proto, "section": test, "fraction": fraction, "seed": seed,
                                  "spot_scale": name, **r})  # fmt: skip
-        last = pd.DataFrame(rows[-len(CHOICES) * len(args.seeds) * len(args.fractions) :])
+        last = pd.DataFrame(rows[-len(choices) * len(args.seeds) * len(args.fractions) :])
         print(f"{proto} {test}:", last.groupby("spot_scale", sort=False)[["coverage_80", "error_ratio"]]
               .mean().round(3).to_dict("index"), flush=True)  # fmt: skip
     table = pd.DataFrame(rows)

@@ -990,3 +990,19 @@ def _nearest_distance(points):
 
     return cKDTree(points).query(points, k=2)[0][:, 1]
 
+
+@pytest.mark.parametrize("level", ["network", "units"])
+def test_where_the_level_is_read_from_changes_only_the_spread(monkeypatch, level):
+    """The spot scale's level read from the network or in the targets' units (``_incontext.LEVEL``, the development
+    runs' alternatives): the same prediction and weights to the last bit, another spot scale."""
+    xy, y = _field(n=400, genes=6, seed=5, noise=0.3)
+    y = y * np.array([0.2, 0.5, 1.0, 2.0, 4.0, 8.0])  # genes of different scales: the units matter
+    prompt = np.zeros(len(xy), dtype=bool)
+    prompt[::5] = True
+    net = y + np.random.default_rng(6).normal(scale=0.4, size=y.shape) * y.std(0)
+    out, fit = ic.adapt(net, net[:, :3], None, xy, prompt, y[prompt])
+    monkeypatch.setattr(ic, "LEVEL", level)
+    other, other_fit = ic.adapt(net, net[:, :3], None, xy, prompt, y[prompt])
+    np.testing.assert_array_equal(out, other)
+    assert fit.weights == other_fit.weights
+    assert not np.array_equal(fit.spread.spot_scale, other_fit.spread.spot_scale)

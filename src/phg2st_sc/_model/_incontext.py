@@ -85,6 +85,7 @@ LOW_RANK = 3  # shared spatial patterns kriged by the low-rank components (docs/
 CV_FOLDS = 5  # folds of the prompts for the cross-fitted predictions that choose the weights and the penalty
 MIN_PROMPTS = 2 * CV_FOLDS  # below this, the network alone (re-centred on the prompts)
 SPOT_INPUTS = ("level",)  # what the spot scale reads beside the kriging variance ("features" too: docs/design.md)
+LEVEL = "combination"  # the level it reads: the combination's ("network", "units": benchmarks/results/dev_level/)
 SPREAD_RATIO = 1.7  # prompts spread above this (:func:`spread_ratio`): the ridge is left out (docs/design.md)
 CLUSTER_RATIO = 0.55  # prompts clustered below this (blocks): the low-rank components are left out (docs/design.md)
 # (and above SPREAD_RATIO: the low-rank components only where the prompts are spread as random ones)
@@ -512,6 +513,20 @@ def _calibrate_spread(errors: np.ndarray, u_cv: np.ndarray) -> tuple[np.ndarray,
     return gene_scale, scores
 
 
+def _level(dev: np.ndarray, net_dev: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """Each spot's predicted level, which the spot scale reads (:data:`LEVEL` says from what).
+
+    ``dev`` is the combination's deviation from the prompts' mean and ``net_dev`` the network's (spots x genes).
+    The mean over genes, in units of the prompts' standard deviation (``"combination"``, ``"network"``) or in the
+    targets' (``"units"``).
+    """
+    if LEVEL == "network":
+        return (net_dev / sd).mean(1)
+    if LEVEL == "units":
+        return np.asarray(dev, dtype=np.float64).mean(1)
+    return (dev / sd).mean(1)
+
+
 def _spot_inputs(level: np.ndarray, feats: np.ndarray) -> np.ndarray | None:
     """What the spot scale reads at some spots (:data:`SPOT_INPUTS`): the predicted level, the features' PCs."""
     parts = {"level": level[:, None], "features": feats}
@@ -804,7 +819,7 @@ def adapt(
     # the spot scale: the kriging standard deviation times a factor read from the predicted level and the features
     # (fitted on the prompts' cross-fitted errors; constant when they do not predict the error's size)
     u_cv = _cv_kriging_sd(xy_p, folds, ell_s, eta_s, systems)
-    level_p = (combined_cv / sd).mean(1)  # taken as at the spots: their prediction is mu + sum w (. - mu)
+    level_p = _level(combined_cv, cv["network"] - mu, sd)  # taken as at the spots: mu + sum w (. - mu)
     spot_model, factor_cv = _fit_spot_model(_spot_inputs(level_p, feats[prompt]), errors, u_cv, folds)
     gene_scale, conformal = _calibrate_spread(errors, u_cv * factor_cv)
     # every spot's prediction, one compact block of spots at a time (one block up to BLOCK spots); the components
@@ -821,14 +836,18 @@ def adapt(
         # sum and one or two components, not all eight
         total: Any = 0
         wanted = [c for c in COMPONENTS if c == "network" or keep_components or w[c]]
+        net_dev = None  # (kept only where the level is the network's: one more block x genes array)
         for c, value in components(rows, wanted, local):
             total = total + w[c] * (value - mu)
+            if c == "network" and LEVEL == "network":
+                net_dev = value - mu
             if kept is not None:
                 kept[c][rows] = value
             del value
         out[rows] = mu + total
         del total
-        factor = _spot_factor(spot_model, _spot_inputs(((out[rows] - mu) / sd).mean(1), feats[rows]))
+        factor = _spot_factor(spot_model, _spot_inputs(_level(out[rows] - mu, net_dev, sd), feats[rows]))
+        del net_dev
         spot_var[rows] = kriging_variance(xy_p, xy[rows], ell_s, eta_s, local) * factor**2
     sp = Spread(gene_scale, np.sqrt(spot_var), conformal)
     return out, InContextFit(w, float(np.median(ell)), float(np.median(eta)), alpha, scores, kept, sp)
