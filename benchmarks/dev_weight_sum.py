@@ -14,19 +14,13 @@ inflates::
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import warnings
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from inflation_check import DRAWS, HER2ST
+from inflation_check import draws, sections
 
-import phg2st_sc as phg2st
-from phg2st_sc._constants import Keys
 from phg2st_sc._model import _incontext as ic
-from phg2st_sc._utils import as_dense, inverse_distance, spot_pitch
 
 
 def main() -> None:
@@ -36,44 +30,23 @@ def main() -> None:
     ap.add_argument("--bound", type=float, default=ic.MAX_INFLATION, help="the cap examined (default: the check's)")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
-    if args.dataset == "her2st":
-        names, load, panel = HER2ST, phg2st.datasets.her2st, "her2st_785"
-    else:
-        protocol = Path(__file__).parent / "results" / "mob_adaptive" / "protocol.json"
-        names, load = list(phg2st.datasets.STUTILITY_MOB_SECTIONS), phg2st.datasets.stutility_mob
-        panel = json.loads(protocol.read_text())["panel"]["genes"]
+    names, load, panel = sections(args.dataset)
     fits: list[dict[str, float]] = []
     combine = ic.combine
     ic.combine = lambda *a, **k: (lambda w: fits.append(w) or w)(combine(*a, **k))
     rows, t0 = [], time.perf_counter()
     for name in names:
-        raw = load(name)
-        for proto in ("heldout", "heldout_smoothed"):
-            a = phg2st.tl.prepare_targets(raw, proto, panel=panel)
-            xy = np.asarray(a.obsm[Keys.SPATIAL], dtype=float)
-            xy = xy / spot_pitch(xy)
-            values = as_dense(a.X, dtype=np.float64)
-            for strategy, fraction, seed in DRAWS:
-                phg2st.tl.select_prompts(a, fraction=fraction, seed=seed, strategy=strategy, overwrite=True)
-                prompt = a.obs[Keys.PROMPT].to_numpy(bool)
-                if prompt.sum() < ic.MIN_PROMPTS:
-                    continue
-                y = values[prompt]
-                network = inverse_distance(xy[prompt], y, xy).astype(np.float32)
-                at_prompts = ic._idw_folds(xy[prompt], y, ic.prompt_folds(int(prompt.sum())))
-                tokens = np.random.default_rng(seed).normal(size=(len(xy), 8)).astype(np.float32)
-                fits.clear()
-                _, fit = ic.adapt(network, tokens, None, xy, prompt, y, network_at_prompts=at_prompts,
-                                  keep_components=True)  # fmt: skip
-                w, record = fits[0], fit.record()["cv_pcc"]
-                largest = max(w, key=w.get)  # its spread at the spots to predict, in units of the prompts' sd
-                mu, sd = ic.centre_scale(y)
-                spread = float(((fit.components[largest][~prompt] - mu) / sd).std(0).mean())
-                rows.append({"section": name, "protocol": proto, "strategy": strategy, "fraction": fraction,
-                             "seed": seed, "prompts": int(prompt.sum()), "weight_sum": sum(w.values()),
-                             "largest": largest, "largest_weight": w[largest],
-                             "largest_spread": spread, "largest_weighted_spread": w[largest] * spread,
-                             "left_out": record.get("inflating", ""), **{f"w_{c}": v for c, v in w.items()}})  # fmt: skip
+        for info, _, xy, prompt, y, network, at_prompts, tokens in draws(name, load, panel):
+            fits.clear()
+            _, fit = ic.adapt(network, tokens, None, xy, prompt, y, network_at_prompts=at_prompts,
+                              keep_components=True)  # fmt: skip
+            w, record = fits[0], fit.record()["cv_pcc"]
+            largest = max(w, key=w.get)  # its spread at the spots to predict, in units of the prompts' sd
+            mu, sd = ic.centre_scale(y)
+            spread = float(((fit.components[largest][~prompt] - mu) / sd).std(0).mean())
+            rows.append(info | {"weight_sum": sum(w.values()), "largest": largest, "largest_weight": w[largest],
+                                "largest_spread": spread, "largest_weighted_spread": w[largest] * spread,
+                                "left_out": record.get("inflating", ""), **{f"w_{c}": v for c, v in w.items()}})  # fmt: skip
         print(f"{name} ({time.perf_counter() - t0:.0f} s)", flush=True)
     table = pd.DataFrame(rows)
     table.to_csv(args.out, index=False)
