@@ -7,7 +7,8 @@ Usage: .venv/bin/python benchmarks/summary_table.py RESULTS_DIR [--spots heldout
 ``--wide`` prints held-out PCC only, one row per target protocol and prompt fraction and one column per method
 given (in that order), the best of each row in bold. ``--calibration`` prints the method's uncertainty metrics on
 held-out spots (seeds averaged within each fold; mean over folds, the range over folds in brackets for coverage).
-``--against`` prints, per method, the largest held-out PCC difference between the rows the two runs share (fold,
+``--against`` prints, per method, the largest held-out PCC difference (and MAE, coverage and error-ratio
+differences, and the agreement of what the in-context layer kept) between the rows the two runs share (fold,
 protocol, fraction, seed): how far a rerun moved. A folder without ``results.csv`` is read from its ``fold_*.csv``.
 """
 
@@ -60,15 +61,30 @@ def rows(folder: Path) -> pd.DataFrame:
 
 
 def against(table: pd.DataFrame, other: pd.DataFrame) -> None:
-    """Per method, the largest absolute held-out PCC difference over the rows both runs have."""
+    """Per method, over the held-out rows both runs have: the largest absolute difference of PCC, MAE (also relative
+    to the other run's), 80% coverage and the error ratio (empty for a method without intervals), and on how many
+    of those rows the in-context layer kept the same thing (empty without a layer)."""
     key = ["fold", "section", "protocol", "prompt_fraction", "seed", "method", "spots"]
     both = table.merge(other, on=key, suffixes=("", "_other"))
     both = both[both["spots"] == "heldout"]
-    diff = (both["pcc"] - both["pcc_other"]).abs().groupby(both["method"]).max()
-    print("| method | largest held-out PCC difference | rows |")
-    print("|---|---|---|")
-    for method, d in diff.items():
-        print(f"| {method} | {d:.2g} | {int((both['method'] == method).sum())} |")
+    print("| method | largest held-out PCC difference | MAE | MAE, relative | 80% coverage | error ratio | same layer "
+          "kept | rows |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    for method, rows in both.groupby("method"):
+        cells = []
+        for col in ("pcc", "mae", "mae_relative", "coverage_80", "error_ratio"):
+            if col == "mae_relative":
+                d = (rows["mae"] - rows["mae_other"]).abs() / rows["mae_other"].abs()
+            elif col in rows and rows[col].notna().any():
+                d = (rows[col] - rows[f"{col}_other"]).abs()
+            else:
+                cells.append("")
+                continue
+            cells.append(f"{d.max():.2g}")
+        kept = rows["layer_kept"].notna() if "layer_kept" in rows else pd.Series(False, index=rows.index)
+        same = int((rows.loc[kept, "layer_kept"] == rows.loc[kept, "layer_kept_other"]).sum()) if kept.any() else None
+        cells.append("" if same is None else f"{same} of {int(kept.sum())}")
+        print(f"| {method} | {' | '.join(cells)} | {len(rows)} |")
 
 
 def calibration(table: pd.DataFrame, method: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -1006,3 +1008,63 @@ def test_where_the_level_is_read_from_changes_only_the_spread(monkeypatch, level
     np.testing.assert_array_equal(out, other)
     assert fit.weights == other_fit.weights
     assert not np.array_equal(fit.spread.spot_scale, other_fit.spread.spot_scale)
+
+
+def _hostile(case: str):
+    """A section of 300 spots and 5 genes, every sixth spot a prompt, made hostile in one way."""
+    rng = np.random.default_rng(0)
+    n, g = 300, 5
+    xy, y = rng.uniform(0, 20, (n, 2)), rng.normal(size=(n, g))
+    net, tokens = y + rng.normal(size=(n, g)), rng.normal(size=(n, 4)).astype(np.float32)
+    prompt = np.zeros(n, dtype=bool)
+    prompt[::6] = True
+    if case == "genes constant over the prompts":
+        y = np.full((n, g), 3.0)
+    elif case == "all zero":
+        y, net = np.zeros((n, g)), np.zeros((n, g))
+    elif case == "exactly the fewest prompts":
+        prompt = np.isin(np.arange(n), rng.choice(n, ic.MIN_PROMPTS, replace=False))
+    elif case == "every prompt at one position":
+        xy[prompt] = xy[prompt][0]
+    elif case == "values of a million":
+        y, net = y * 1e6, net * 1e6
+    elif case == "values of a billionth":
+        y, net = y * 1e-9, net * 1e-9
+    elif case == "a constant network":
+        net = np.zeros((n, g))
+    elif case == "constant tokens":
+        tokens = np.zeros((n, 4), dtype=np.float32)
+    elif case == "spots on a line":
+        xy = np.column_stack([np.arange(n), np.zeros(n)]).astype(float)
+    elif case == "one gene":
+        y, net = y[:, :1], net[:, :1]
+    elif case == "one outlier prompt":
+        y[prompt, 0] = 0.0
+        y[np.flatnonzero(prompt)[0], 0] = 50.0
+    elif case == "a network far off":
+        net = net + 100.0
+    elif case == "coordinates of 1e5 pitches":
+        xy = xy * 1e5
+    return xy, prompt, y, net, tokens
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["genes constant over the prompts", "all zero", "exactly the fewest prompts", "every prompt at one position",
+     "values of a million", "values of a billionth", "a constant network", "constant tokens", "spots on a line",
+     "one gene", "one outlier prompt", "a network far off", "coordinates of 1e5 pitches"],
+)  # fmt: skip
+def test_the_layer_stays_finite_on_hostile_sections(case):
+    """Degenerate prompts, scales, networks and geometry: no error, no numerical warning, a finite prediction and
+    spread of the right shapes, and the prediction within the range of the prompts and the network."""
+    xy, prompt, y, net, tokens = _hostile(case)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        out, fit = ic.adapt(net, tokens, None, xy, prompt, y[prompt])
+    assert out.shape == y.shape and np.isfinite(out).all()
+    std = fit.spread.std()
+    assert std.shape == y.shape and np.isfinite(std).all() and (std >= 0).all()
+    lo = min(y[prompt].min(), net.min())
+    hi = max(y[prompt].max(), net.max())
+    width = hi - lo
+    assert out.min() >= lo - 2 * width - 1e-12 and out.max() <= hi + 2 * width + 1e-12

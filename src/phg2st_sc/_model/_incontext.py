@@ -513,17 +513,18 @@ def _calibrate_spread(errors: np.ndarray, u_cv: np.ndarray) -> tuple[np.ndarray,
     return gene_scale, scores
 
 
-def _level(dev: np.ndarray, net_dev: np.ndarray, sd: np.ndarray) -> np.ndarray:
+def _level(dev: np.ndarray, net: np.ndarray | None, mu: np.ndarray, sd: np.ndarray) -> np.ndarray:
     """Each spot's predicted level, which the spot scale reads (:data:`LEVEL` says from what).
 
-    ``dev`` is the combination's deviation from the prompts' mean and ``net_dev`` the network's (spots x genes).
-    The mean over genes, in units of the prompts' standard deviation (``"combination"``, ``"network"``) or in the
-    targets' (``"units"``).
+    ``dev`` is the combination's deviation from the prompts' mean ``mu`` and ``net`` the network's prediction
+    (spots x genes; read only for ``"network"``, so that the default forms no deviation of it). The mean over
+    genes, in units of the prompts' standard deviation (``"combination"``, ``"network"``) or in the targets'
+    (``"units"``).
     """
     if LEVEL == "network":
-        return (net_dev / sd).mean(1)
+        return ((net - mu) / sd).mean(1)
     if LEVEL == "units":
-        return np.asarray(dev, dtype=np.float64).mean(1)
+        return dev.mean(1)
     return (dev / sd).mean(1)
 
 
@@ -819,7 +820,7 @@ def adapt(
     # the spot scale: the kriging standard deviation times a factor read from the predicted level and the features
     # (fitted on the prompts' cross-fitted errors; constant when they do not predict the error's size)
     u_cv = _cv_kriging_sd(xy_p, folds, ell_s, eta_s, systems)
-    level_p = _level(combined_cv, cv["network"] - mu, sd)  # taken as at the spots: mu + sum w (. - mu)
+    level_p = _level(combined_cv, cv["network"], mu, sd)  # taken as at the spots: mu + sum w (. - mu)
     spot_model, factor_cv = _fit_spot_model(_spot_inputs(level_p, feats[prompt]), errors, u_cv, folds)
     gene_scale, conformal = _calibrate_spread(errors, u_cv * factor_cv)
     # every spot's prediction, one compact block of spots at a time (one block up to BLOCK spots); the components
@@ -836,18 +837,18 @@ def adapt(
         # sum and one or two components, not all eight
         total: Any = 0
         wanted = [c for c in COMPONENTS if c == "network" or keep_components or w[c]]
-        net_dev = None  # (kept only where the level is the network's: one more block x genes array)
+        net = None  # (held only where the level is the network's: one more block x genes array)
         for c, value in components(rows, wanted, local):
             total = total + w[c] * (value - mu)
             if c == "network" and LEVEL == "network":
-                net_dev = value - mu
+                net = value
             if kept is not None:
                 kept[c][rows] = value
             del value
         out[rows] = mu + total
         del total
-        factor = _spot_factor(spot_model, _spot_inputs(_level(out[rows] - mu, net_dev, sd), feats[rows]))
-        del net_dev
+        factor = _spot_factor(spot_model, _spot_inputs(_level(out[rows] - mu, net, mu, sd), feats[rows]))
+        del net
         spot_var[rows] = kriging_variance(xy_p, xy[rows], ell_s, eta_s, local) * factor**2
     sp = Spread(gene_scale, np.sqrt(spot_var), conformal)
     return out, InContextFit(w, float(np.median(ell)), float(np.median(eta)), alpha, scores, kept, sp)
@@ -877,9 +878,11 @@ def inflation(
 
     ``at`` holds each component's prediction at a sample of the spots to predict. In units of the prompts' standard
     deviation per gene, a spread is each gene's standard deviation over those spots, averaged over genes. The
-    ratio is the combination's spread over the largest of its weighted components' spreads and of the prompts' (1):
-    a non-negative combination of predictions of the same values, with weights summing to about one, spreads no
-    wider than its widest component. 0 and no component where no weight is given.
+    ratio is the combination's spread over the largest of its weighted components' spreads and of the prompts' (1).
+    A non-negative combination spreads no wider than the sum of its weights times its widest component, but that sum
+    says little: a component that barely varies anywhere can take a weight of hundreds and move nothing
+    (``benchmarks/dev_weight_sum.py``), so the spreads themselves are compared. 0 and no component where no weight
+    is given.
     """
     weighted = [c for c in at if w.get(c, 0.0)]
     if not weighted:
