@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from anndata import AnnData
 from hypothesis import assume, given, settings
@@ -40,6 +41,22 @@ def test_constant_truth_skipped_constant_prediction_zero():
     assert m["skipped"].tolist() == [True, False]
     assert np.isnan(m.loc[0, ["pcc", "ccc", "mae"]].astype(float)).all()
     assert m["pcc"][1] == 0.0 and m["ccc"][1] == 0.0
+
+
+def test_sparse_inputs_give_the_dense_result():
+    """``adata.X`` or a layer may be sparse: the metrics are those of the dense arrays (they were a NumPy error)."""
+    from scipy import sparse
+
+    rng = np.random.default_rng(1)
+    t = rng.poisson(0.7, size=(40, 5)).astype(float)  # mostly zeros, as counts are
+    p = t + rng.normal(scale=0.5, size=t.shape)
+    dense = gene_metrics(t, p)
+    for t_in, p_in in (
+        (sparse.csr_matrix(t), p),
+        (t, sparse.csc_matrix(p)),
+        (sparse.csr_array(t), sparse.coo_matrix(p)),
+    ):
+        pd.testing.assert_frame_equal(gene_metrics(t_in, p_in), dense)
 
 
 finite = st.floats(-50, 50, allow_nan=False, width=64)

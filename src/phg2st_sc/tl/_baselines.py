@@ -261,7 +261,8 @@ def baseline(
     use_rep
         ``obsm`` key with image features, required by the image methods; any real dtype (``float16`` is upcast).
     n_pcs
-        Principal components of the standardised features used by the image methods (``None``: all).
+        Principal components of the standardised features used by the image methods (an integer >= 1, or ``None``:
+        all).
     spatial_key
         ``obsm`` key with spot coordinates.
     seed
@@ -291,6 +292,7 @@ def baseline(
     check_unique_names(adata, var=False)
     check_choice(method, "method", METHODS)
     k = check_positive_int(k, "k")
+    n_pcs = None if n_pcs is None else check_positive_int(n_pcs, "n_pcs")
     if not np.isfinite(power) or power <= 0:
         raise ValueError(f"`power` must be a positive number, got {power}.")
     layer_added = Keys.baseline_layer(method) if layer_added is None else layer_added

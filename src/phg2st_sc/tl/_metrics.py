@@ -13,7 +13,7 @@ from anndata import AnnData
 from phg2st_sc._constants import Keys
 from phg2st_sc._docs import inject_docs
 from phg2st_sc._errors import SmoothedTargetWarning
-from phg2st_sc._utils import get_table
+from phg2st_sc._utils import as_dense, get_table
 from phg2st_sc._validate import check_choice, check_nonempty, check_unique_names, get_matrix, get_prompt_mask
 
 if TYPE_CHECKING:
@@ -37,16 +37,16 @@ def gene_metrics(truth: np.ndarray, pred: np.ndarray) -> pd.DataFrame:
     Parameters
     ----------
     truth
-        Measured values, spots x genes.
+        Measured values, spots x genes: an array or a SciPy sparse matrix (``adata.X``, a layer).
     pred
-        Predictions of the same shape.
+        Predictions of the same shape (array or sparse).
 
     Returns
     -------
     One row per gene (column of ``truth``): ``pcc``, ``ccc``, ``mae``, ``skipped``.
     """
-    truth = np.asarray(truth, dtype=np.float64)
-    pred = np.asarray(pred, dtype=np.float64)
+    truth = as_dense(truth, what="`truth`")
+    pred = as_dense(pred, what="`pred`")
     if truth.shape != pred.shape or truth.ndim != 2:
         raise ValueError(f"`truth` and `pred` must be 2-D arrays of equal shape, got {truth.shape} and {pred.shape}.")
     if truth.shape[0] < 2:
