@@ -397,3 +397,24 @@ def test_fp32_on_a_gpu_is_plain_float32_for_the_call():
     with pytest.raises(RuntimeError), ieee_fp32(torch.device("cuda"), "fp32"):
         raise RuntimeError("the encoder failed")
     assert (conv.fp32_precision, matmul.fp32_precision) == before
+
+
+def test_devices_this_machine_lacks_are_refused():
+    """A device string is parsed and checked to exist here; 'auto' always resolves (embedding and prediction)."""
+    from phg2st_sc._model._embed import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    assert resolve_device("auto").type in ("cuda", "mps", "cpu")
+    with pytest.raises(ValueError, match="Unknown device 'tpu9'"):
+        resolve_device("tpu9")
+    with pytest.raises(ValueError, match="CUDA GPU"):
+        resolve_device(f"cuda:{torch.cuda.device_count()}")  # one past the last GPU, or any where there is none
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="has none that torch can use"):
+            resolve_device("cuda")
+        with pytest.raises(ValueError, match="has none"):
+            resolve_device(torch.device("cuda"))
+    if not (torch.backends.mps.is_available()):
+        with pytest.raises(ValueError, match="MPS"):
+            resolve_device("mps")

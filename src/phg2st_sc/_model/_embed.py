@@ -21,19 +21,37 @@ logger = logging.getLogger("phg2st_sc")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"``: CUDA, then Apple MPS, then CPU."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
+    """``"auto"``: CUDA, then Apple MPS, then CPU; any other device is checked to exist on this machine.
+
+    Raises
+    ------
+    ValueError
+        An unknown device string, or a CUDA or MPS device this machine does not have (the names of what it has).
+    """
+    if isinstance(device, str) and device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
     try:
-        return torch.device(device)
-    except RuntimeError as err:
+        dev = device if isinstance(device, torch.device) else torch.device(device)
+    except (RuntimeError, TypeError) as err:
         raise ValueError(f"Unknown device {device!r}: use 'auto', 'cpu', 'cuda', 'cuda:1' or 'mps'.") from err
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ValueError(f"`device={str(device)!r}` asks for a CUDA GPU, and this machine has none that torch can "
+                             "use (torch.cuda.is_available() is False): use 'cpu', or 'auto' to take one where present.")  # fmt: skip
+        if dev.index is not None and dev.index >= n:
+            raise ValueError(f"`device={str(device)!r}`: this machine has {n} CUDA GPU(s), numbered 0 to {n - 1}.")
+    elif dev.type == "mps" and not _mps_available():
+        raise ValueError(f"`device={str(device)!r}` asks for Apple's MPS, which this machine does not have: use 'cpu'.")
+    return dev
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
 def cpu_has_bf16() -> bool:

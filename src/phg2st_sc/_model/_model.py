@@ -228,7 +228,7 @@ class PHG2ST:
     # -- inference ---------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def predict(
-        self, adata: AnnData, prompt: np.ndarray, *, device: str = "cpu", network_only: bool = False
+        self, adata: AnnData, prompt: np.ndarray, *, device: str | torch.device = "cpu", network_only: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
         """Predicted expression (n, genes) and latent tokens (n, hidden) of a section given its prompt mask.
 
@@ -243,7 +243,10 @@ class PHG2ST:
             )
         if not prompt.any():
             raise ValueError("The prompt mask marks no spot.")
+        from phg2st_sc._model._embed import resolve_device
         from phg2st_sc._model._plan import check_attention_memory
+
+        device = resolve_device(device)  # a device this machine lacks: refused here, before any work
 
         if torch.device(device).type == "cpu":
             check_attention_memory(adata.n_obs, self.config, training=False)

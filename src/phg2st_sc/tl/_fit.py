@@ -504,7 +504,8 @@ def impute(
     coverage
         Nominal coverage of the intervals, in (0, 1).
     device
-        Torch device for the forward pass.
+        Torch device for the forward pass: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``, or ``"auto"`` (CUDA, then
+        MPS, then the CPU). A device this machine does not have raises ``ValueError`` before any work.
     {table_key}
     {overwrite}
     {copy}
