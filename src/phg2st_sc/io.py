@@ -36,14 +36,16 @@ __all__ = [
 ]
 
 
-def read_image(adata: AnnData, library_id: str | None = None, *, max_size: int | None = None) -> np.ndarray:
+def read_image(
+    adata: AnnData | str | os.PathLike, library_id: str | None = None, *, max_size: int | None = None
+) -> np.ndarray:
     """Read a section's H&E image from disk.
 
     Parameters
     ----------
     adata
         AnnData from a `phg2st.datasets` reader (the image path is in
-        ``uns['spatial'][library_id]['metadata']['source_image_path']``).
+        ``uns['spatial'][library_id]['metadata']['source_image_path']``), or the path of an image file.
     library_id
         Section; may be omitted when ``uns['spatial']`` holds one.
     max_size
@@ -58,7 +60,14 @@ def read_image(adata: AnnData, library_id: str | None = None, *, max_size: int |
     MissingImageError
         When the section has no full-resolution image.
     """
-    path = full_resolution_path(adata, library_id)
+    if isinstance(adata, (str, os.PathLike)):
+        path = Path(adata)
+        if not path.is_file():
+            raise FileNotFoundError(f"No image file at {path}.")
+    elif isinstance(adata, AnnData):
+        path = full_resolution_path(adata, library_id)
+    else:
+        raise TypeError(f"`adata` must be an AnnData or the path of an image file, got {type(adata).__name__}.")
     return read_full(path) if max_size is None else read_downscaled(path, max_size)[0]
 
 
@@ -193,6 +202,11 @@ def from_spatialdata(
     import spatialdata as sd
     from spatialdata.models import get_table_keys
 
+    if not isinstance(sdata, sd.SpatialData):
+        raise TypeError(
+            f"`sdata` must be a SpatialData object, got {type(sdata).__name__}"
+            + (" (an AnnData is already what this function returns)." if isinstance(sdata, AnnData) else ".")
+        )
     table = get_table(sdata, table_key)
     adata = table.copy()
     regions, region_key, instance_key = get_table_keys(table)

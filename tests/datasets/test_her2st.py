@@ -58,6 +58,14 @@ def test_image_is_read_lazily_and_matches(c2):
     assert under < 200
 
 
+def test_read_image_takes_a_file_path(c2):
+    """``io.read_image`` also reads an image file by its path, as it reads a section's image from its AnnData."""
+    path = c2.uns["spatial"]["C2"]["metadata"]["source_image_path"]
+    by_path = phg2st.io.read_image(path, max_size=500)
+    np.testing.assert_array_equal(by_path, phg2st.io.read_image(c2, max_size=500))
+    assert by_path.shape[2] == 3 and max(by_path.shape[:2]) == 500
+
+
 def test_section_without_image_warns_and_fails_later(load_her2st, data_dir):
     with pytest.warns(MissingImageWarning, match="A3"):
         adata = phg2st.datasets.her2st("A3")

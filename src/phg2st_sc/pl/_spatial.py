@@ -11,6 +11,7 @@ from anndata import AnnData
 
 from phg2st_sc._constants import Keys
 from phg2st_sc._utils import as_dense
+from phg2st_sc._validate import check_positive_real
 from phg2st_sc.pl._base import (
     as_anndata,
     check_genes_layers,
@@ -99,6 +100,8 @@ def spatial(
     from matplotlib.colors import Normalize, TwoSlopeNorm
 
     adata = as_anndata(adata, table_key)
+    for name, value in (("spot_scale", spot_scale), ("panel_size", panel_size)):
+        check_positive_real(value, name)
     genes, layers = check_genes_layers(adata, genes, layers, vmax_percentile)
 
     view = section_view(adata, library_id, image=image, spot_scale=spot_scale)
