@@ -435,6 +435,13 @@ def test_impute_bad_inputs_and_interrupted_writes(trained, tmp_path, capsys, mon
     with pytest.raises(SystemExit) as exit_:  # a missing model file is a bad argument (exit 2), found before work
         main(["impute", paths[2], "--model", str(tmp_path / "nope.pt"), "--out-dir", str(out)])
     assert exit_.value.code == 2 and "no model file" in capsys.readouterr().err
+    # settings every input shares are usage errors too, found before any input is read or any folder made
+    for bad, message in ((["--prompt-fraction", "1.5"], "--prompt-fraction must be in (0, 1)"),
+                         (["--seed", "-1"], "--seed must be an integer"),
+                         (["--device", "cuda:99"], "CUDA GPU"), (["--device", "tpu9"], "Unknown device")):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_:
+            main(["impute", paths[2], "--model", str(model_path), "--out-dir", str(tmp_path / "never"), *bad])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err and not (tmp_path / "never").exists()
 
 
 def test_fit_and_impute_with_own_normalisation(trained, tmp_path, capsys):

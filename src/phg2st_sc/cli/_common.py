@@ -157,6 +157,17 @@ def expand_paths(args: argparse.Namespace) -> None:
             setattr(args, name, [expand(v) if isinstance(v, str) else v for v in value])
 
 
+def device_problem(device: str) -> str | None:
+    """Why ``--device`` cannot be used on this machine (a usage error, found before any input is read), or ``None``."""
+    from phg2st_sc._model._embed import resolve_device
+
+    try:
+        resolve_device(device)
+    except ValueError as err:
+        return str(err)
+    return None
+
+
 def devices(value: str) -> int | str:
     """``--devices``: a count or Lightning's names."""
     return int(value) if value.lstrip("-").isdigit() else value

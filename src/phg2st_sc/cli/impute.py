@@ -8,7 +8,17 @@ from typing import Any
 
 from phg2st_sc._constants import Keys
 
-from ._common import INPUTS_HELP, batch_parser, each_input, read_sections, require_ready, say, stem, write_output
+from ._common import (
+    INPUTS_HELP,
+    batch_parser,
+    device_problem,
+    each_input,
+    read_sections,
+    require_ready,
+    say,
+    stem,
+    write_output,
+)
 
 DESCRIPTION = """\
 Predict expression at every spot of each section from its image and its prompt spots with a model saved by
@@ -37,7 +47,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the prompt draw (default: 0)")
     p.add_argument("--strategy", default="random", choices=["random", "blocks"], help="where drawn prompts lie")
     p.add_argument("--layer-added", default=Keys.PHG2ST, metavar="LAYER", help="layer of the predictions")
-    p.add_argument("--device", default="cpu", help="torch device of the forward pass (default: cpu)")
+    p.add_argument("--device", default="cpu",
+                   help="torch device of the forward pass: cpu, cuda, cuda:1, mps or auto (default: cpu)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true",
                    help="impute again where the output exists (and replace slots phg2st-sc did not write)")  # fmt: skip
     return p
@@ -49,6 +60,13 @@ def check(args: argparse.Namespace) -> str | None:
 
     if not Path(args.model).is_file():
         return f"no model file at {args.model}."
+    if args.prompt_key is None and not 0 < args.prompt_fraction < 1:
+        return f"--prompt-fraction must be in (0, 1), got {args.prompt_fraction}."
+    if not 0 <= args.seed < 2**32:
+        return f"--seed must be an integer from 0 to 2**32 - 1, got {args.seed}."
+    problem = device_problem(args.device)
+    if problem:
+        return problem
     check_writable(args.out_dir)
     outputs = {str(_output(args, p).resolve()) for p in args.inputs}
     clash = [p for p in args.inputs if str(Path(p).resolve()) in outputs]
