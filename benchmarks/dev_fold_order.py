@@ -3,7 +3,8 @@
 The layer compares its components on cross-fitted predictions over five folds of the prompts
 (``_incontext.prompt_folds``: a fixed random split of the prompts' indices), so listing the same spots in another
 order gives other folds, and possibly other weights and another safeguard decision. The network itself does not
-depend on the order. Leave one section out on her2st C2-C6 or MOB1-4, random prompts at 10%, seeds 0-2, the
+depend on the order. (Since 2026-12-06 ``tl.impute`` deals the folds over the spots' names, so that a user's order
+no longer matters; this script calls the layer without the names, so each order here is another split.) Leave one section out on her2st C2-C6 or MOB1-4, random prompts at 10%, seeds 0-2, the
 development networks of ``dev_incontext.py`` kept in ``OUT/models``: for each draw the layer runs on the spots as the
 reader lists them (``original``, the order of every benchmark table) and on ``--orders`` random orders of the same
 spots (``order_k``; the network's prediction, tokens, cross-fitted passes, features and coordinates permuted alike),

@@ -232,9 +232,24 @@ def _choose(ll: np.ndarray, per_gene: bool, floor: float = 0.0) -> tuple[np.ndar
     return LENGTH_SCALES[i].astype(float), NOISE_RATIOS[j].astype(float)
 
 
-def prompt_folds(p: int) -> list[np.ndarray]:
-    """The :data:`CV_FOLDS` folds of ``p`` prompts (indices into the prompts; a fixed random split)."""
-    return np.array_split(np.random.default_rng(0).permutation(p), CV_FOLDS)
+def prompt_folds(p: int, order: np.ndarray | None = None) -> list[np.ndarray]:
+    """The :data:`CV_FOLDS` folds of ``p`` prompts (indices into the prompts; a fixed random split).
+
+    The split is dealt over the prompts in ``order`` (the indices of the prompts in a canonical order, e.g. by
+    name: :func:`canonical_order`), so that the folds do not depend on how the spots are listed; ``None``: the
+    listing order.
+    """
+    folds = np.array_split(np.random.default_rng(0).permutation(p), CV_FOLDS)
+    return folds if order is None or _is_identity(order) else [order[f] for f in folds]
+
+
+def canonical_order(rank: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
+    """``rows`` (indices of spots) sorted by their canonical ``rank``, as positions into ``rows``; ``None`` without."""
+    return None if rank is None else np.argsort(np.asarray(rank)[rows], kind="stable")
+
+
+def _is_identity(order: np.ndarray) -> bool:
+    return bool((order == np.arange(len(order))).all())
 
 
 def _idw_folds(xy_p: np.ndarray, y: np.ndarray, folds: list[np.ndarray]) -> np.ndarray:
@@ -673,6 +688,7 @@ def adapt(
     network_at_prompts: np.ndarray | None = None,
     keep_components: bool = False,
     latent_at_prompts: np.ndarray | None = None,
+    spot_rank: np.ndarray | None = None,
 ) -> tuple[np.ndarray, InContextFit]:
     """The in-context prediction at every spot (n, genes) and what was fitted.
 
@@ -683,7 +699,10 @@ def adapt(
     latent tokens the ridge reads (``latent_at_prompts``, from the same passes): a token at a prompt computed with
     that prompt's own value in the input encodes the value, so a ridge fitted on such tokens learns a map that the
     other spots' tokens cannot use. With ``keep_components``, each component's prediction is kept in the result's
-    ``components`` (for ablations; n x genes each, float64).
+    ``components`` (for ablations; n x genes each, float64). ``spot_rank`` (n,) ranks the spots in a canonical
+    order (:class:`~phg2st_sc.PHG2ST` ranks them by name): the folds and the fixed random samples are dealt in that
+    order, so that listing the spots otherwise changes nothing but rounding; ``None``: the listing order (the
+    network's cross-fitted passes must have used the same folds).
 
     The prediction is float32; ``network`` may be float32 (it is read one block of spots at a time). Everything is
     fitted on the prompts first; then each block of at most :data:`BLOCK` spots gets its components, their
@@ -696,10 +715,11 @@ def adapt(
     if len(y_prompt) < MIN_PROMPTS:  # too few to fit a kernel, a ridge and their weights: the network, re-centred
         return (network + offset).astype(np.float32), InContextFit({c: float(c == "network") for c in COMPONENTS}, float("nan"),
                                  float("nan"), float("nan"), {"note": f"fewer than {MIN_PROMPTS} prompts: the network alone", "kept": "network"})  # fmt: skip
-    folds = prompt_folds(len(y_prompt))
+    order = canonical_order(spot_rank, np.flatnonzero(prompt))  # the prompts in the canonical order
+    folds = prompt_folds(len(y_prompt), order)
     resid = (y_prompt - at_prompts) / sd
     xy_p = xy[prompt]
-    sub = _fit_rows(len(xy_p))  # the prompts the kernels are chosen on
+    sub = _fit_rows(len(xy_p), order)  # the prompts the kernels are chosen on
     z = (y_prompt - mu) / sd  # the prompts alone: kriging of the expression (the prompt field)
     # the prompt field twice: with the likelihood's kernel, and with one no shorter than the prompts' spacing (the
     # likelihood picks the shortest length scale where neighbouring prompts look uncorrelated, and its kriging is
@@ -724,7 +744,7 @@ def adapt(
           "field_long": mu + long_cv * sd, "idw": _idw_folds(xy_p, y_prompt, folds), "ridge": ridge_cv_p}  # fmt: skip
     # spread prompts (a design): the folds compare the components one design spacing from the prompts, where the
     # components that read the prompts look weaker than where they predict; the ridge, which does not, is left out
-    ratio = spread_ratio(xy, prompt, folds)
+    ratio = spread_ratio(xy, prompt, folds, spot_rank)
     spread, clustered = ratio > SPREAD_RATIO, ratio < CLUSTER_RATIO
     names = [
         c
@@ -907,7 +927,7 @@ def mean_ratio(d_cv: np.ndarray, d_q: np.ndarray) -> float:
     return float(d_cv.mean() / max(d_q.mean(), 1e-12)) if len(d_q) else 1.0
 
 
-def spread_ratio(xy: np.ndarray, prompt: np.ndarray, folds: list[np.ndarray]) -> float:
+def spread_ratio(xy: np.ndarray, prompt: np.ndarray, folds: list[np.ndarray], rank: np.ndarray | None = None) -> float:
     """The mean distance from a fold's prompts to the other folds' over that from a spot to predict to a prompt.
 
     How much farther the cross-fitting's left-out prompts lie from the rest than the spots it predicts.
@@ -915,21 +935,27 @@ def spread_ratio(xy: np.ndarray, prompt: np.ndarray, folds: list[np.ndarray]) ->
     0.58-1.64 over 930 random draws of her2st C2-C6 and MOB1-4 at 5-30%, 1.76-2.42 for the variance and
     space-filling designs at 5-20%, below 1 for prompts in blocks (``benchmarks/prompt_spread.py``).
     """
-    return mean_ratio(*spread_distances(xy, prompt, folds))
+    return mean_ratio(*spread_distances(xy, prompt, folds, rank))
 
 
-def spread_distances(xy: np.ndarray, prompt: np.ndarray, folds: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def spread_distances(
+    xy: np.ndarray, prompt: np.ndarray, folds: list[np.ndarray], rank: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The distances :func:`spread_ratio` compares.
 
     Each prompt's distance to the nearest prompt of the other folds (in the order the folds index the prompts), and
     each spot to predict's distance to its nearest prompt: all the other spots, or a fixed random sample of
-    :data:`FIT_SUBSET` of them.
+    :data:`FIT_SUBSET` of them (dealt over the spots in the order of their ``rank``, where given).
     """
     mask = np.zeros(len(xy), dtype=bool)
     mask[prompt] = True
     xy_p, rest = xy[prompt], np.flatnonzero(~mask)
     d_cv = _cross_fit((len(xy_p),), folds, lambda part, rest: cKDTree(xy_p[rest]).query(xy_p[part])[0])
-    d_q = cKDTree(xy_p).query(xy[rest[_fit_rows(len(rest))]])[0] if len(rest) else np.empty(0)
+    d_q = (
+        cKDTree(xy_p).query(xy[rest[_fit_rows(len(rest), canonical_order(rank, rest))]])[0]
+        if len(rest)
+        else np.empty(0)
+    )
     return d_cv, d_q
 
 
@@ -1037,8 +1063,12 @@ def on_fit_rows(z: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return z if len(rows) == len(z) else z[rows] - z[rows].mean(0)
 
 
-def _fit_rows(n: int) -> np.ndarray:
-    """All ``n`` rows, or :data:`FIT_SUBSET` of them in a fixed random choice."""
+def _fit_rows(n: int, order: np.ndarray | None = None) -> np.ndarray:
+    """All ``n`` rows, or :data:`FIT_SUBSET` of them in a fixed random choice.
+
+    The choice is dealt over ``order``, as in :func:`prompt_folds`.
+    """
     if n <= FIT_SUBSET:
         return np.arange(n)
-    return np.random.default_rng(0).permutation(n)[:FIT_SUBSET]
+    chosen = np.random.default_rng(0).permutation(n)[:FIT_SUBSET]
+    return chosen if order is None or _is_identity(order) else order[chosen]

@@ -47,6 +47,18 @@ def align_rows(n: int) -> np.ndarray:
     return np.sort(np.random.default_rng(0).choice(n, ALIGN_SPOTS, replace=False))
 
 
+def spot_rank(names: Sequence[str]) -> np.ndarray:
+    """Each spot's rank in the order of its name.
+
+    What the in-context layer deals its folds over, so that listing a section's spots otherwise does not change its
+    prediction (the names are unique: ``tl.impute`` checks them).
+    """
+    names = np.asarray(names, dtype=str)
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[np.argsort(names, kind="stable")] = np.arange(len(names))
+    return rank
+
+
 class PHG2ST:
     """A PHG2ST model bound to a gene list, an image representation and a target normalisation.
 
@@ -259,7 +271,8 @@ class PHG2ST:
             self._check_field_memory(adata.n_obs, 1 + CV_FOLDS * cross_fitted)
         slide = self.tensors(adata, prompt=prompt)
         batch = {k: v.to(device) for k, v in self._batch(slide, prompt).items()}
-        folds = self._fold_batches(slide, prompt, device, batch) if cross_fitted else None
+        rank = spot_rank(adata.obs_names) if adaptive else None  # the folds are dealt by name, not by position
+        folds = self._fold_batches(slide, prompt, device, batch, rank) if cross_fitted else None
         # the full pass and any cross-fitted ones share one pass of the image branches (the passes do not change
         # them); inference skips the branch heads, which only the training loss reads. With several networks, each
         # makes its passes; their predictions (and cross-fitted predictions, each aligned on its own network's
@@ -298,7 +311,7 @@ class PHG2ST:
             pred, fit = adapt(
                 pred, side_by_side, image, pos, prompt, y,
                 network_at_prompts=sum(at_prompts) / len(at_prompts) if at_prompts else None,
-                latent_at_prompts=np.hstack(tokens) if tokens else None,
+                latent_at_prompts=np.hstack(tokens) if tokens else None, spot_rank=rank,
             )  # fmt: skip
             self.in_context_, self.spread_ = fit.record(), fit.spread
         return pred, latent
@@ -338,7 +351,12 @@ class PHG2ST:
             )  # fmt: skip
 
     def _cross_fitted(
-        self, slide: Slide, prompt: np.ndarray, device: str, full: tuple[np.ndarray, np.ndarray]
+        self,
+        slide: Slide,
+        prompt: np.ndarray,
+        device: str,
+        full: tuple[np.ndarray, np.ndarray],
+        rank: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
         """The (first) network's prediction and latent tokens at each prompt made without that prompt's value.
 
@@ -350,9 +368,11 @@ class PHG2ST:
         cross-fitted predictions are anti-correlated with the values they predict (measured on her2st C3 with 18
         prompts: PCC -0.06 over the prompts against 0.13 aligned and 0.14 at the held-out spots, which all share
         one pass). The shift is one constant per fold and gene, the same at every prompt of the fold.
-        (:meth:`predict` runs these passes together with its own, sharing the image branches.)
+        (:meth:`predict` runs these passes together with its own, sharing the image branches.) ``rank``: the
+        spots' canonical ranks the folds are dealt over (:func:`spot_rank`; ``None``: their listing order), which
+        the in-context layer must be given too.
         """
-        folds = self._fold_batches(slide, prompt, device)
+        folds = self._fold_batches(slide, prompt, device, rank=rank)
         if folds is None:
             return None, None
         passes = self.module.forward_masks(folds[1], folds[2], chunk=PREDICT_CHUNK)
@@ -364,19 +384,20 @@ class PHG2ST:
         return slide_batch(slide, prompt, np.zeros(slide.n, dtype=bool), c["prompt_k"], c["kriged_field"])
 
     def _fold_batches(
-        self, slide: Slide, prompt: np.ndarray, device: str, shared: dict | None = None
+        self, slide: Slide, prompt: np.ndarray, device: str, shared: dict | None = None, rank: np.ndarray | None = None
     ) -> tuple[list[np.ndarray], list[dict], list[torch.Tensor]] | None:
         """The cross-fitting folds of the prompts, each fold's input (its prompts held out) and its rows (sorted).
 
         The slide's own tensors are moved to ``device`` once (or taken from ``shared``, a batch of the same slide
-        already there); each fold adds only the entries its prompt mask sets (:data:`PROMPT_KEYS`).
+        already there); each fold adds only the entries its prompt mask sets (:data:`PROMPT_KEYS`). The folds are
+        dealt over the prompts in the order of ``rank`` (``None``: as listed).
         """
-        from phg2st_sc._model._incontext import CV_FOLDS, prompt_folds
+        from phg2st_sc._model._incontext import CV_FOLDS, canonical_order, prompt_folds
 
         idx = np.flatnonzero(prompt)
         if len(idx) < 2 * CV_FOLDS:
             return None
-        folds = prompt_folds(len(idx))
+        folds = prompt_folds(len(idx), canonical_order(rank, idx))
         batches, rows = [], []
         for part in folds:
             mask = prompt.copy()

@@ -489,7 +489,9 @@ def impute(
     in_context
         For the ``"adaptive"`` variant: adapt the image network to this section through its prompts (regression
         kriging of the network's residuals, an in-section ridge and their combination, all fitted on the prompts;
-        the choice is recorded in ``uns``). Where the prompts are spread far more evenly than a random draw (a
+        the choice is recorded in ``uns``; its cross-fitting folds are dealt over the spots' names, so that the order
+        in which the spots are listed changes nothing but rounding). Where the prompts are spread far more evenly
+        than a random draw (a
         design of :func:`~phg2st_sc.tl.design_prompts`), the ridge is left out of the combination (see the design
         notes). ``False`` gives the network alone (an ablation). Other variants ignore it.
     uncertainty
