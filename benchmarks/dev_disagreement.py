@@ -24,11 +24,10 @@ import time
 
 import numpy as np
 import pandas as pd
-from dev_incontext import dev_arguments, dev_setup, fold_models, layer_inputs, random_draws
+from dev_incontext import dev_arguments, fold_draws
 from dev_spread import error_ratio
 
 from phg2st_sc._model import _incontext
-from phg2st_sc._utils import as_dense
 
 POWERS = (0.25, 0.5, 1.0, 2.0)
 
@@ -48,13 +47,10 @@ def main() -> None:
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.1])
     args = ap.parse_args()
     t0 = time.perf_counter()
-    out, secs = dev_setup(args)
+    out, folds = fold_draws(args, args.fractions)
     rows = []
-    for proto, test, targets, model in fold_models(secs, args.dataset, args.protocols, out / "models"):
-        a = targets[test][:, model.genes].copy()
-        y = as_dense(a.X, dtype=np.float64)
-        for fraction, seed, prompt, _ in random_draws(a, args.fractions, args.seeds):
-            (net, latent, image, xy, _, y_p), kw = layer_inputs(model, a, prompt)
+    for proto, test, _, _, y, draws in folds:
+        for fraction, seed, prompt, _, (net, latent, image, xy, _, y_p), kw in draws:
             pred, fit = _incontext.adapt(net, latent, image, xy, prompt, y_p, keep_components=True, **kw)
             held = ~prompt
             err = np.abs(y[held] - pred[held]).mean(1)

@@ -29,10 +29,10 @@ import time
 
 import numpy as np
 import pandas as pd
-from dev_incontext import dev_arguments, dev_setup, fold_models, layer_inputs, oracle_combination, random_draws
+from dev_incontext import dev_arguments, fold_draws, oracle_combination
 
 from phg2st_sc._model import _incontext
-from phg2st_sc._utils import as_dense, spot_pitch
+from phg2st_sc._utils import spot_pitch
 
 
 def _sqdist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -68,13 +68,10 @@ def main() -> None:
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.2])
     args = ap.parse_args()
     t0 = time.perf_counter()
-    out, secs = dev_setup(args)
+    out, folds = fold_draws(args, args.fractions)
     rows = []
-    for proto, test, targets, model in fold_models(secs, args.dataset, args.protocols, out / "models"):
-        a = targets[test][:, model.genes].copy()
-        y = as_dense(a.X, dtype=np.float64)
-        for fraction, seed, prompt, score in random_draws(a, args.fractions, args.seeds):
-            (net, latent, image, xy, _, y_p), kw = layer_inputs(model, a, prompt)
+    for proto, test, _, _, y, draws in folds:
+        for fraction, seed, prompt, score, (net, latent, image, xy, _, y_p), kw in draws:
             pred, fit = _incontext.adapt(net, latent, image, xy, prompt, y_p, keep_components=True, **kw)
             base = dict(fit.components)
             tokens = latent.copy()

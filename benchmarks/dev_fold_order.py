@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 import pandas as pd
-from dev_incontext import dev_arguments, dev_setup, fold_models, layer_inputs, random_draws
+from dev_incontext import dev_arguments, fold_draws, layer_inputs
 
 from phg2st_sc._model import _incontext
 
@@ -36,12 +36,10 @@ def main() -> None:
     ap.add_argument("--bagged", action="store_true", help="also score predictions averaged over the orders")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    out, secs = dev_setup(args)
+    out, folds = fold_draws(args, [0.1])
     rows = []
-    for proto, test, targets, model in fold_models(secs, args.dataset, args.protocols, out / "models"):
-        a = targets[test][:, model.genes].copy()
-        for fraction, seed, prompt, score in random_draws(a, [0.1], args.seeds):
-            inputs, kwargs = layer_inputs(model, a, prompt)
+    for proto, test, model, a, _, draws in folds:
+        for fraction, seed, prompt, score, inputs, kwargs in draws:
             pred, fit = _incontext.adapt(*inputs, **kwargs)
             row = {"protocol": proto, "section": test, "fraction": fraction, "seed": seed,
                    "network": score(inputs[0]), "original": score(pred.astype(np.float64)),

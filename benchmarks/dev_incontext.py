@@ -183,6 +183,24 @@ def dev_setup(args: argparse.Namespace) -> tuple[Path, dict]:
     return out, sections(args.dataset, Path(tempfile.gettempdir()) / f"phg2st_cache_{args.dataset}")
 
 
+def fold_draws(args: argparse.Namespace, fractions) -> tuple[Path, object]:
+    """The output folder and, for each target protocol and test section (``fold_models``), ``(protocol, test, model,
+    adata, y, draws)``: the section aligned to the model's genes, its expression, and for each random draw
+    (``random_draws``) ``(fraction, seed, prompt, score, inputs, kwargs)``, the last two ``layer_inputs``'s."""
+    out, secs = dev_setup(args)
+
+    def folds():
+        for proto, test, targets, model in fold_models(secs, args.dataset, args.protocols, out / "models"):
+            a = targets[test][:, model.genes].copy()
+            draws = (
+                (f, s, p, score, *layer_inputs(model, a, p))
+                for f, s, p, score in random_draws(a, fractions, args.seeds)
+            )
+            yield proto, test, model, a, as_dense(a.X, dtype=np.float64), draws
+
+    return out, folds()
+
+
 def main() -> None:
     ap = dev_arguments(__doc__)
     ap.add_argument("--fraction", type=float, default=0.1)
