@@ -1070,12 +1070,20 @@ def test_the_layer_stays_finite_on_hostile_sections(case):
     assert out.min() >= lo - 2 * width - 1e-12 and out.max() <= hi + 2 * width + 1e-12
 
 
-def test_the_prediction_does_not_depend_on_the_order_of_the_spots(synthetic_section):
+@pytest.mark.parametrize("samples", [False, True])
+def test_the_prediction_does_not_depend_on_the_order_of_the_spots(synthetic_section, monkeypatch, samples):
     """The layer deals its folds over the spots' names, not their rows: a section listed in another order gets the
     same prediction and spread, up to rounding (with the folds dealt by row, reversing a synthetic section of 81
-    spots moved its prediction by up to 1.33)."""
+    spots moved its prediction by up to 1.33). ``samples``: the fixed random samples of large slides too (the spots
+    that align the passes, those the spread ratio and the inflation check read), made small enough to be used."""
     from _synthetic import SMALL
 
+    from phg2st_sc._model import _model
+
+    if samples:
+        monkeypatch.setattr(_model, "ALIGN_SPOTS", 30)
+        monkeypatch.setattr(ic, "FIT_SUBSET", 40)
+        monkeypatch.setattr(ic, "LOCAL_GROUP", 8)
     a = synthetic_section(seed=4, name="S4")
     model = phg2st.tl.fit(synthetic_section(seed=0, name="S0"), max_epochs=1, validation=None, **SMALL)
     phg2st.tl.select_prompts(a, fraction=0.15, seed=0)

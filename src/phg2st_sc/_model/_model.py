@@ -35,16 +35,18 @@ PROMPT_KEYS = ("prompt", "prompt_idx", "prompt_dist", "prompt_mean", "rows", "kr
 ALIGN_SPOTS = 4096  # spots whose mean aligns each cross-fitted pass on the full one (all spots of smaller slides)
 
 
-def align_rows(n: int) -> np.ndarray:
+def align_rows(n: int, rank: np.ndarray | None = None) -> np.ndarray:
     """The spots (sorted) over which a cross-fitted pass's level is compared with the full pass's.
 
     Every spot up to :data:`ALIGN_SPOTS`, else a fixed random choice of that many: the level is a per-gene mean,
     and the passes differ from the full one smoothly, so a few thousand spots set it to well within its noise,
-    while the passes then run at those spots and the fold's prompts only.
+    while the passes then run at those spots and the fold's prompts only. The choice is dealt over the spots in the
+    order of their ``rank`` (:func:`spot_rank`), where given.
     """
     if n <= ALIGN_SPOTS:
         return np.arange(n)
-    return np.sort(np.random.default_rng(0).choice(n, ALIGN_SPOTS, replace=False))
+    chosen = np.random.default_rng(0).choice(n, ALIGN_SPOTS, replace=False)
+    return np.sort(chosen if rank is None else np.argsort(rank, kind="stable")[chosen])
 
 
 def spot_rank(names: Sequence[str]) -> np.ndarray:
@@ -287,7 +289,7 @@ class PHG2ST:
             own = out["pred"].float().cpu().numpy(), out["latent"].float().cpu().numpy()
             self._check_finite(*own, module)
             if folds is not None:
-                aligned = self._align(slide, prompt, folds[0], passes, folds[2], own)
+                aligned = self._align(slide, prompt, folds[0], passes, folds[2], own, rank)
                 at_prompts.append(aligned[0])
                 tokens.append(aligned[1])
             del out, passes
@@ -376,7 +378,7 @@ class PHG2ST:
         if folds is None:
             return None, None
         passes = self.module.forward_masks(folds[1], folds[2], chunk=PREDICT_CHUNK)
-        return self._align(slide, prompt, folds[0], passes, folds[2], full)
+        return self._align(slide, prompt, folds[0], passes, folds[2], full, rank)
 
     def _batch(self, slide: Slide, prompt: np.ndarray) -> dict[str, torch.Tensor]:
         """The network's input for predicting ``slide`` from ``prompt`` (no spot scored)."""
@@ -407,18 +409,21 @@ class PHG2ST:
             batches.append(
                 {k: v.to(device) if shared is None or k in PROMPT_KEYS else shared[k] for k, v in batch.items()}
             )
-            rows.append(torch.from_numpy(np.union1d(idx[part], align_rows(slide.n))).to(device))
+            rows.append(torch.from_numpy(np.union1d(idx[part], align_rows(slide.n, rank))).to(device))
         return folds, batches, rows
 
     def _align(
         self, slide: Slide, prompt: np.ndarray, folds: list[np.ndarray], passes: list[dict],
-        row_sets: list[torch.Tensor], full: tuple[np.ndarray, np.ndarray],
+        row_sets: list[torch.Tensor], full: tuple[np.ndarray, np.ndarray], rank: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-        """Each fold's pass at its prompts, shifted onto ``full``'s level (see :meth:`_cross_fitted`)."""
+        """Each fold's pass at its prompts, shifted onto ``full``'s level (see :meth:`_cross_fitted`).
+
+        ``rank``: the one the folds were made with (:meth:`_fold_batches`).
+        """
         idx = np.flatnonzero(prompt)
         out = np.zeros((len(idx), len(self.genes)))
         tokens = np.zeros((len(idx), self.config["hidden"]), dtype=np.float32)
-        level = align_rows(slide.n)  # the spots whose mean sets each pass's level
+        level = align_rows(slide.n, rank)  # the spots whose mean sets each pass's level
         mean_pred, mean_latent = full[0][level].mean(0), full[1][level].mean(0)
         for part, res, rows in zip(folds, passes, row_sets, strict=True):
             rows = rows.cpu().numpy()
