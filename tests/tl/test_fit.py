@@ -406,6 +406,7 @@ def test_several_networks_average_their_predictions(synthetic_section, tmp_path)
     in-context layer, their cross-fitted predictions at the prompts, each aligned on its own network; the layer's
     ridge reads both networks' tokens), the first network's latent tokens returned; kept through save and load."""
     from phg2st_sc._model._incontext import adapt
+    from phg2st_sc._model._model import spot_rank
 
     a, b = synthetic_section(), synthetic_section(seed=1, name="S1")
     both = phg2st.tl.fit([a, b], max_epochs=2, seed=3, n_networks=2, **SMALL)
@@ -422,11 +423,12 @@ def test_several_networks_average_their_predictions(synthetic_section, tmp_path)
     np.testing.assert_allclose(pred, (nets[0][0] + nets[1][0]) / 2, rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(latent, nets[0][1])
     slide = first.tensors(a, prompt=prompt)
+    rank = spot_rank(a.obs_names)  # the folds `predict` deals over the spots' names
     with torch.inference_mode():
-        at = [m._cross_fitted(slide, prompt, "cpu", n) for m, n in zip((first, second), nets, strict=True)]
+        at = [m._cross_fitted(slide, prompt, "cpu", n, rank) for m, n in zip((first, second), nets, strict=True)]
     expected, _ = adapt(pred, np.hstack([nets[0][1], nets[1][1]]), slide.x.numpy(), slide.pos.numpy(), prompt,
                         slide.y.numpy().astype(np.float64)[prompt], network_at_prompts=(at[0][0] + at[1][0]) / 2,
-                        latent_at_prompts=np.hstack([at[0][1], at[1][1]]))  # fmt: skip
+                        latent_at_prompts=np.hstack([at[0][1], at[1][1]]), spot_rank=rank)  # fmt: skip
     adapted = both.predict(a, prompt)[0]
     np.testing.assert_allclose(adapted, expected, rtol=1e-5, atol=1e-6)
     assert np.abs(pred - nets[0][0]).max() > 1e-3  # the second network matters
