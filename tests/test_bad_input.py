@@ -742,6 +742,10 @@ CASES = [
          "must be a SpatialData object, got AnnData"),
     case("pl.spatial: a spot scale of 0", "targets", None, lambda a, e: pl.spatial(a, a.var_names[0], spot_scale=0),
          ValueError, "`spot_scale` must be a finite number above 0"),
+    case("pl.spatial: a prompt_key that is not a column", "targets", None,
+         lambda a, e: pl.spatial(a, a.var_names[0], prompt_key="promts"), KeyError, "`prompt_key='promts'` is not"),
+    case("pl.spatial: a prompt_key of strings", "targets", lambda a, e: a.obs.__setitem__("label", "tumour"),
+         lambda a, e: pl.spatial(a, a.var_names[0], prompt_key="label"), TypeError, r"obs\['label'\]` must be boolean"),
     case("to_spatialdata: no spot diameter", "targets", no_diameter, lambda a, e: io.to_spatialdata(a, image=False),
          ValueError, "spot_diameter_fullres'\\]` must be positive"),
     # ---- models

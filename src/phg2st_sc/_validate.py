@@ -279,6 +279,14 @@ def get_matrix(
     return arr
 
 
+def boolean_column(adata: AnnData, key: str, meaning: str) -> np.ndarray:
+    """``adata.obs[key]`` as a boolean mask; it must be boolean or hold only 0 and 1 (``True`` = ``meaning``)."""
+    col = adata.obs[key]
+    if col.dtype != bool and (col.isna().any() or not set(np.unique(col.to_numpy())).issubset({0, 1})):
+        raise TypeError(f"`adata.obs[{key!r}]` must be boolean (True = {meaning}).")
+    return col.to_numpy().astype(bool)
+
+
 def get_prompt_mask(adata: AnnData, prompt_key: str) -> np.ndarray:
     """Return the boolean prompt column ``adata.obs[prompt_key]``."""
     if prompt_key not in adata.obs:
@@ -286,11 +294,7 @@ def get_prompt_mask(adata: AnnData, prompt_key: str) -> np.ndarray:
             f"`adata.obs[{prompt_key!r}]` is missing: mark the measured (prompt) spots first, "
             f"e.g. with `phg2st.tl.select_prompts(adata, key_added={prompt_key!r})`."
         )
-    col = adata.obs[prompt_key]
-    if col.dtype != bool:
-        if col.isna().any() or not set(np.unique(col.to_numpy())).issubset({0, 1}):
-            raise TypeError(f"`adata.obs[{prompt_key!r}]` must be boolean (True = measured prompt spot).")
-    mask = col.to_numpy().astype(bool)
+    mask = boolean_column(adata, prompt_key, "measured prompt spot")
     if mask.sum() == 0:
         raise ValueError(f"`adata.obs[{prompt_key!r}]` marks no spot as a prompt; at least one is needed.")
     return mask

@@ -11,7 +11,7 @@ from anndata import AnnData
 
 from phg2st_sc._constants import Keys
 from phg2st_sc._utils import as_dense
-from phg2st_sc._validate import check_positive_real
+from phg2st_sc._validate import boolean_column, check_positive_real
 from phg2st_sc.pl._base import (
     as_anndata,
     check_genes_layers,
@@ -26,6 +26,13 @@ from phg2st_sc.pl._base import (
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from spatialdata import SpatialData
+
+
+def _prompt_outline(adata: AnnData, prompt_key: str) -> np.ndarray:
+    """The spots to outline: ``obs[prompt_key]``, which must exist and be boolean (or 0/1)."""
+    if prompt_key not in adata.obs:
+        raise KeyError(f"`prompt_key={prompt_key!r}` is not an `obs` column (pass None to outline no spot).")
+    return boolean_column(adata, prompt_key, "a prompt spot to outline")
 
 
 def _values(adata: AnnData, layer: str | None, cols: np.ndarray) -> np.ndarray:
@@ -77,7 +84,8 @@ def spatial(
         Add a panel of the predictive standard deviation (``layers[layer + '_std']`` from
         :func:`~phg2st_sc.tl.impute`) for every layer after the first that has one; an error if none has.
     prompt_key
-        Boolean ``obs`` column of prompt spots to outline; ``None`` or a missing column outlines nothing.
+        Boolean ``obs`` column of prompt spots to outline; ``None``, or the default column where it is absent,
+        outlines nothing. Another name must be a boolean column of ``obs``.
     {section}
     cmap, error_cmap
         Colour maps of expression and of errors.
@@ -106,8 +114,8 @@ def spatial(
 
     view = section_view(adata, library_id, image=image, spot_scale=spot_scale)
     prompts = None
-    if prompt_key is not None and prompt_key in adata.obs:
-        prompts = adata.obs[prompt_key].to_numpy().astype(bool)
+    if prompt_key is not None and (prompt_key in adata.obs or prompt_key != Keys.PROMPT):
+        prompts = _prompt_outline(adata, prompt_key)
 
     cols = adata.var_names.get_indexer(genes)
     values = {layer: _values(adata, layer, cols) for layer in layers}
