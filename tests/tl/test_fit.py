@@ -405,8 +405,7 @@ def test_several_networks_average_their_predictions(synthetic_section, tmp_path)
     """``n_networks=2``: the networks ``fit`` gives with seeds 3 and 4, their predictions averaged (and, under the
     in-context layer, their cross-fitted predictions at the prompts, each aligned on its own network; the layer's
     ridge reads both networks' tokens), the first network's latent tokens returned; kept through save and load."""
-    from phg2st_sc._model._incontext import adapt
-    from phg2st_sc._model._model import spot_rank
+    from phg2st_sc._model._incontext import adapt, spot_rank
 
     a, b = synthetic_section(), synthetic_section(seed=1, name="S1")
     both = phg2st.tl.fit([a, b], max_epochs=2, seed=3, n_networks=2, **SMALL)

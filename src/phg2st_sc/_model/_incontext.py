@@ -53,7 +53,7 @@ prompts is formed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -239,8 +239,19 @@ def prompt_folds(p: int, order: np.ndarray | None = None) -> list[np.ndarray]:
     name: :func:`canonical_order`), so that the folds do not depend on how the spots are listed; ``None``: the
     listing order.
     """
-    folds = np.array_split(np.random.default_rng(0).permutation(p), CV_FOLDS)
-    return folds if order is None or _is_identity(order) else [order[f] for f in folds]
+    return [dealt(f, order) for f in np.array_split(np.random.default_rng(0).permutation(p), CV_FOLDS)]
+
+
+def spot_rank(names: Sequence[str]) -> np.ndarray:
+    """Each spot's rank in the order of its name (the names are unique: ``tl.impute`` checks them).
+
+    What the folds and the fixed random samples are dealt over (:func:`canonical_order`), so that listing a
+    section's spots otherwise does not change its prediction.
+    """
+    names = np.asarray(names, dtype=str)
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[np.argsort(names, kind="stable")] = np.arange(len(names))
+    return rank
 
 
 def canonical_order(rank: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
@@ -248,8 +259,13 @@ def canonical_order(rank: np.ndarray | None, rows: np.ndarray) -> np.ndarray | N
     return None if rank is None else np.argsort(np.asarray(rank)[rows], kind="stable")
 
 
-def _is_identity(order: np.ndarray) -> bool:
-    return bool((order == np.arange(len(order))).all())
+def dealt(chosen: np.ndarray, order: np.ndarray | None) -> np.ndarray:
+    """A fixed random choice of positions ``chosen``, dealt over ``order`` (:func:`canonical_order`).
+
+    ``None``: as listed. Where ``order`` is the listing order the values are ``chosen``'s: spots listed by name keep
+    every fold and sample they had.
+    """
+    return chosen if order is None else order[chosen]
 
 
 def _idw_folds(xy_p: np.ndarray, y: np.ndarray, folds: list[np.ndarray]) -> np.ndarray:
@@ -1070,5 +1086,4 @@ def _fit_rows(n: int, order: np.ndarray | None = None) -> np.ndarray:
     """
     if n <= FIT_SUBSET:
         return np.arange(n)
-    chosen = np.random.default_rng(0).permutation(n)[:FIT_SUBSET]
-    return chosen if order is None or _is_identity(order) else order[chosen]
+    return dealt(np.random.default_rng(0).permutation(n)[:FIT_SUBSET], order)

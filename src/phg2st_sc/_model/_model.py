@@ -20,6 +20,7 @@ from anndata import AnnData
 from phg2st_sc._errors import ModelFileError, TrainingDivergedError, TrainingTerminated
 from phg2st_sc._model._config import VARIANTS, InputSpec, ModelConfig
 from phg2st_sc._model._data import FixedSlides, Slide, TrainSlides, draw_prompts, slide_batch, slide_from_adata
+from phg2st_sc._model._incontext import canonical_order, dealt, spot_rank
 from phg2st_sc._model._module import PHG2STModule
 
 logger = logging.getLogger("phg2st_sc")
@@ -41,24 +42,12 @@ def align_rows(n: int, rank: np.ndarray | None = None) -> np.ndarray:
     Every spot up to :data:`ALIGN_SPOTS`, else a fixed random choice of that many: the level is a per-gene mean,
     and the passes differ from the full one smoothly, so a few thousand spots set it to well within its noise,
     while the passes then run at those spots and the fold's prompts only. The choice is dealt over the spots in the
-    order of their ``rank`` (:func:`spot_rank`), where given.
+    order of their ``rank`` (:func:`~phg2st_sc._model._incontext.spot_rank`), where given.
     """
     if n <= ALIGN_SPOTS:
         return np.arange(n)
     chosen = np.random.default_rng(0).choice(n, ALIGN_SPOTS, replace=False)
-    return np.sort(chosen if rank is None else np.argsort(rank, kind="stable")[chosen])
-
-
-def spot_rank(names: Sequence[str]) -> np.ndarray:
-    """Each spot's rank in the order of its name.
-
-    What the in-context layer deals its folds over, so that listing a section's spots otherwise does not change its
-    prediction (the names are unique: ``tl.impute`` checks them).
-    """
-    names = np.asarray(names, dtype=str)
-    rank = np.empty(len(names), dtype=np.int64)
-    rank[np.argsort(names, kind="stable")] = np.arange(len(names))
-    return rank
+    return np.sort(dealt(chosen, canonical_order(rank, np.arange(n))))
 
 
 class PHG2ST:
@@ -261,8 +250,7 @@ class PHG2ST:
         from phg2st_sc._model._plan import check_attention_memory
 
         device = resolve_device(device)  # a device this machine lacks: refused here, before any work
-
-        if torch.device(device).type == "cpu":
+        if device.type == "cpu":
             check_attention_memory(adata.n_obs, self.config, training=False)
         self._check_members()
         adaptive = self.config["variant"] == "adaptive" and not network_only
@@ -371,7 +359,8 @@ class PHG2ST:
         prompts: PCC -0.06 over the prompts against 0.13 aligned and 0.14 at the held-out spots, which all share
         one pass). The shift is one constant per fold and gene, the same at every prompt of the fold.
         (:meth:`predict` runs these passes together with its own, sharing the image branches.) ``rank``: the
-        spots' canonical ranks the folds are dealt over (:func:`spot_rank`; ``None``: their listing order), which
+        spots' canonical ranks the folds are dealt over (:func:`~phg2st_sc._model._incontext.spot_rank`; ``None``:
+        their listing order), which
         the in-context layer must be given too.
         """
         folds = self._fold_batches(slide, prompt, device, rank=rank)
@@ -394,7 +383,7 @@ class PHG2ST:
         already there); each fold adds only the entries its prompt mask sets (:data:`PROMPT_KEYS`). The folds are
         dealt over the prompts in the order of ``rank`` (``None``: as listed).
         """
-        from phg2st_sc._model._incontext import CV_FOLDS, canonical_order, prompt_folds
+        from phg2st_sc._model._incontext import CV_FOLDS, prompt_folds
 
         idx = np.flatnonzero(prompt)
         if len(idx) < 2 * CV_FOLDS:

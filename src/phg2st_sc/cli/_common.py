@@ -157,14 +157,16 @@ def expand_paths(args: argparse.Namespace) -> None:
             setattr(args, name, [expand(v) if isinstance(v, str) else v for v in value])
 
 
-def device_problem(device: str) -> str | None:
-    """Why ``--device`` cannot be used on this machine (a usage error, found before any input is read), or ``None``."""
-    from phg2st_sc._model._embed import resolve_device
+def usage_problem(check: Callable[..., Any], *args: Any) -> str | None:
+    """What the package's own ``check(*args)`` refuses (a usage error, found before any input is read), or ``None``.
 
+    The checks of the Python API (``_validate.check_seed``, ``_embed.resolve_device``, ...), their messages
+    without the API's backticks.
+    """
     try:
-        resolve_device(device)
-    except ValueError as err:
-        return str(err)
+        check(*args)
+    except (ValueError, TypeError) as err:
+        return str(err).replace("`", "")
     return None
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from phg2st_sc._constants import ENCODER_NAMES, Keys
 
-from ._common import INPUTS_HELP, batch_parser, device_problem, each_input, platform_folder, stem, write_output
+from ._common import INPUTS_HELP, batch_parser, each_input, platform_folder, stem, usage_problem, write_output
 
 DESCRIPTION = """\
 Embed the H&E tiles of each section (spot tiles and their neighbour windows: pp.embed_tiles) and build
@@ -46,9 +46,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def check(args: argparse.Namespace) -> str | None:
     """Problems found before any work (a usage error)."""
+    from phg2st_sc._model._embed import resolve_device
     from phg2st_sc._utils import check_writable
 
-    problem = device_problem(args.device)
+    problem = usage_problem(resolve_device, args.device)
     if problem:
         return problem
     check_writable(args.out_dir)

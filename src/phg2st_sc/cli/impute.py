@@ -11,12 +11,12 @@ from phg2st_sc._constants import Keys
 from ._common import (
     INPUTS_HELP,
     batch_parser,
-    device_problem,
     each_input,
     read_sections,
     require_ready,
     say,
     stem,
+    usage_problem,
     write_output,
 )
 
@@ -56,17 +56,19 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def check(args: argparse.Namespace) -> str | None:
     """Problems found before any work (a usage error): the model file, the output folder, outputs over inputs."""
+    from phg2st_sc._model._embed import resolve_device
     from phg2st_sc._utils import check_writable
+    from phg2st_sc._validate import check_fraction, check_seed
 
     if not Path(args.model).is_file():
         return f"no model file at {args.model}."
-    if args.prompt_key is None and not 0 < args.prompt_fraction < 1:
-        return f"--prompt-fraction must be in (0, 1), got {args.prompt_fraction}."
-    if not 0 <= args.seed < 2**32:
-        return f"--seed must be an integer from 0 to 2**32 - 1, got {args.seed}."
-    problem = device_problem(args.device)
-    if problem:
-        return problem
+    settings = [(check_seed, args.seed, "--seed"), (resolve_device, args.device)]  # shared by every input
+    if args.prompt_key is None:
+        settings.insert(0, (check_fraction, args.prompt_fraction, "--prompt-fraction"))
+    for setting in settings:
+        problem = usage_problem(*setting)
+        if problem:
+            return problem
     check_writable(args.out_dir)
     outputs = {str(_output(args, p).resolve()) for p in args.inputs}
     clash = [p for p in args.inputs if str(Path(p).resolve()) in outputs]
